@@ -1,0 +1,472 @@
+"""Recipes: YAML files validated into typed dataclasses.
+
+A recipe is one row of the seed's result tables (MMAction2's TSN README). Loading is
+strict: an unknown key, a wrong type or a missing referenced file raises
+``RecipeError`` naming the recipe file, the line and the dotted key, with the
+closest valid key when one is near. Shared values live in ``recipes/_base/*.yaml``
+and are pulled in with ``base: <path>`` (later files override earlier ones, mapping
+by mapping). ``--set key.sub=value`` overrides any field after loading.
+
+Code reads fields by name (``recipe.train.lr``); there is no registry.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_ROOT.parent
+PIPELINES_DIR = PROJECT_ROOT / "pipelines"
+RECIPES_DIR = PROJECT_ROOT / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe (or pipeline, or override) that does not validate.
+
+    ``str(err)`` is one line: ``<file>:<line>: <key>: <what was expected>``.
+    """
+
+    def __init__(self, file: str, key: str, message: str, line: Optional[int] = None):
+        self.file, self.key, self.line, self.message = str(file), key, line, message
+        where = f"{file}:{line}" if line else str(file)
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass
+class ModelConfig:
+    """The TSN model: per-frame backbone, dropout, linear classifier, average consensus."""
+
+    backbone: str = "resnet50"
+    num_classes: int = 400
+    dropout: float = 0.4
+    init_std: float = 0.01
+    pretrained: Optional[str] = None  # local file: torchvision/timm ImageNet state dict
+    deploy: bool = False  # MobileOne: build the reparameterised (inference) form
+    # MMAction2 TSN averages features over all views (consensus before fc), then its
+    # average_clips='prob' takes a softmax; 'prob' averages per-view softmax instead.
+    test_average: str = "feature"
+
+
+@dataclass
+class DataConfig:
+    """Where the videos are (MMAction2's layout under ``root``) and how they are read."""
+
+    root: str = "data"
+    format: str = "video"  # video | rawframes
+    train_list: str = ""
+    train_prefix: str = ""
+    val_list: str = ""
+    val_prefix: str = ""
+    test_list: str = ""
+    test_prefix: str = ""
+    label_map: Optional[str] = None
+    filename_tmpl: str = "img_{:05}.jpg"  # rawframes only
+    start_index: int = 0  # MMAction2: 0 for videos, 1 for rawframes
+    num_segments: int = 8
+    input_size: int = 224
+    short_side: int = 256
+    mean: List[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    std: List[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+    flip_label_map: Dict[int, int] = field(default_factory=dict)
+    train_pipeline: str = "tsn_train"
+    val_pipeline: str = "tsn_val"
+    test_pipeline: str = "tsn_test_tencrop"
+    on_bad_video: str = "skip"  # train time: skip (replace and count) | error
+    index_cache: Optional[str] = None  # default: <root>/.tsn_dali_index/
+
+
+@dataclass
+class LoaderConfig:
+    """How clips are produced: executor, batch sizes, DALI threads and queue depth."""
+
+    executor: str = "auto"  # auto | dali-gpu | dali-cpu | reference
+    batch_size: int = 32  # per GPU, train and val
+    test_batch_size: int = 1  # videos per GPU at test time (each 250 views for K400)
+    num_threads: int = 4  # DALI CPU threads per pipeline
+    prefetch: int = 2  # DALI prefetch queue depth
+    decode_workers: int = 4  # PyAV/decord threads feeding dali-cpu
+    reference_workers: int = 8  # torch DataLoader workers of the reference executor
+    dtype: str = "float16"  # float16 | bfloat16 | float32 | uint8
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation as MMAction2's sgd_100e / sgd_50e schedules and runtime."""
+
+    gpus: int = 8  # the GPUs the reported row used
+    epochs: int = 100
+    lr: float = 0.01  # for base_batch_size
+    base_batch_size: int = 256
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    grad_clip: Optional[float] = 40.0
+    milestones: List[int] = field(default_factory=lambda: [40, 80])
+    gamma: float = 0.1
+    val_interval: int = 1
+    checkpoint_interval: int = 1
+    amp: str = "bf16"  # bf16 | fp16 | off
+    channels_last: bool = True
+    compile: bool = False
+    nan_policy: str = "stop"  # stop | skip
+    log_interval: int = 20
+
+
+@dataclass
+class TestConfig:
+    """Test protocol: the pipeline gives the views; this says what is reported."""
+
+    topk: List[int] = field(default_factory=lambda: [1, 5])
+    on_bad_video: str = "error"  # error | skip (skipped videos are listed in results)
+
+
+@dataclass
+class ReportedConfig:
+    """What the seed's table row reports, kept beside the recipe to compare against."""
+
+    table: str = ""
+    config: str = ""
+    top1: Optional[float] = None
+    top5: Optional[float] = None
+    gflops: Optional[float] = None
+    params_m: Optional[float] = None
+    testing_protocol: str = ""
+    gpus: Optional[int] = None
+    batch_per_gpu: Optional[int] = None
+    train_command: str = ""
+    test_command: str = ""
+    note: str = ""
+
+
+@dataclass
+class Recipe:
+    name: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    reported: ReportedConfig = field(default_factory=ReportedConfig)
+    source: str = ""  # the file it was loaded from (set by the loader)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    "model.test_average": ("feature", "prob"),
+    "data.format": ("video", "rawframes"),
+    "data.on_bad_video": ("skip", "error"),
+    "loader.executor": ("auto", "dali-gpu", "dali-cpu", "reference"),
+    "loader.dtype": ("float16", "bfloat16", "float32", "uint8"),
+    "train.amp": ("bf16", "fp16", "off"),
+    "train.nan_policy": ("stop", "skip"),
+    "test.on_bad_video": ("error", "skip"),
+}
+
+POSITIVE = {
+    "model.num_classes", "data.num_segments", "data.input_size", "data.short_side",
+    "loader.batch_size", "loader.test_batch_size", "loader.num_threads", "loader.prefetch",
+    "loader.decode_workers", "train.gpus", "train.epochs", "train.base_batch_size",
+    "train.val_interval", "train.checkpoint_interval", "train.log_interval",
+}
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key (dotted path -> line)."""
+
+
+def _load_yaml_with_lines(path: Path) -> Tuple[Any, Dict[str, int]]:
+    text = path.read_text()
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(path, "", f"not valid YAML: {problem}", line) from None
+    lines: Dict[str, int] = {}
+
+    def walk(n, prefix):
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = f"{prefix}.{k.value}" if prefix else str(k.value)
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+
+    if node is not None:
+        walk(node, "")
+    data = yaml.load(text, Loader=yaml.SafeLoader)
+    return data, lines
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_type_name(args[0])} or null"
+    if origin in (list, List):
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin in (dict, Dict):
+        k, v = typing.get_args(tp)
+        return f"mapping of {_type_name(k)} to {_type_name(v)}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value, tp, key: str, where):
+    """Check ``value`` against annotation ``tp``; return the converted value."""
+    file, lines = where
+    line = lines.get(key)
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], key, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RecipeError(file, key, f"expected a mapping, got {type(value).__name__}", line)
+        return _build(tp, value, key, where)
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(file, key, f"expected {_type_name(tp)}, got {value!r}", line)
+        (inner,) = typing.get_args(tp)
+        return [_convert(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise RecipeError(file, key, f"expected {_type_name(tp)}, got {value!r}", line)
+        kt, vt = typing.get_args(tp)
+        return {_convert(k, kt, f"{key}.{k}", where): _convert(v, vt, f"{key}.{k}", where)
+                for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise RecipeError(file, key, f"expected {_type_name(tp)}, got {value!r}", line)
+
+
+def _build(cls, data: dict, prefix: str, where):
+    file, lines = where
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "source"]
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1, cutoff=0.5)
+            hint = f" (did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?)" if close else ""
+            valid = ", ".join(names)
+            raise RecipeError(file, key, f"unknown key{hint}; valid keys here: {valid}",
+                              lines.get(key))
+        kwargs[k] = _convert(v, hints[k], key, where)
+    return cls(**kwargs)
+
+
+def _check_values(recipe: Recipe, where) -> None:
+    file, lines = where
+    for dotted, allowed in CHOICES.items():
+        value = _get(recipe, dotted)
+        if value not in allowed:
+            raise RecipeError(file, dotted, f"expected one of {', '.join(allowed)}, got {value!r}",
+                              lines.get(dotted))
+    for dotted in POSITIVE:
+        value = _get(recipe, dotted)
+        if value <= 0:
+            raise RecipeError(file, dotted, f"expected a positive integer, got {value!r}",
+                              lines.get(dotted))
+    for dotted in ("data.mean", "data.std"):
+        if len(_get(recipe, dotted)) != 3:
+            raise RecipeError(file, dotted, "expected 3 values (RGB)", lines.get(dotted))
+    if not 0.0 <= recipe.model.dropout < 1.0:
+        raise RecipeError(file, "model.dropout", "expected 0 <= dropout < 1", lines.get("model.dropout"))
+    ms = recipe.train.milestones
+    if ms != sorted(ms):
+        raise RecipeError(file, "train.milestones", f"expected increasing epochs, got {ms}",
+                          lines.get("train.milestones"))
+    if recipe.model.pretrained and not Path(recipe.model.pretrained).is_file():
+        raise RecipeError(file, "model.pretrained",
+                          f"file not found: {recipe.model.pretrained}", lines.get("model.pretrained"))
+    for split in ("train", "val", "test"):
+        key = f"data.{split}_pipeline"
+        name = _get(recipe, key)
+        if not (PIPELINES_DIR / f"{name}.yaml").is_file():
+            known = sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise RecipeError(file, key, f"no pipeline '{name}' in {PIPELINES_DIR}{hint}",
+                              lines.get(key))
+
+
+def _get(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "flip_label_map":
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_with_bases(path: Path, seen=()) -> Tuple[dict, Dict[str, int], Dict[str, str]]:
+    """Read a recipe and its ``base:`` chain. Returns (merged dict, key->line, key->file)."""
+    path = path.resolve()
+    if path in seen:
+        raise RecipeError(path, "base", "include cycle: " + " -> ".join(str(p) for p in seen))
+    data, lines = _load_yaml_with_lines(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(path, "", "expected a mapping at the top level")
+    files = {k: str(path) for k in lines}
+    bases = data.pop("base", None)
+    if bases is None:
+        return data, lines, files
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RecipeError(path, "base", "expected a file path or a list of file paths", lines.get("base"))
+    merged, mlines, mfiles = {}, {}, {}
+    for b in bases:
+        bpath = (path.parent / b)
+        if not bpath.is_file():
+            raise RecipeError(path, "base", f"file not found: {bpath}", lines.get("base"))
+        bdata, blines, bfiles = _read_with_bases(bpath, seen + (path,))
+        merged = _deep_merge(merged, bdata)
+        mlines.update(blines)
+        mfiles.update(bfiles)
+    merged = _deep_merge(merged, data)
+    mlines.update(lines)
+    mfiles.update(files)
+    return merged, mlines, mfiles
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> Tuple[str, Any]:
+    """``key.sub=value`` -> (``key.sub``, YAML-parsed value)."""
+    if "=" not in text:
+        raise RecipeError("--set", text, "expected key=value, e.g. --set train.lr=0.02")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _apply_override(data: dict, key: str, value) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = {}
+            node[p] = nxt
+        if not isinstance(nxt, dict):
+            raise RecipeError("--set", key, f"'{p}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------- public
+
+
+def load_recipe(path, overrides: Optional[List[str]] = None) -> Recipe:
+    """Load, merge (``base:``), override (``--set``) and validate one recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        alt = RECIPES_DIR / path
+        if alt.is_file():
+            path = alt
+        else:
+            known = sorted(p.name for p in RECIPES_DIR.glob("*.yaml"))
+            close = difflib.get_close_matches(path.name, known, n=1)
+            hint = f" (did you mean recipes/{close[0]}?)" if close else ""
+            raise RecipeError(path, "", f"recipe file not found{hint}")
+    data, lines, files = _read_with_bases(path)
+    set_keys = []
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _apply_override(data, key, value)
+        set_keys.append(key)
+
+    file_of = dict(files)
+    for k in set_keys:
+        file_of[k] = "--set"
+
+    # Errors are raised against the recipe, then re-pointed at the file the key came
+    # from (a base file, or --set).
+    where = (str(path), lines)
+    try:
+        recipe = _build(Recipe, data, "", where)
+        _check_values(recipe, where)
+    except RecipeError as err:
+        origin = file_of.get(err.key) or file_of.get(err.key.split("[")[0])
+        if origin and origin != err.file:
+            line = None if origin == "--set" else err.line
+            raise RecipeError(origin, err.key, err.message, line) from None
+        raise
+    recipe.source = str(path)
+    if not recipe.name:
+        recipe.name = path.stem
+    return recipe
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The resolved recipe as YAML (stored in checkpoints and work dirs)."""
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+
+
+def recipe_from_dict(data: dict, source: str = "<checkpoint>") -> Recipe:
+    """Rebuild a Recipe from ``to_dict()`` output (e.g. one stored in a checkpoint)."""
+    data = dict(data)
+    data.pop("source", None)
+    recipe = _build(Recipe, data, "", (source, {}))
+    recipe.source = source
+    return recipe
+
+
+def list_recipes() -> List[Path]:
+    """Every table-row recipe in recipes/ (bases excluded)."""
+    return sorted(p for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_data_path(recipe: Recipe, rel: str) -> str:
+    """A data path from the recipe, relative to ``data.root`` unless absolute."""
+    if not rel:
+        return rel
+    return rel if os.path.isabs(rel) else os.path.join(recipe.data.root, rel)
