@@ -470,3 +470,25 @@ def resolve_data_path(recipe: Recipe, rel: str) -> str:
     if not rel:
         return rel
     return rel if os.path.isabs(rel) else os.path.join(recipe.data.root, rel)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m tsn_dali.config RECIPE [--set k=v ...]``: validate and print the resolved recipe."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m tsn_dali.config", description=main.__doc__)
+    parser.add_argument("recipe")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        recipe = load_recipe(args.recipe, args.overrides)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(recipe_to_yaml(recipe), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
