@@ -1,0 +1,144 @@
+"""Annotation lists in MMAction2's formats, read strictly.
+
+- video list (MMAction2 VideoDataset): ``relative/path.mp4 label`` per line, the path
+  relative to ``prefix``;
+- rawframe list (MMAction2 RawframeDataset): ``frame_dir total_frames label`` per line;
+- label map: one class name a line, line ``i`` (0-based) is class ``i``.
+
+Blank lines and surrounding whitespace are ignored. A malformed line (wrong number of
+fields, a label that is not an integer or not below ``num_classes``, a file or folder
+that does not exist) raises ``AnnotationError("<file>:<line>: <what was expected>")``;
+with ``skip_bad=True`` the line is left out and its message returned in ``problems``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+
+class AnnotationError(ValueError):
+    """A bad annotation file or line; ``str`` is ``<file>:<line>: <what was expected>``."""
+
+    def __init__(self, file: str, line: Optional[int], message: str):
+        self.file, self.line, self.message = str(file), line, message
+        where = f"{file}:{line}" if line else str(file)
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass
+class VideoRecord:
+    path: str  # full path: prefix joined with the list's relative path
+    label: int
+    line: int  # 1-based line in the list file
+    source: str  # the list file
+    num_frames: Optional[int] = None  # rawframe lists: total_frames column
+
+
+def _lines(list_file: str):
+    if not os.path.isfile(list_file):
+        raise AnnotationError(list_file, None, "annotation file not found")
+    with open(list_file, encoding="utf-8") as fh:
+        for number, text in enumerate(fh, start=1):
+            text = text.strip()
+            if text:
+                yield number, text
+
+
+def _int_field(value: str, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"expected an integer {what}, got {value!r}") from None
+
+
+def _label(value: str, num_classes: Optional[int]) -> int:
+    label = _int_field(value, "label")
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        top = f"{num_classes - 1}" if num_classes is not None else "any"
+        raise ValueError(f"expected a label in 0..{top}, got {label}")
+    return label
+
+
+def _read(list_file, prefix, num_classes, skip_bad, parse) -> Tuple[List[VideoRecord], List[str]]:
+    list_file = str(list_file)
+    records, problems = [], []
+    for number, text in _lines(list_file):
+        try:
+            records.append(parse(text.split(), number))
+        except ValueError as exc:
+            err = AnnotationError(list_file, number, str(exc))
+            if not skip_bad:
+                raise err from None
+            problems.append(str(err))
+    return records, problems
+
+
+def read_video_list(list_file, prefix="", *, num_classes: Optional[int] = None,
+                    skip_bad: bool = False, check_files: bool = True
+                    ) -> Tuple[List[VideoRecord], List[str]]:
+    """MMAction2 VideoDataset list: ``path label`` a line -> (records, problems).
+
+    ``check_files``: a path that is not an existing file under ``prefix`` is a bad line.
+    """
+    source = str(list_file)
+
+    def parse(fields, number):
+        if len(fields) != 2:
+            raise ValueError(f"expected 2 fields 'relative/path.mp4 label', got {len(fields)}")
+        path = os.path.join(str(prefix), fields[0]) if prefix else fields[0]
+        label = _label(fields[1], num_classes)
+        if check_files and not os.path.isfile(path):
+            raise ValueError(f"expected an existing video file, not found: {path}")
+        return VideoRecord(path=path, label=label, line=number, source=source)
+
+    return _read(list_file, prefix, num_classes, skip_bad, parse)
+
+
+def read_rawframe_list(list_file, prefix="", *, num_classes: Optional[int] = None,
+                       skip_bad: bool = False, check_files: bool = True,
+                       filename_tmpl: Optional[str] = None, start_index: int = 1
+                       ) -> Tuple[List[VideoRecord], List[str]]:
+    """MMAction2 RawframeDataset list: ``frame_dir total_frames label`` a line.
+
+    ``check_files``: the folder must exist; given ``filename_tmpl`` (DataConfig's, e.g.
+    ``img_{:05}.jpg``) its first frame ``filename_tmpl.format(start_index)`` must too.
+    """
+    source = str(list_file)
+
+    def parse(fields, number):
+        if len(fields) != 3:
+            raise ValueError(f"expected 3 fields 'frame_dir total_frames label', got {len(fields)}")
+        path = os.path.join(str(prefix), fields[0]) if prefix else fields[0]
+        total = _int_field(fields[1], "total_frames")
+        if total <= 0:
+            raise ValueError(f"expected a positive total_frames, got {total}")
+        label = _label(fields[2], num_classes)
+        if check_files:
+            if not os.path.isdir(path):
+                raise ValueError(f"expected an existing frame folder, not found: {path}")
+            if filename_tmpl:
+                first = os.path.join(path, filename_tmpl.format(start_index))
+                if not os.path.isfile(first):
+                    raise ValueError(f"expected the first frame {first} (filename_tmpl "
+                                     f"{filename_tmpl!r}, start_index {start_index})")
+        return VideoRecord(path=path, label=label, line=number, source=source, num_frames=total)
+
+    return _read(list_file, prefix, num_classes, skip_bad, parse)
+
+
+def read_label_map(path) -> List[str]:
+    """Class names, one a line (line i = class i); blank lines are not allowed inside."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise AnnotationError(path, None, "label map file not found")
+    with open(path, encoding="utf-8") as fh:
+        names = [line.strip() for line in fh]
+    while names and not names[-1]:
+        names.pop()
+    for number, name in enumerate(names, start=1):
+        if not name:
+            raise AnnotationError(path, number, "expected a class name, got a blank line")
+    if not names:
+        raise AnnotationError(path, None, "expected one class name a line, the file is empty")
+    return names

@@ -1,0 +1,278 @@
+"""The video index: every video probed once (frames, size, fps, codec, GOP), cached.
+
+Frame count rule (what the planner samples from):
+
+1. MMAction2 reads videos with decord, so ``total_frames = len(decord.VideoReader)``.
+2. PyAV demuxes the stream (no decoding): packet count, keyframe flags (the mean
+   keyframe interval), the frame count the container declares, codec, size and fps.
+3. decord's count is kept when its last frame decodes (``vr[n - 1]``: at most one GOP
+   of decoding) and the stream holds at least that many packets. Otherwise (no decord,
+   decord cannot open the file, the last frame fails) the count is the frames PyAV
+   actually decodes, start to end.
+4. A stream with fewer packets than its container declares (or whose last decord frame
+   fails) is truncated: ``error`` says so, with the decodable count in ``num_frames``.
+
+Missing, empty, non-video, audio-only and zero-frame files get ``VideoInfo.error``;
+``probe_video`` and ``build_index`` never raise for a bad video. The cache is one JSON
+file, ``<cache_dir>/video_index.json``, keyed by absolute path and checked against the
+file's size and mtime, so a changed file is probed again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Dict, Iterable, List, Optional
+
+CACHE_NAME = "video_index.json"
+CACHE_VERSION = 1
+
+
+@dataclass
+class VideoInfo:
+    path: str
+    num_frames: int = 0
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    codec: str = ""
+    keyframe_interval: Optional[float] = None  # mean frames between keyframes
+    size: int = 0  # bytes
+    mtime: float = 0.0
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.num_frames > 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _decord_count(path: str):
+    """(count, last_frame_ok) from decord, or None when decord is absent or cannot open."""
+    try:
+        import decord
+    except ImportError:
+        return None
+    try:
+        reader = decord.VideoReader(path, num_threads=1)
+        count = len(reader)
+    except Exception:
+        return None
+    if count <= 0:
+        return 0, False
+    try:
+        reader[count - 1]
+        last_ok = True
+    except Exception:
+        last_ok = False
+    del reader
+    return count, last_ok
+
+
+def _pyav_decode_count(path: str) -> int:
+    """Frames PyAV decodes from start to end (stops quietly at the first decode error)."""
+    import av
+
+    count = 0
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for _ in container.decode(stream):
+                count += 1
+    except Exception:
+        pass
+    return count
+
+
+def _demux(path: str, info: VideoInfo) -> Optional[dict]:
+    """Fill size/fps/codec/keyframe interval from a PyAV demux; return packet facts."""
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as exc:  # av.error.InvalidDataError and friends
+        info.error = f"not a readable video ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+        return None
+    with container:
+        if not container.streams.video:
+            info.error = "no video stream (audio-only or data file)"
+            return None
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        info.codec = ctx.name or ""
+        info.width, info.height = int(ctx.width or 0), int(ctx.height or 0)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        info.fps = float(rate) if rate else 0.0
+        declared = int(stream.frames or 0)
+        packets, keyframes, demux_error = 0, [], None
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.is_keyframe:
+                    keyframes.append(packets)
+                packets += 1
+        except Exception as exc:
+            demux_error = str(exc).splitlines()[0][:120]
+    if len(keyframes) >= 2:
+        info.keyframe_interval = float(packets) / len(keyframes)
+    elif len(keyframes) == 1:
+        info.keyframe_interval = float(packets)
+    return {"packets": packets, "declared": declared, "demux_error": demux_error}
+
+
+def probe_video(path) -> VideoInfo:
+    """Probe one video (see the module docstring for the frame count rule). Never raises."""
+    path = str(path)
+    info = VideoInfo(path=path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        info.error = "file not found"
+        return info
+    info.size, info.mtime = int(st.st_size), float(st.st_mtime)
+    if info.size == 0:
+        info.error = "empty file (0 bytes)"
+        return info
+    try:
+        facts = _demux(path, info)
+        if facts is None:
+            return info
+        decord = _decord_count(path)
+        if decord is not None and decord[1] and decord[0] <= facts["packets"]:
+            info.num_frames = decord[0]
+        else:
+            info.num_frames = _pyav_decode_count(path)
+        if info.num_frames <= 0:
+            info.error = "no decodable video frames"
+        elif facts["declared"] and facts["packets"] < facts["declared"]:
+            info.error = (f"truncated: the container declares {facts['declared']} frames, "
+                          f"{facts['packets']} are present, {info.num_frames} decode")
+        elif decord is not None and decord[0] > 0 and not decord[1]:
+            info.error = (f"truncated: decord counts {decord[0]} frames but its last frame "
+                          f"does not decode; {info.num_frames} decode")
+        elif facts["demux_error"]:
+            info.error = f"stream error after {facts['packets']} packets: {facts['demux_error']}"
+        if info.width <= 0 or info.height <= 0:
+            info.error = info.error or "no frame size in the stream"
+    except Exception as exc:  # a probe must not raise (damaged files surprise decoders)
+        info.error = f"probe failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+    return info
+
+
+class VideoIndex:
+    """VideoInfo by path, plus the list of videos that cannot be used."""
+
+    def __init__(self, infos: Iterable[VideoInfo]):
+        self.infos: List[VideoInfo] = list(infos)
+        self._by_path: Dict[str, VideoInfo] = {}
+        for info in self.infos:
+            self._by_path[info.path] = info
+            self._by_path[os.path.abspath(info.path)] = info
+
+    def __getitem__(self, path) -> VideoInfo:
+        path = str(path)
+        info = self._by_path.get(path) or self._by_path.get(os.path.abspath(path))
+        if info is None:
+            raise KeyError(f"{path}: not in the video index")
+        return info
+
+    def __contains__(self, path) -> bool:
+        return str(path) in self._by_path or os.path.abspath(str(path)) in self._by_path
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def __iter__(self):
+        return iter(self.infos)
+
+    @property
+    def bad(self) -> List[VideoInfo]:
+        return [info for info in self.infos if not info.ok]
+
+    def report(self) -> str:
+        """One line per unusable video (``path: reason``), after a count line."""
+        bad = self.bad
+        lines = [f"{len(self.infos) - len(bad)} of {len(self.infos)} videos usable, {len(bad)} bad"]
+        lines += [f"{info.path}: {info.error or 'no frames'}" for info in bad]
+        return "\n".join(lines)
+
+
+def _load_cache(cache_file: str) -> Dict[str, dict]:
+    try:
+        with open(cache_file, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        return {}
+    entries = data.get("videos")
+    return entries if isinstance(entries, dict) else {}
+
+
+def _save_cache(cache_file: str, entries: Dict[str, dict]) -> None:
+    """Write atomically (temp file + rename) so concurrent builders never read half a file."""
+    folder = os.path.dirname(cache_file)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".video_index.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"version": CACHE_VERSION, "videos": entries}, fh)
+        os.replace(tmp, cache_file)
+    except OSError:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _cached(entry: Optional[dict], path: str) -> Optional[VideoInfo]:
+    if not entry:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if entry.get("size") != st.st_size or entry.get("mtime") != float(st.st_mtime):
+        return None
+    fields = {k: entry[k] for k in VideoInfo.__dataclass_fields__ if k in entry}
+    fields["path"] = path
+    return VideoInfo(**fields)
+
+
+def build_index(paths, cache_dir=None, workers: int = 4, progress: bool = True) -> VideoIndex:
+    """Probe every path once (threads, tqdm bar), reusing ``<cache_dir>/video_index.json``.
+
+    Entries whose size and mtime still match are taken from the cache; the rest are
+    probed and written back. Missing files are never cached.
+    """
+    from tqdm import tqdm
+
+    paths = [str(p) for p in paths]
+    cache_file = os.path.join(str(cache_dir), CACHE_NAME) if cache_dir else None
+    entries = _load_cache(cache_file) if cache_file else {}
+    infos: Dict[str, VideoInfo] = {}
+    todo = []
+    for path in dict.fromkeys(paths):
+        hit = _cached(entries.get(os.path.abspath(path)), path)
+        if hit is not None:
+            infos[path] = hit
+        else:
+            todo.append(path)
+    if todo:
+        with ThreadPoolExecutor(max(1, int(workers))) as pool, \
+                tqdm(total=len(todo), desc="probing videos", unit="video",
+                     disable=not progress) as bar:
+            for path, info in zip(todo, pool.map(probe_video, todo)):
+                infos[path] = info
+                bar.update(1)
+        if cache_file:
+            for path in todo:
+                info = infos[path]
+                if info.error != "file not found":
+                    entries[os.path.abspath(path)] = info.to_json()
+            _save_cache(cache_file, entries)
+    return VideoIndex(infos[p] for p in dict.fromkeys(paths))

@@ -1,0 +1,193 @@
+"""Show what the data path does with one video: its index entry and its clip plan.
+
+    python -m tsn_dali.inspect RECIPE --video PATH [--split train|val|test]
+        [--seed S] [--epoch E] [--sample N] [--label L] [--json] [--sheet out.png]
+        [--executor dali-gpu|dali-cpu|reference] [--dump-clips out.npy]
+
+Prints the index entry (frames, size, fps, codec, GOP), the frame indices, every crop
+box (in the frame after the first Resize) and its flip. ``--json`` prints one JSON
+object (``ClipPlan.to_json()`` plus ``index``). ``--sheet`` saves a contact sheet of the
+views the model gets (rows: crops, columns: frames); ``--dump-clips`` saves them as uint8
+``[V, H, W, C]``, crop-major. Both use ``--executor`` when given, else a PyAV + PIL
+rendering of the plan. A bad recipe or an unreadable video is one line on stderr and
+exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+import numpy as np
+
+from .config import RecipeError, load_recipe
+from .data.annotations import AnnotationError
+from .data.errors import VideoDecodeError
+from .data.plan import ClipPlan
+from .data.planner import ClipPlanner, load_pipeline
+from .data.video_index import probe_video
+
+
+def make_plan(recipe, video: str, split: str = "train", seed: int = 0, epoch: int = 0,
+              sample: int = 0, label: int = 0):
+    """(VideoInfo, ClipPlan) for one video under the recipe's ``split`` pipeline."""
+    info = probe_video(video)
+    if not info.ok:
+        raise VideoDecodeError(video, info.error or "no decodable frames")
+    ops = load_pipeline(getattr(recipe.data, f"{split}_pipeline"), recipe.data)
+    plan = ClipPlanner(ops, seed=seed).plan(sample, video, label, info, epoch=epoch)
+    return info, plan
+
+
+def decode_frames(path: str, indices, start_index: int = 0) -> dict:
+    """Frames ``indices`` (MMAction2 frame_inds, ``start_index`` included) as RGB arrays.
+
+    Decodes with PyAV from the start, keeping the frames asked for (frame ``i`` is the
+    i-th decoded frame, as decord counts them).
+    """
+    import av
+
+    wanted = {int(i) - start_index for i in indices}
+    last = max(wanted)
+    frames = {}
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for n, frame in enumerate(container.decode(stream)):
+                if n in wanted:
+                    frames[n + start_index] = frame.to_ndarray(format="rgb24")
+                if n >= last:
+                    break
+    except Exception as exc:
+        raise VideoDecodeError(path, f"PyAV decode failed: {str(exc).splitlines()[0]}") from None
+    missing = sorted(set(int(i) for i in indices) - set(frames))
+    if missing:
+        raise VideoDecodeError(path, f"frames {missing[:5]} could not be decoded")
+    return frames
+
+
+def render_plan(plan: ClipPlan, start_index: int = 0) -> np.ndarray:
+    """The plan's views as uint8 ``[V, H, W, C]``, crop-major, with PIL (bilinear).
+
+    ClipPlan's rule: resize the frame to ``resize_to``, cut each crop, resize it to
+    ``out_size``, mirror where ``crop_flips``.
+    """
+    from PIL import Image
+
+    frames = decode_frames(plan.path, plan.frame_indices, start_index)
+    resized = {}
+    for idx, img in frames.items():
+        pil = Image.fromarray(img)
+        if pil.size != tuple(plan.resize_to):
+            pil = pil.resize(tuple(plan.resize_to), Image.BILINEAR)
+        resized[idx] = pil
+    views = []
+    for box, mirrored in zip(plan.crops, plan.crop_flips):
+        for idx in plan.frame_indices:
+            view = resized[int(idx)].crop(tuple(int(v) for v in box))
+            if view.size != tuple(plan.out_size):
+                view = view.resize(tuple(plan.out_size), Image.BILINEAR)
+            arr = np.asarray(view)
+            views.append(arr[:, ::-1] if mirrored else arr)
+    return np.ascontiguousarray(np.stack(views))
+
+
+def render_with_executor(plan: ClipPlan, name: str) -> np.ndarray:
+    """``build_executor(name).render([plan])`` as uint8 ``[V, H, W, C]``."""
+    from .data.executors import build_executor  # lazy: heavy, optional (DALI)
+
+    executor = build_executor(name)
+    try:
+        clips = executor.render([plan])
+        return clips[0].permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)
+    finally:
+        executor.close()
+
+
+def contact_sheet(views: np.ndarray, num_frames: int, path: str, tile: int = 112) -> None:
+    """Save views ``[V, H, W, C]`` as a grid: one row per crop, one column per frame."""
+    from PIL import Image
+
+    rows = max(1, len(views) // max(1, num_frames))
+    h, w = views.shape[1:3]
+    tw, th = (tile, max(1, round(tile * h / w))) if w >= h else (max(1, round(tile * w / h)), tile)
+    pad = 2
+    sheet = Image.new("RGB", (num_frames * (tw + pad) + pad, rows * (th + pad) + pad), (40, 40, 40))
+    for k, view in enumerate(views):
+        r, c = divmod(k, num_frames)
+        img = Image.fromarray(view).resize((tw, th), Image.BILINEAR)
+        sheet.paste(img, (pad + c * (tw + pad), pad + r * (th + pad)))
+    sheet.save(path)
+
+
+def describe(info, plan: ClipPlan, split: str) -> str:
+    lines = [
+        f"video      {info.path}",
+        f"index      {info.num_frames} frames, {info.width}x{info.height}, {info.fps:.3f} fps, "
+        f"codec {info.codec}, keyframe every {info.keyframe_interval or 0:.1f} frames",
+        f"split      {split}: {len(plan.frame_indices)} frames x {len(plan.crops)} crops = "
+        f"{plan.num_views} views of {plan.out_size[0]}x{plan.out_size[1]}",
+        f"label      {plan.label}" + ("  (flipped)" if plan.flip else ""),
+        f"frames     {' '.join(str(int(i)) for i in plan.frame_indices)}",
+        f"resize     {plan.orig_size[0]}x{plan.orig_size[1]} -> {plan.resize_to[0]}x{plan.resize_to[1]}",
+    ]
+    for k, (box, mirrored) in enumerate(zip(plan.crops, plan.crop_flips)):
+        x1, y1, x2, y2 = (int(v) for v in box)
+        lines.append(f"crop {k:<5} [{x1}, {y1}, {x2}, {y2}] {x2 - x1}x{y2 - y1}"
+                     + (" flipped" if mirrored else ""))
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tsn_dali.inspect", description=__doc__.split("\n")[0])
+    parser.add_argument("recipe")
+    parser.add_argument("--video", required=True)
+    parser.add_argument("--split", choices=("train", "val", "test"), default="train")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epoch", type=int, default=0)
+    parser.add_argument("--sample", type=int, default=0, help="index in the list (seeds the draws)")
+    parser.add_argument("--label", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--sheet")
+    parser.add_argument("--executor", choices=("dali-gpu", "dali-cpu", "reference"))
+    parser.add_argument("--dump-clips")
+    args = parser.parse_args(argv)
+    try:
+        recipe = load_recipe(args.recipe, args.set)
+        info, plan = make_plan(recipe, args.video, args.split, args.seed, args.epoch,
+                               args.sample, args.label)
+        if args.json:
+            out = plan.to_json()
+            out["index"] = info.to_json()
+            print(json.dumps(out))
+        else:
+            print(describe(info, plan, args.split))
+        if args.sheet or args.dump_clips:
+            if args.executor:
+                try:
+                    views = render_with_executor(plan, args.executor)
+                except (RuntimeError, ImportError) as exc:  # no GPU, no DALI, ...
+                    if isinstance(exc, VideoDecodeError):
+                        raise
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise ValueError(f"executor {args.executor}: {first}") from None
+            else:
+                views = render_plan(plan, recipe.data.start_index)
+            if args.dump_clips:
+                np.save(args.dump_clips, views)
+            if args.sheet:
+                contact_sheet(views, len(plan.frame_indices), args.sheet)
+            if not args.json:
+                print(f"views      {tuple(views.shape)} uint8"
+                      + (f" by {args.executor}" if args.executor else " by PyAV + PIL"))
+    except (RecipeError, AnnotationError, VideoDecodeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
