@@ -26,6 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional
 
+# PyAV before decord: once decord is loaded first, PyAV's libvpx-vp9 encoder fails to
+# open in that process (seen with av 18 and decord 0.6.0).
+import av  # noqa: F401
+
 CACHE_NAME = "video_index.json"
 CACHE_VERSION = 1
 

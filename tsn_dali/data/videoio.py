@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Optional
 
+import av  # before any decord import: see video_index.py
 import numpy as np
 
 # codec name -> (PyAV encoder, container extension)
@@ -33,7 +34,6 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: float = 30, codec:
     ``gop`` sets the keyframe interval (None: the encoder's default, long GOP as in
     real Kinetics files). Width and height must be even (yuv420p).
     """
-    import av
     from fractions import Fraction
 
     if codec not in CODECS:
