@@ -1,0 +1,182 @@
+"""The DALI graph that carries out ClipPlans, one function for CPU and GPU.
+
+Per sample (one ClipPlan, T frames, K crops) the graph does, in the order of the
+ClipPlan docstring:
+
+    frames [T, H, W, C]  (DALI's video decoder at ``frames=frame_indices``, or frames
+                          decoded outside DALI and fed in, see ``source``)
+    -> fn.resize to resize_to           (INTERP_LINEAR, antialias=False)
+    -> for k in range(K):               (one branch per crop: DALI's crop, resize and
+         fn.slice crops[k]               flip take per-sample arguments, not per-frame
+         -> fn.resize to out_size        ones, so each crop is its own branch and its
+         -> mirror if crop_flips[k]      box is a per-sample argument)
+         (-> normalise and cast)
+    -> fn.cat on the frame axis         [K*T, h, w, C], crop-major (view k*T + t)
+
+Bilinear rule: DALI's resize with ``antialias=False`` samples at half-pixel centres
+with a 2-tap linear filter, the same grid and weights as cv2 ``INTER_LINEAR``
+(mmcv.imresize, MMAction2's Resize) and as torch ``interpolate(bilinear,
+align_corners=False, antialias=False)``; on CPU it equals the latter exactly on our
+test frames (tests/test_dali_executor.py). DALI's default ``antialias=True`` would
+low-pass when shrinking, which cv2 does not do, so it is switched off. A resize to
+the same size is an exact copy, so the out_size step costs nothing in accuracy where
+the box already has the output size.
+
+Normalisation is fn.crop_mirror_normalize: ``(x - mean) / std`` computed in float32,
+written as float16 or float32 (DALI has no bfloat16 output: the executor asks for
+float32 and casts in torch). Raw uint8 output uses fn.flip for the mirror.
+
+``device="gpu"`` builds the same graph with the decoder on ``mixed`` (NVDEC) and
+every op on the GPU; only the small argument arrays stay on the host.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tsn_dali.data.plan import ClipPlan
+
+# Codecs (PyAV codec names) DALI's fn.decoders.video decodes, per backend (its docs, DALI 2.4).
+DALI_CODECS = {
+    "cpu": frozenset({"vp8", "vp9", "mjpeg"}),
+    "gpu": frozenset({"vp8", "vp9", "mjpeg", "h264", "hevc", "mpeg4", "av1", "libdav1d", "libaom-av1"}),
+}
+
+SOURCES = ("decoder", "frames")  # frames decoded by DALI in the graph, or fed in already decoded
+OUT_DTYPES = ("uint8", "float16", "float32")  # what the graph writes (bfloat16: float32, cast in torch)
+
+
+def input_names(num_crops: int, source: str, normalise: bool) -> List[str]:
+    """Names of the graph's external sources, in the order ``plan_inputs`` fills them."""
+    names = ["encoded", "frame_indices"] if source == "decoder" else ["frames"]
+    names.append("resize_hw")
+    for k in range(num_crops):
+        names += [f"crop{k}_start", f"crop{k}_shape", f"crop{k}_flip"]
+    if normalise:
+        names += ["mean", "std"]
+    return names
+
+
+def plan_inputs(plan: ClipPlan, *, encoded: Optional[np.ndarray] = None,
+                frames: Optional[np.ndarray] = None, mean=None, std=None) -> Dict[str, np.ndarray]:
+    """One sample's arrays for the graph's external sources, worked out from ``plan``.
+
+    ``frame_indices`` int32 [T]; ``resize_hw`` float32 [h, w] of ``resize_to``;
+    per crop ``k``: ``start`` int32 [x1, y1], ``shape`` int32 [x2 - x1, y2 - y1]
+    (fn.slice's ``axis_names="WH"`` order) and ``flip`` int32 0/1.
+    Exactly one of ``encoded`` (the file's bytes) or ``frames`` ([T, H, W, C] uint8).
+    """
+    crops = np.asarray(plan.crops, dtype=np.int64).reshape(-1, 4)
+    flips = np.asarray(plan.crop_flips, dtype=bool).reshape(-1)
+    if len(flips) != len(crops):
+        raise ValueError(f"{plan.path}: plan has {len(crops)} crops but {len(flips)} crop_flips")
+    rw, rh = int(plan.resize_to[0]), int(plan.resize_to[1])
+    out: Dict[str, np.ndarray] = {}
+    if encoded is not None:
+        out["encoded"] = encoded
+        out["frame_indices"] = np.ascontiguousarray(plan.frame_indices, dtype=np.int32).reshape(-1)
+    elif frames is not None:
+        out["frames"] = frames
+    else:
+        raise ValueError("plan_inputs: give encoded bytes or decoded frames")
+    out["resize_hw"] = np.array([rh, rw], np.float32)
+    for k, ((x1, y1, x2, y2), flip) in enumerate(zip(crops.tolist(), flips.tolist())):
+        if not (0 <= x1 < x2 <= rw and 0 <= y1 < y2 <= rh):
+            raise ValueError(f"{plan.path}: crop {k} box {[x1, y1, x2, y2]} is not inside the "
+                             f"resized frame {rw}x{rh}")
+        out[f"crop{k}_start"] = np.array([x1, y1], np.int32)
+        out[f"crop{k}_shape"] = np.array([x2 - x1, y2 - y1], np.int32)
+        out[f"crop{k}_flip"] = np.array(int(flip), np.int32)
+    if mean is not None:
+        out["mean"] = np.asarray(mean, np.float32).reshape(-1)
+        out["std"] = np.asarray(std, np.float32).reshape(-1)
+    return out
+
+
+def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dtype: str,
+               source: str, normalise: bool):
+    """Build the graph (call inside a pipeline's scope); returns the output DataNode.
+
+    ``device``: "cpu" or "gpu" (decoder on "mixed", every image op on the GPU).
+    ``out_size``: (w, h) of every view. ``out_dtype``: one of OUT_DTYPES.
+    ``source``: "decoder" (fn.decoders.video on the file's bytes) or "frames".
+    """
+    from nvidia.dali import fn, types
+
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device {device!r}; expected 'cpu' or 'gpu'")
+    if source not in SOURCES:
+        raise ValueError(f"source {source!r}; expected one of {', '.join(SOURCES)}")
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"out_dtype {out_dtype!r}; expected one of {', '.join(OUT_DTYPES)}")
+    if out_dtype == "uint8" and normalise:
+        raise ValueError("normalise needs a float out_dtype (float16, float32)")
+
+    def arg(name, dtype, ndim):
+        return fn.external_source(name=name, dtype=dtype, ndim=ndim, device="cpu")
+
+    if source == "decoder":
+        encoded = arg("encoded", types.UINT8, 1)
+        indices = arg("frame_indices", types.INT32, 1)
+        # pad_mode "none": an index past the end is an error, not a black frame
+        frames = fn.decoders.video(encoded, frames=indices, pad_mode="none",
+                                   device="mixed" if device == "gpu" else "cpu")
+    else:
+        frames = fn.external_source(name="frames", dtype=types.UINT8, ndim=4, layout="FHWC",
+                                    device="cpu")
+        if device == "gpu":
+            frames = frames.gpu()
+    resize_hw = arg("resize_hw", types.FLOAT, 1)
+    frames = fn.resize(frames, size=resize_hw, interp_type=types.INTERP_LINEAR, antialias=False)
+    if normalise:
+        mean, std = arg("mean", types.FLOAT, 1), arg("std", types.FLOAT, 1)
+    else:
+        mean, std = 0.0, 1.0
+    w, h = int(out_size[0]), int(out_size[1])
+    views = []
+    for k in range(num_crops):
+        start = arg(f"crop{k}_start", types.INT32, 1)
+        shape = arg(f"crop{k}_shape", types.INT32, 1)
+        flip = arg(f"crop{k}_flip", types.INT32, 0)
+        view = fn.slice(frames, start=start, shape=shape, axis_names="WH")
+        view = fn.resize(view, size=[float(h), float(w)], interp_type=types.INTERP_LINEAR,
+                         antialias=False)
+        if out_dtype == "uint8":
+            view = fn.flip(view, horizontal=flip)
+        else:
+            view = fn.crop_mirror_normalize(
+                view, mirror=flip, mean=mean, std=std, output_layout="FHWC",
+                dtype=types.FLOAT16 if out_dtype == "float16" else types.FLOAT)
+        views.append(view)
+    return views[0] if num_crops == 1 else fn.cat(*views, axis_name="F")
+
+
+def build_pipeline(*, device: str, batch_size: int, num_crops: int, out_size: Tuple[int, int],
+                   out_dtype: str, source: str, normalise: bool, num_threads: int = 4,
+                   device_id: Optional[int] = None, prefetch: int = 1):
+    """A built DALI Pipeline around ``clip_graph``, fed with ``feed`` then ``run()``.
+
+    ``device_id`` None for CPU-only pipelines. The pipeline runs synchronously
+    (exec_pipelined=False): every run consumes exactly the one batch fed before it,
+    as render() needs. ``prefetch`` is handed to DALI as prefetch_queue_depth, which
+    has no look-ahead effect in that mode: look-ahead across batches is the loader's
+    prefetch thread calling render() early.
+    """
+    from nvidia.dali import Pipeline
+
+    pipe = Pipeline(batch_size=int(batch_size), num_threads=max(1, int(num_threads)),
+                    device_id=device_id, prefetch_queue_depth=max(1, int(prefetch)),
+                    exec_async=False, exec_pipelined=False)
+    with pipe:
+        pipe.set_outputs(clip_graph(device=device, num_crops=num_crops, out_size=out_size,
+                                    out_dtype=out_dtype, source=source, normalise=normalise))
+    pipe.build()
+    return pipe
+
+
+def feed(pipe, samples: Sequence[Dict[str, np.ndarray]], names: Sequence[str]):
+    """Feed one batch: ``samples[i][name]`` for every external source ``name``."""
+    for name in names:
+        layout = "FHWC" if name == "frames" else None
+        pipe.feed_input(name, [s[name] for s in samples], layout=layout)
