@@ -478,6 +478,8 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
                                   decode_workers=cfg.decode_workers, prefetch=cfg.prefetch,
                                   reference_workers=cfg.reference_workers,
                                   filename_tmpl=data.filename_tmpl)
+    if hasattr(executor, "hint_codecs"):  # DALI: route by the index's codec, no re-probe
+        executor.hint_codecs({r.path: index[r.path].codec for r in records})
     dtype = dtype or recipe.loader.dtype
     batch_size = recipe.loader.test_batch_size if split == "test" else recipe.loader.batch_size
     if not records:
