@@ -1,0 +1,120 @@
+"""tsn_dali.bench: the GOP-aware decode estimate, statistics, and a --quick smoke run on
+tiny generated clips (plus a real clip from shared/videos where present)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import av  # noqa: F401  (PyAV before decord)
+import numpy as np
+import pytest
+
+from tsn_dali import bench
+from tsn_dali.data.videoio import write_video
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
+
+TINY = ["--set", "model.backbone=resnet18", "--set", "model.num_classes=5",
+        "--set", "data.num_segments=3", "--set", "data.input_size=64", "--set", "data.short_side=72"]
+
+
+def test_frames_decoded_counts_from_the_keyframe_before_each_frame():
+    # G = 16: [0..5] + [16..20] + [128..130] = 6 + 5 + 3
+    assert bench.frames_decoded([130, 5, 20], 16) == 14
+    # same GOP: decoding goes on from frame 5 to 9, nothing decoded twice
+    assert bench.frames_decoded([5, 9], 16) == 10
+    # long GOP: everything from frame 0 up to the last wanted frame
+    assert bench.frames_decoded([5, 20, 130], 250) == 131
+    # intra-only or unknown: one frame per distinct wanted frame
+    assert bench.frames_decoded([3, 3, 7], None) == 2
+    assert bench.frames_decoded([3, 7], 1.0) == 2
+    # the mean interval is rounded: 15.6 -> 16
+    assert bench.frames_decoded([17], 15.6) == 2
+
+
+def test_summarize_gives_median_spread_and_quartiles():
+    s = bench.summarize([4.0, 1.0, 3.0, 2.0])
+    assert (s["median"], s["min"], s["max"]) == (2.5, 1.0, 4.0)
+    assert s["q1"] == pytest.approx(1.75) and s["q3"] == pytest.approx(3.25)
+    assert s["runs"] == [4.0, 1.0, 3.0, 2.0]
+    with pytest.raises(ValueError):
+        bench.summarize([])
+
+
+@pytest.fixture(scope="module")
+def tiny_videos(tmp_path_factory):
+    """Three smooth-motion H.264 clips, 96x72, 48 frames, encoder-default GOP."""
+    root = tmp_path_factory.mktemp("bench_videos")
+    for i in range(3):
+        write_video(str(root / f"clip{i}.mp4"), bench.moving_noise_frames(48, 96, 72, seed=i), codec="h264")
+    return root
+
+
+def test_quick_run_writes_every_section(tiny_videos, tmp_path, capsys):
+    videos = [str(tiny_videos)]
+    real = SHARED_VIDEOS / "short_32f.mp4"
+    if real.is_file():  # a real K400-style clip (340x256, 32 frames) beside the generated ones
+        videos.append(str(real))
+    out = tmp_path / "out"
+    rc = bench.main(["recipes/k400_r50.yaml", "--videos", *videos, "--quick",
+                     "--executors", "dali-gpu,dali-cpu,reference", "--reference-workers", "1",
+                     "--batch-size", "2", "--work-dir", str(tmp_path / "work"), "--out", str(out), *TINY])
+    assert rc == 0
+    result = json.loads((out / "results.json").read_text())
+    for section in ("env", "config", "videos", "unavailable", "loader", "model", "end_to_end", "gop", "headline"):
+        assert section in result
+    assert result["env"]["cpu_count"] >= 1 and result["env"]["torch"] and result["env"]["date"]
+    assert "--quick" in result["env"]["command"]
+    assert len(result["videos"]) == len(videos) + 2  # 3 generated + the real one (if any)
+    assert (result["config"]["iters"], result["config"]["repeats"]) == (2, 1)
+
+    # every executor asked for is either measured or says why not
+    measured = {e["executor"] for e in result["loader"]}
+    assert measured | set(result["unavailable"]) == {"dali-gpu", "dali-cpu", "reference"}
+    if not bench.torch.cuda.is_available():
+        assert "CUDA" in result["unavailable"]["dali-gpu"]
+
+    for e in result["loader"] + result["end_to_end"] + result["gop"]:
+        assert "error" not in e, e
+    loader = {(e["executor"], e["view"]): e for e in result["loader"]}
+    train, test = loader[("reference", "train")], loader[("reference", "test")]
+    # tsn_train: 3 segments x 1 crop; tsn_test_tencrop: 25 clips x 10 crops
+    assert (train["views_per_clip"], train["frames_sampled_per_clip"]) == (3, 3.0)
+    assert (test["views_per_clip"], test["frames_sampled_per_clip"]) == (250, 25.0)
+    # a decoder decodes at least the frames sampled
+    assert train["frames_decoded_per_clip"] >= train["frames_sampled_per_clip"]
+    for e in result["loader"] + result["model"] + result["end_to_end"] + result["gop"]:
+        assert e["clips_per_s"]["median"] > 0
+        assert e["clips_per_s"]["min"] <= e["clips_per_s"]["median"] <= e["clips_per_s"]["max"]
+    assert [e["variant"] for e in result["model"]] == ["eager"]
+    e2e = {e["executor"]: e for e in result["end_to_end"]}
+    assert 0.0 <= e2e["reference"]["data_wait_share"]["median"] <= 1.0
+    assert result["headline"]["end_to_end_vs_model"]["reference"] > 0
+
+    # GOP: the short re-encode has keyframes every 16 frames, the default one far fewer,
+    # and the short GOP needs fewer frames decoded per clip
+    gop = {e["gop"]: e for e in result["gop"] if e["executor"] == "reference"}
+    assert gop["short"]["keyframe_interval"] <= 16 < gop["long"]["keyframe_interval"]
+    assert gop["short"]["frames_decoded_per_clip"] < gop["long"]["frames_decoded_per_clip"]
+
+    md = (out / "results.md").read_text()
+    for heading in ("## Loader only", "## Model only", "## End to end", "## Decode cost vs GOP", "## Headline"):
+        assert heading in md
+    png = (out / "throughput.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "## Loader only" in capsys.readouterr().out
+
+
+def test_bad_arguments_give_one_line_errors(tmp_path, capsys):
+    rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tmp_path / "missing"), "--quick"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1
+    assert "--videos" in err and "missing" in err
+    rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tmp_path), "--executors", "reference,dali"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "unknown executor 'dali'" in err
+    rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tmp_path), "--iters", "0"])
+    assert rc == 2 and "--iters" in capsys.readouterr().err
+    rc = bench.main(["recipes/no_such.yaml", "--videos", str(tmp_path)])
+    assert rc == 1 and "no_such.yaml" in capsys.readouterr().err
