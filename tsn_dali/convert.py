@@ -1,0 +1,119 @@
+"""``python -m tsn_dali.convert mmaction IN.pth OUT.pth --recipe RECIPE``: an MMAction2 TSN
+checkpoint as a tsn_dali checkpoint (``model``, ``recipe``, ``format``), loadable by
+``build_model`` with ``strict=True`` and by ``python -m tsn_dali.test``.
+
+Key mapping: tsn_dali.models.mmaction (MMAction2's ConvModule ResNet names -> torchvision;
+torchvision/timm/mmcls backbones unchanged; ``cls_head.fc_cls`` -> ``fc``).
+MMAction2 checkpoints may pickle mmengine objects in ``meta``/``message_hub``; they are
+refused unless ``--allow-pickle`` (trusted files only), which reads them with those
+objects replaced by empty stand-ins (mmengine need not be installed).
+"""
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import types
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from tsn_dali.config import RecipeError, load_recipe
+from tsn_dali.engine.checkpoint import CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
+from tsn_dali.models import build_model, convert_mmaction_state_dict
+
+
+class _StandIn:
+    """Replaces a class the unpickler cannot import (mmengine's HistoryBuffer, ConfigDict...)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class _TolerantUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return type(name, (_StandIn,), {"__module__": module})
+
+
+_tolerant_pickle = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=pickle.load,
+                                         __name__="tolerant_pickle")
+
+
+def read_mmaction_checkpoint(path, allow_pickle: bool = False) -> dict:
+    """The checkpoint dict; ``weights_only`` unless ``allow_pickle``."""
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as err:
+        if not any(w in str(err) for w in ("Unsupported global", "Weights only load failed", "weights_only")):
+            raise
+        if not allow_pickle:
+            raise CheckpointError(f"{err} (pickled objects, e.g. mmengine's in an MMAction2 "
+                                  f"checkpoint: pass --allow-pickle if you trust the file)") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
+    except Exception as exc:  # noqa: BLE001 - any failure here means a bad file
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    return obj
+
+
+def convert_mmaction_checkpoint(src, dst, recipe_path, allow_pickle: bool = False,
+                                overrides: Optional[List[str]] = None) -> dict:
+    """Read ``src`` (MMAction2 ``{'state_dict': ...}`` or a bare state dict), convert, check
+    it against the recipe's model (strict), write ``dst``. Returns the written dict."""
+    recipe = load_recipe(recipe_path, overrides)
+    ckpt = read_mmaction_checkpoint(src, allow_pickle)
+    state = ckpt["state_dict"] if isinstance(ckpt.get("state_dict"), dict) else ckpt
+    try:
+        ours = convert_mmaction_state_dict(state, recipe.model.backbone)
+    except ValueError as exc:
+        raise CheckpointError(f"{src}: does not convert to a TSN with backbone "
+                              f"{recipe.model.backbone} ({exc})") from None
+    classes = int(ours["fc.weight"].shape[0])
+    if classes != recipe.model.num_classes:
+        raise RecipeError(recipe.source, "model.num_classes",
+                          f"the checkpoint {src} has {classes} classes, the recipe {recipe.model.num_classes} "
+                          f"(use --set model.num_classes={classes} or another recipe)")
+    recipe.model.pretrained = None
+    model = build_model(recipe.model, source=recipe.source)
+    check_state_dict(model, ours, src, hint=f" (recipe {recipe.source}, backbone {recipe.model.backbone})")
+    model.load_state_dict(ours, strict=True)
+    out = {"model": ours, "recipe": recipe.to_dict(), "format": "tsn_dali", "version": 1,
+           "meta": {"converted_from": str(src), "source_format": "mmaction2"}}
+    save_checkpoint(out, dst)
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tsn_dali.convert", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="kind", required=True)
+    mm = sub.add_parser("mmaction", help="MMAction2 TSN checkpoint -> tsn_dali checkpoint")
+    mm.add_argument("src", metavar="IN.pth")
+    mm.add_argument("dst", metavar="OUT.pth")
+    mm.add_argument("--recipe", required=True, help="the recipe of the row (e.g. recipes/k400_r50.yaml)")
+    mm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="recipe override, e.g. model.num_classes=174")
+    mm.add_argument("--allow-pickle", action="store_true",
+                    help="read pickled non-tensor objects (trusted files only)")
+    args = parser.parse_args(argv)
+    try:
+        out = convert_mmaction_checkpoint(args.src, args.dst, args.recipe, args.allow_pickle,
+                                          args.overrides)
+    except (CheckpointError, RecipeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.dst}: {len(out['model'])} tensors, backbone {out['recipe']['model']['backbone']}, "
+          f"{out['model']['fc.weight'].shape[0]} classes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,316 @@
+"""FLOPs and parameters of every recipe, in the seed's convention, beside the seed's numbers.
+
+Convention (what MMAction2's TSN README reports; tools/analysis_tools/get_flops.py, which
+calls mmengine's ``get_model_complexity_info``):
+
+- "FLOPs" are multiply-accumulates (one MAC = one FLOP), counted over **one test view of
+  all its input frames at 224x224: 25 frames** for every row (ResNet-50: 25 x 4.11G =
+  102.7G), the model in eval mode.
+- Counted as mmengine's (fvcore-derived) FlopAnalyzer counts: convolutions
+  (batch x weight size x output positions), linear / matmul / bmm (MACs), BatchNorm in
+  eval (2 per element with affine, else 1), LayerNorm / GroupNorm (5 per element with
+  affine, else 4), adaptive average pooling and means (1 per input element). Element-wise
+  ops (ReLU, GELU, add, softmax) and max/avg pooling are not counted, as in mmengine.
+  Attention via ``scaled_dot_product_attention`` counts its two matmuls.
+- Parameters: every ``nn.Parameter`` (buffers such as BN running stats excluded), the
+  train form for MobileOne (the seed's 13.72M is the unfused model).
+
+Counting is a ``TorchDispatchMode`` over the aten ops of one forward on the *meta* device:
+shapes only, so even Swin-B x 25 frames costs no compute.
+
+``python -m tsn_dali.flops`` prints the table for every recipe with ``reported.gflops`` and
+writes benchmarks/results/flops.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from math import prod
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from tsn_dali.config import PROJECT_ROOT, Recipe, RecipeError, list_recipes, load_recipe
+
+aten = torch.ops.aten
+
+SEED_FRAMES = 25  # one test view's frames in the seed's FLOPs column (25 clips x 1 frame)
+SEED_SIZE = 224
+FLOPS_TOLERANCE = 0.01  # within 1% of the seed
+PARAMS_TOLERANCE = 0.005  # within 0.5%
+RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "flops.md"
+
+
+def _shape(t) -> List[int]:
+    return list(t.shape)
+
+
+def _conv(args, kwargs, out) -> int:
+    x, w = args[0], args[1]
+    transposed = bool(args[6]) if len(args) > 6 else False
+    positions = _shape(x)[2:] if transposed else _shape(out)[2:]
+    return x.shape[0] * prod(_shape(w)) * prod(positions)
+
+
+def _mm(args, kwargs, out) -> int:
+    a, b = args[0], args[1]
+    return a.shape[0] * a.shape[1] * b.shape[1]
+
+
+def _addmm(args, kwargs, out) -> int:
+    return _mm(args[1:], kwargs, out)
+
+
+def _bmm(args, kwargs, out) -> int:
+    a, b = args[0], args[1]
+    return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+
+
+def _baddbmm(args, kwargs, out) -> int:
+    return _bmm(args[1:], kwargs, out)
+
+
+def _batch_norm(training_index: Optional[int]) -> Callable:
+    """mmengine: eval BN 2 per element with affine (1 without); training BN 5 (4)."""
+    def count(args, kwargs, out) -> int:
+        affine = len(args) > 1 and args[1] is not None
+        training = training_index is not None and bool(args[training_index])
+        if training:
+            return args[0].numel() * (5 if affine else 4)
+        return args[0].numel() * (2 if affine else 1)
+    return count
+
+
+def _layer_norm(weight_index: int) -> Callable:
+    def count(args, kwargs, out) -> int:
+        weight = args[weight_index] if len(args) > weight_index else None
+        return args[0].numel() * (5 if weight is not None else 4)
+    return count
+
+
+def _input_elements(args, kwargs, out) -> int:
+    return args[0].numel()
+
+
+def _sdpa(args, kwargs, out) -> int:
+    q, k, v = args[0], args[1], args[2]
+    batch = prod(_shape(q)[:-2])
+    length, source = q.shape[-2], k.shape[-2]
+    return batch * length * source * (q.shape[-1] + v.shape[-1])
+
+
+# aten op -> (category, MAC rule). One explicit table, mmengine's categories.
+OP_RULES: Dict[object, tuple] = {
+    aten.convolution.default: ("conv", _conv),
+    aten.mm.default: ("linear/matmul", _mm),
+    aten.addmm.default: ("linear/matmul", _addmm),
+    aten.bmm.default: ("linear/matmul", _bmm),
+    aten.baddbmm.default: ("linear/matmul", _baddbmm),
+    aten.native_batch_norm.default: ("batch_norm", _batch_norm(5)),
+    aten.cudnn_batch_norm.default: ("batch_norm", _batch_norm(5)),
+    aten._native_batch_norm_legit_no_training.default: ("batch_norm", _batch_norm(None)),
+    aten.native_layer_norm.default: ("layer/group_norm", _layer_norm(2)),
+    aten.native_group_norm.default: ("layer/group_norm", _layer_norm(1)),
+    aten._adaptive_avg_pool2d.default: ("avg_pool", _input_elements),
+    aten.mean.dim: ("avg_pool", _input_elements),
+}
+for _name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_efficient_attention",
+              "_scaled_dot_product_flash_attention", "_scaled_dot_product_cudnn_attention"):
+    if hasattr(aten, _name):
+        OP_RULES[getattr(aten, _name).default] = ("linear/matmul", _sdpa)
+
+
+class FlopCounter(TorchDispatchMode):
+    """Counts MACs per category (``OP_RULES``) of the aten ops run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        rule = OP_RULES.get(func)
+        if rule is not None:
+            category, count = rule
+            self.counts[category] += int(count(args, kwargs or {}, out))
+        return out
+
+
+@torch.no_grad()
+def count_flops(model: torch.nn.Module, clips: torch.Tensor) -> Counter:
+    """MACs by category of ``model(clips)`` in eval mode (see the module docstring)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounter() as counter:
+            model(clips)
+    finally:
+        model.train(was_training)
+    return counter.counts
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Parameters (buffers excluded), as mmengine's parameter count."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_on_meta(model_cfg):
+    """The recipe's TSN with meta tensors (no memory, no init cost); ``pretrained`` ignored."""
+    import dataclasses
+
+    from tsn_dali.models import build_model
+
+    cfg = dataclasses.replace(model_cfg, pretrained=None)
+    with torch.device("meta"):
+        return build_model(cfg)
+
+
+def measure(model_cfg, frames: int = SEED_FRAMES, size: int = SEED_SIZE, device: str = "meta") -> dict:
+    """GFLOPs (MACs) of one ``frames``-frame view at ``size`` and params of the recipe's TSN."""
+    if device == "meta":
+        model = build_on_meta(model_cfg)
+    else:
+        from tsn_dali.models import build_model
+        model = build_model(model_cfg)
+    clips = torch.zeros(1, frames, 3, size, size, device=device)
+    counts = count_flops(model, clips)
+    return {"gflops": sum(counts.values()) / 1e9, "by_op": {k: v / 1e9 for k, v in counts.items()},
+            "params": count_params(model), "feature_dim": model.feature_dim}
+
+
+def _diff(measured: float, reported: float) -> float:
+    return 100.0 * (measured - reported) / reported
+
+
+def recipe_rows(paths: Optional[List[Path]] = None) -> List[dict]:
+    """One dict per recipe with ``reported.gflops``: measured vs seed FLOPs and params."""
+    rows = []
+    for path in paths or list_recipes():
+        recipe: Recipe = load_recipe(path)
+        rep = recipe.reported
+        if rep.gflops is None:
+            continue
+        m = measure(recipe.model)
+        row = {"recipe": Path(path).stem, "backbone": recipe.model.backbone,
+               "classes": recipe.model.num_classes, "gflops": m["gflops"], "by_op": m["by_op"],
+               "seed_gflops": rep.gflops, "params_m": m["params"] / 1e6, "params": m["params"],
+               "seed_params_m": rep.params_m}
+        row["gflops_diff"] = _diff(row["gflops"], rep.gflops)
+        row["params_diff"] = _diff(row["params_m"], rep.params_m) if rep.params_m else None
+        row["flops_ok"] = abs(row["gflops_diff"]) <= 100 * FLOPS_TOLERANCE
+        row["params_ok"] = row["params_diff"] is not None and abs(row["params_diff"]) <= 100 * PARAMS_TOLERANCE
+        if not row["params_ok"] and row["seed_params_m"]:
+            # The seed's figure may be another class count's (sthv2 rows repeat the 400-class
+            # 24.33M): what the same backbone gives with 400 classes.
+            cfg400 = type(recipe.model)(**{**recipe.model.__dict__, "num_classes": 400, "pretrained": None})
+            p400 = count_params(build_on_meta(cfg400)) / 1e6
+            row["params_400_m"] = p400
+            row["params_400_diff"] = _diff(p400, rep.params_m)
+        row["feature_dim"] = m["feature_dim"]
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: List[dict]) -> str:
+    """The table and its notes."""
+    head = ("| recipe | backbone | classes | GFLOPs | seed GFLOPs | diff % | params (M) | seed params (M) "
+            "| diff % |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+    lines, notes = [], []
+    for r in rows:
+        mark = ""
+        if not r["params_ok"]:
+            notes.append(r)
+            mark = f" [{len(notes)}]"
+        pdiff = f"{r['params_diff']:+.2f}" if r["params_diff"] is not None else "n/a"
+        fmark = "" if r["flops_ok"] else " (outside 1%)"
+        lines.append(f"| {r['recipe']} | {r['backbone']} | {r['classes']} | {r['gflops']:.2f} | "
+                     f"{r['seed_gflops']:g} | {r['gflops_diff']:+.2f}{fmark} | {r['params_m']:.2f}{mark} | "
+                     f"{r['seed_params_m']:g} | {pdiff} |")
+    text = head + "\n".join(lines) + "\n"
+    foot = []
+    for i, r in enumerate(notes, 1):
+        if "params_400_m" in r:
+            foot.append(f"[{i}] {r['recipe']}: the seed reports {r['seed_params_m']:g}M, the 400-class "
+                        f"figure, but this row has {r['classes']} classes: its fc has "
+                        f"{(400 - r['classes']) * (r['feature_dim'] + 1):,} fewer parameters, "
+                        f"{r['params_m']:.2f}M in all. The same model with 400 classes has "
+                        f"{r['params_400_m']:.2f}M ({r['params_400_diff']:+.2f}% from the seed).")
+        else:
+            foot.append(f"[{i}] {r['recipe']}: {r['params_diff']:+.2f}% from the seed's params.")
+    return text + ("\n" + "\n".join(foot) + "\n" if foot else "")
+
+
+CONVENTION_MD = """\
+- **FLOPs are multiply-accumulates** (one MAC counted as one FLOP), over **one test view of
+  all its input frames at 224x224: 25 frames for every row** (ResNet-50: 25 x 4.11G =
+  102.7G), model in eval mode. This is what the seed's column holds (MMAction2's
+  `tools/analysis_tools/get_flops.py`, mmengine's `get_model_complexity_info`).
+- **What is counted** is what mmengine's (fvcore-derived) counter counts: convolutions
+  (batch x weight elements x output positions), linear / matmul / bmm (MACs; attention via
+  `scaled_dot_product_attention` as its two matmuls), BatchNorm in eval (2 per element with
+  affine, 1 without), LayerNorm / GroupNorm (5 per element with affine), adaptive average
+  pooling and means (1 per input element). ReLU/GELU, additions, softmax and max/avg
+  pooling windows are not counted, as in mmengine.
+- **How**: a `TorchDispatchMode` (`tsn_dali.flops.FlopCounter`) sees every aten op of one
+  forward of the recipe's TSN built on the *meta* device (shapes only, no compute, so the
+  numbers do not depend on the machine); the table `OP_RULES` holds one rule per op.
+- **Parameters**: every `nn.Parameter` of the TSN (backbone + fc), buffers such as BN
+  running statistics excluded, as mmengine counts them.
+"""
+
+NOTES_MD = """\
+- Counting convolutions and linear layers only would give ResNet-50 102.18G (-0.51%) and
+  MobileOne-S4 74.67G (-1.75%, outside 1%): the seed's figures include BatchNorm, hence
+  the mmengine convention above.
+- MobileOne-S4 is counted in its train (multi-branch) form, as the seed: the
+  reparameterised deploy form (`model.deploy: true`, `python -m tsn_dali.reparameterize`)
+  computes the same function with 74.48G and 13.61M parameters.
+- The sthv2 rows' FLOPs include a 174-class fc instead of 400 (0.46M MACs less: invisible).
+- `k400_r50` is the README's name for the `k400_r50_1x1x8` row (same model).
+- The number of segments (1x1x3, 1x1x8, ...) does not enter: the seed counts 25 frames for
+  every row, the test view of 25 clips x 1 crop.
+"""
+
+
+def report(rows: List[dict]) -> str:
+    """flops.md: convention, table, footnotes, per-op breakdown."""
+    cats = sorted({k for r in rows for k in r["by_op"]})
+    breakdown = ["| recipe | " + " | ".join(cats) + " |", "| --- |" + " ---: |" * len(cats)]
+    for r in rows:
+        breakdown.append(f"| {r['recipe']} | " + " | ".join(f"{r['by_op'].get(c, 0):.3f}" for c in cats) + " |")
+    return ("# FLOPs and parameters vs the seed (MMAction2 TSN README)\n\n"
+            "Made by `python -m tsn_dali.flops` (or `python benchmarks/flops.py`).\n\n"
+            "## Convention\n\n" + CONVENTION_MD +
+            f"\n## Table\n\nGFLOPs: 10^9 MACs for one {SEED_FRAMES}-frame view at {SEED_SIZE}x{SEED_SIZE}. "
+            f"Bounds: FLOPs within {100 * FLOPS_TOLERANCE:g}%, params within {100 * PARAMS_TOLERANCE:g}% "
+            "of the seed; a row outside is marked.\n\n"
+            + markdown(rows) + "\n## Notes\n\n" + NOTES_MD
+            + "\n## GFLOPs by op category\n\n" + "\n".join(breakdown) + "\n")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m tsn_dali.flops [RECIPE ...] [--out FILE]``: the table, printed and written."""
+    parser = argparse.ArgumentParser(prog="python -m tsn_dali.flops", description=main.__doc__)
+    parser.add_argument("recipes", nargs="*", help="recipe files (default: every recipe in recipes/)")
+    parser.add_argument("--out", default=str(RESULTS), help=f"markdown file (default {RESULTS})")
+    args = parser.parse_args(argv)
+    try:
+        rows = recipe_rows([Path(p) for p in args.recipes] or None)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(markdown(rows), end="")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report(rows))
+        print(f"\nwritten: {out}")
+    bad = [r["recipe"] for r in rows if not r["flops_ok"]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

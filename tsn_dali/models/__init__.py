@@ -1,0 +1,9 @@
+"""TSN models: backbones (torchvision, timm), the TSN head, MobileOne reparameterisation and
+MMAction2 checkpoint conversion. See docs/CONTRACTS.md (Models)."""
+from tsn_dali.models.backbones import BACKBONES, has_deploy_form
+from tsn_dali.models.mmaction import convert_mmaction_state_dict
+from tsn_dali.models.reparam import reparameterize_backbone
+from tsn_dali.models.tsn import TSN, build_model, load_pretrained_backbone
+
+__all__ = ["BACKBONES", "TSN", "build_model", "convert_mmaction_state_dict", "has_deploy_form",
+           "load_pretrained_backbone", "reparameterize_backbone"]
