@@ -186,3 +186,11 @@ def test_mobileone_reparameterisation_cli_matches_train_form(tmp_path):
     torch.save({"model": res.state_dict(),
                 "recipe": Recipe(model=dataclasses.replace(cfg, backbone="resnet18")).to_dict()}, src)
     assert reparam_main([str(src), str(dst)]) == 1
+
+
+def test_recipe_backbone_choices_are_the_models_backbones():
+    """config.BACKBONE_NAMES (checked at recipe load) lists exactly what build_model builds."""
+    from tsn_dali.config import BACKBONE_NAMES
+    from tsn_dali.models import BACKBONES
+
+    assert set(BACKBONE_NAMES) == set(BACKBONES)

@@ -162,7 +162,13 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+# The names tsn_dali.models.BACKBONES builds (checked here so that a typo is reported
+# against the recipe's file and line; tests keep the two lists equal).
+BACKBONE_NAMES = ("resnet50", "resnet101", "resnext101_32x4d", "densenet161",
+                  "swin_base_patch4_window7_224", "mobileone_s4", "resnet18", "mobileone_s0")
+
 CHOICES = {
+    "model.backbone": BACKBONE_NAMES,
     "model.test_average": ("feature", "prob"),
     "data.format": ("video", "rawframes"),
     "data.on_bad_video": ("skip", "error"),
