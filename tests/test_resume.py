@@ -1,0 +1,135 @@
+"""Resuming: a run stopped mid-epoch (--max-steps, or SIGTERM) and continued with --resume
+ends bitwise equal to an uninterrupted run under --seed 0 --deterministic."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "helpers"))
+from tiny_train import build_model_or_stand_in, make_videos, train_recipe  # noqa: E402
+
+import tsn_dali.train as train_mod  # noqa: E402
+from tsn_dali.engine.checkpoint import load_checkpoint  # noqa: E402
+
+EPOCHS = 2  # 4 videos, batch 2: 2 steps per epoch, 4 in all
+
+
+def _args(recipe, work, *extra):
+    return [str(recipe), "--work-dir", str(work), "--device", "cpu", "--seed", "0",
+            "--deterministic", "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = make_videos(tmp_path_factory.mktemp("resume"), num_videos=4)
+    recipe = train_recipe(root, epochs=EPOCHS)
+    builder, _ = build_model_or_stand_in()
+    mp = pytest.MonkeyPatch()
+    mp.setattr(train_mod, "build_model", builder)
+    work = root / "uninterrupted"
+    summary = train_mod.main(_args(recipe, work))
+    mp.undo()
+    return recipe, builder, load_checkpoint(work / "latest.pth"), summary
+
+
+@pytest.fixture
+def builder(setup, monkeypatch):
+    monkeypatch.setattr(train_mod, "build_model", setup[1])
+    return setup[1]
+
+
+def _assert_same_run(ckpt, reference):
+    assert ckpt["epoch"] == reference["epoch"] == EPOCHS and ckpt["step"] == reference["step"] == 4
+    assert ckpt["model"].keys() == reference["model"].keys()
+    for k, v in reference["model"].items():
+        assert torch.equal(ckpt["model"][k], v), k  # bitwise
+    ref_opt, opt = reference["optimizer"]["state"], ckpt["optimizer"]["state"]
+    assert ref_opt.keys() == opt.keys()
+    for k in ref_opt:
+        assert torch.equal(opt[k]["momentum_buffer"], ref_opt[k]["momentum_buffer"])
+    assert [h["loss"] for h in ckpt["history"]] == [h["loss"] for h in reference["history"]]
+
+
+def test_max_steps_then_resume_is_bitwise_equal(setup, builder, tmp_path):
+    recipe, _, reference, _ = setup
+    work = tmp_path / "w"
+    first = train_mod.main(_args(recipe, work, "--max-steps", "3"))
+    assert first["stopped"] == "max_steps" and first["steps"] == 3
+    mid = load_checkpoint(work / "latest.pth")
+    # stopped after batch 1 of epoch 2 (0-based epoch 1): the loader state says so
+    assert mid["epoch"] == 1 and mid["loader"]["epoch"] == 1 and mid["loader"]["batches_done"] == 1
+    assert len(mid["history"]) == 1
+    second = train_mod.main(_args(recipe, work, "--resume"))
+    assert second["stopped"] is None and [h["epoch"] for h in second["history"]] == [1, 2]
+    _assert_same_run(load_checkpoint(work / "latest.pth"), reference)
+
+
+def test_sigterm_saves_mid_epoch_and_resume_is_bitwise_equal(setup, monkeypatch, tmp_path, capsys):
+    recipe, real_builder, reference, _ = setup
+    calls = {"n": 0}
+
+    def builder_that_signals(cfg):
+        model = real_builder(cfg)
+        forward = model.forward
+
+        def forward_and_signal(x):
+            calls["n"] += 1
+            if calls["n"] == 2:  # during the 2nd training step, the last of epoch 1
+                os.kill(os.getpid(), signal.SIGTERM)
+            return forward(x)
+
+        model.forward = forward_and_signal
+        return model
+
+    monkeypatch.setattr(train_mod, "build_model", builder_that_signals)
+    work = tmp_path / "w"
+    with pytest.raises(SystemExit) as exit_:
+        train_mod.main(_args(recipe, work))
+    assert exit_.value.code == 143
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM" in err and "--resume" in err
+    mid = load_checkpoint(work / "latest.pth")
+    # saved after the epoch's last batch but before its validation and LR step: the resumed
+    # run skips the finished batches, then validates and moves on
+    assert mid["step"] == 2 and mid["loader"] == dict(mid["loader"], epoch=0, batches_done=2)
+    assert mid["epoch"] == 0 and mid["history"] == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers put back
+
+    monkeypatch.setattr(train_mod, "build_model", real_builder)
+    train_mod.main(_args(recipe, work, "--resume"))
+    _assert_same_run(load_checkpoint(work / "latest.pth"), reference)
+
+
+def test_resume_auto_without_checkpoint_starts_fresh_and_bad_path_errors(setup, builder, tmp_path,
+                                                                         capsys):
+    recipe = setup[0]
+    fresh = train_mod.main(_args(recipe, tmp_path / "empty", "--resume", "--max-steps", "1"))
+    assert fresh["steps"] == 1 and fresh["history"] == []  # no latest.pth there: a new run
+    with pytest.raises(SystemExit) as exit_:
+        train_mod.main(_args(recipe, tmp_path / "w", "--resume", str(tmp_path / "nope.pth")))
+    assert exit_.value.code == 1
+    line = capsys.readouterr().err.strip()
+    assert line == f"error: {tmp_path / 'nope.pth'}: --resume checkpoint file not found"
+
+
+def test_loader_state_maps_to_another_world_size():
+    class Loader:  # what map_loader_state reads of a ClipLoader
+        batch_size, world_size = 2, 1
+
+        def __len__(self):
+            return 9
+
+    saved = {"epoch": 3, "batches_done": 2, "num_batches": 4, "world_size": 2, "seed": 0}
+    mapped = train_mod.map_loader_state(saved, old_batch=2, old_world=2, loader=Loader())
+    # 2 batches x 2 clips x 2 ranks = 8 samples done -> 4 batches of 2 on one rank
+    assert mapped == {"epoch": 3, "batches_done": 4, "num_batches": 9, "world_size": 1, "seed": 0}
+    saved = dict(saved, batches_done=3, world_size=1)
+    Loader.world_size = 2
+    # 3 x 2 x 1 = 6 samples -> 1 batch of 2 x 2 ranks done (rounded down: none left out)
+    assert train_mod.map_loader_state(saved, 2, 1, Loader())["batches_done"] == 1

@@ -1,0 +1,194 @@
+"""tsn_dali.test: multi-view testing, MMAction2-style --dump, checkpoint kinds and errors."""
+from __future__ import annotations
+
+import copy
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "helpers"))
+from tiny_train import build_model_or_stand_in, make_videos, train_recipe  # noqa: E402
+
+import tsn_dali.test as test_mod  # noqa: E402
+from tsn_dali.config import load_recipe  # noqa: E402
+from tsn_dali.data.loader import build_loader  # noqa: E402
+from tsn_dali.engine.metrics import mean_class_accuracy  # noqa: E402
+
+NUM_VIDEOS = 5  # odd: the last test batch of 2 is padded
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = make_videos(tmp_path_factory.mktemp("tiny_test"), num_videos=NUM_VIDEOS)
+    recipe_path = train_recipe(root, extra="reported:\n  top1: 72.83\n  top5: 90.65\n")
+    recipe = load_recipe(recipe_path)
+    builder, real = build_model_or_stand_in()
+    torch.manual_seed(1)
+    model = builder(recipe.model)
+    ckpt = root / "model.pth"
+    torch.save({"model": model.state_dict(), "recipe": recipe.to_dict()}, ckpt)
+    return root, recipe_path, recipe, builder, model, ckpt
+
+
+@pytest.fixture
+def patched(setup, monkeypatch):
+    monkeypatch.setattr(test_mod, "build_model", setup[3])
+    return setup
+
+
+def test_dump_and_printed_accuracy_match_returned_metrics(patched, tmp_path, capsys):
+    root, recipe_path, recipe, _, model, ckpt = patched
+    dump = tmp_path / "out" / "result.pkl"
+    metrics = test_mod.main([str(recipe_path), str(ckpt), "--dump", str(dump), "--device", "cpu",
+                             "--no-progress"])
+    out = capsys.readouterr().out
+    assert metrics["num_videos"] == NUM_VIDEOS and metrics["samples"] == list(range(NUM_VIDEOS))
+    assert metrics["num_views"] == 75 and metrics["num_skipped"] == 0  # 25 clips x 3 crops
+    assert metrics["reported_top1"] == 72.83 and metrics["checkpoint_kind"] == "tsn_dali"
+
+    with open(dump, "rb") as f:
+        records = pickle.load(f)
+    assert isinstance(records, list) and len(records) == NUM_VIDEOS
+    assert set(records[0]) == {"pred_score", "pred_label", "gt_label", "num_classes"}
+    labels = np.array([int(r["gt_label"][0]) for r in records])
+    assert labels.tolist() == [i % 3 for i in range(NUM_VIDEOS)]  # list order = video order
+    scores = np.stack([r["pred_score"].numpy() for r in records])
+    assert scores.shape == (NUM_VIDEOS, 3)
+    np.testing.assert_allclose(scores.sum(1), 1.0, rtol=1e-5)  # probabilities
+    assert [int(r["pred_label"][0]) for r in records] == scores.argmax(1).tolist()
+    top1 = 100.0 * float((scores.argmax(1) == labels).mean())
+    assert metrics["top1"] == pytest.approx(top1)
+    assert metrics["top5"] == pytest.approx(100.0)  # 3 classes: top-5 clipped to top-3
+    assert metrics["mean_class_accuracy"] == pytest.approx(100 * mean_class_accuracy(scores, labels))
+    assert f"{'top1':<22}{top1:>10.2f}{72.83:>10.2f}" in out
+
+    # The last video sits in the padded last batch: its scores are the model's own.
+    loader = build_loader(recipe, "test", progress=False)
+    batch = list(loader)[-1]
+    loader.close()
+    assert batch.samples.tolist() == [4, -1]
+    model.eval()
+    with torch.no_grad():
+        expected = model.predict(batch.clips[:1].float())[0].numpy()
+    np.testing.assert_allclose(scores[4], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_k400_protocol_is_25_clips_by_10_crops(setup):
+    recipe = load_recipe(setup[1], ["data.test_pipeline=tsn_test_tencrop"])
+    loader = build_loader(recipe, "test", progress=False)
+    batch = next(iter(loader))
+    loader.close()
+    # MMAction2 TSN test: Resize(-1, 256), TenCrop(224): here short side 40, crops of 32
+    assert loader.num_views == 250 and tuple(batch.clips.shape) == (2, 250, 3, 32, 32)
+
+
+def test_wrong_class_count_is_one_line_error(patched, tmp_path, capsys):
+    _, recipe_path, recipe, builder, _, _ = patched
+    cfg = copy.deepcopy(recipe.model)
+    cfg.num_classes = 4
+    bad = tmp_path / "four_classes.pth"
+    torch.save({"model": builder(cfg).state_dict()}, bad)
+    with pytest.raises(SystemExit) as exit_:
+        test_mod.main([str(recipe_path), str(bad), "--device", "cpu", "--no-progress"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {bad}: ")
+    assert "[4" in err and "model.num_classes=3" in err
+
+
+def test_truncated_and_foreign_checkpoints_are_one_line_errors(patched, tmp_path, capsys):
+    _, recipe_path, _, _, _, ckpt = patched
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(ckpt.read_bytes()[:1000])
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    for path, words in ((cut, "truncated or corrupt"), (foreign, "expected a tsn_dali checkpoint")):
+        with pytest.raises(SystemExit):
+            test_mod.main([str(recipe_path), str(path), "--device", "cpu", "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"error: {path}: ") and words in err
+
+
+def test_mmaction2_checkpoint_is_converted(patched, tmp_path):
+    """An MMAction2-layout checkpoint (backbone.* in mmcv ConvModule names, cls_head.fc_cls.*)
+    built from our own weights scores exactly as our checkpoint does."""
+    models = pytest.importorskip("tsn_dali.models")
+    if not hasattr(models, "convert_mmaction_state_dict"):
+        pytest.skip("tsn_dali.models.convert_mmaction_state_dict not in the tree yet")
+    root, recipe_path, _, _, model, ckpt = patched
+    sd = model.state_dict()
+    mm = {to_mmaction_key(k): v for k, v in sd.items()}
+    if None in mm:
+        pytest.skip("model keys not in torchvision ResNet naming")
+    mm_path = tmp_path / "mmaction.pth"
+    # As mmengine's CheckpointHook: message_hub holds objects of mmengine classes, which
+    # cannot be imported here (a module that exists only while saving).
+    hub = types.ModuleType("fake_mmengine_logging")
+
+    class HistoryBuffer:
+        def __init__(self):
+            self.values = [0.5, 0.25]
+
+    HistoryBuffer.__module__ = hub.__name__
+    HistoryBuffer.__qualname__ = "HistoryBuffer"
+    hub.HistoryBuffer = HistoryBuffer
+    sys.modules[hub.__name__] = hub
+    try:
+        torch.save({"state_dict": mm, "meta": {"epoch": 100},
+                    "message_hub": {"log_scalars": {"train/loss": HistoryBuffer()}}}, mm_path)
+    finally:
+        del sys.modules[hub.__name__]
+    ours = test_mod.main([str(recipe_path), str(ckpt), "--device", "cpu", "--no-progress",
+                          "--set", "data.test_pipeline=tsn_val"])
+    with pytest.warns(UserWarning, match="MMAction2 checkpoint"):
+        theirs = test_mod.main([str(recipe_path), str(mm_path), "--device", "cpu", "--no-progress",
+                                "--set", "data.test_pipeline=tsn_val"])
+    assert theirs["checkpoint_kind"] == "mmaction2"
+    assert theirs["top1"] == ours["top1"] and theirs["mean_class_accuracy"] == ours["mean_class_accuracy"]
+
+
+def to_mmaction_key(key: str):
+    """Our (torchvision ResNet) key -> MMAction2's ResNet/TSNHead key (mmcv ConvModule names):
+    conv1 -> conv1.conv, bn1 -> conv1.bn, layerX.Y.convZ -> .convZ.conv, bnZ -> .convZ.bn,
+    downsample.0/1 -> downsample.conv/bn, fc -> cls_head.fc_cls."""
+    import re
+
+    if key.startswith(("fc.", "cls_head.fc.", "head.fc.")):
+        return "cls_head.fc_cls." + key.split(".")[-1]
+    if not key.startswith("backbone."):
+        return None
+    k = key[len("backbone."):]
+    k = re.sub(r"^conv1\.", "conv1.conv.", k)
+    k = re.sub(r"^bn1\.", "conv1.bn.", k)
+    k = re.sub(r"(layer\d+\.\d+)\.conv(\d)\.", r"\1.conv\2.conv.", k)
+    k = re.sub(r"(layer\d+\.\d+)\.bn(\d)\.", r"\1.conv\2.bn.", k)
+    k = re.sub(r"downsample\.0\.", "downsample.conv.", k)
+    k = re.sub(r"downsample\.1\.", "downsample.bn.", k)
+    return "backbone." + k
+
+
+def test_real_clips_are_scored_once_each(patched, tmp_path):
+    """Real H.264 clips (shared/videos, from MMAction2's demo/test data) through the test path."""
+    videos = Path(__file__).resolve().parents[2] / "shared" / "videos"
+    names = ["short_32f.mp4", "demo.mp4", "test_mpeg4.avi"]
+    if not all((videos / n).is_file() for n in names):
+        pytest.skip(f"{videos} with {names} not present")
+    _, _, _, _, _, ckpt = patched
+    (tmp_path / "real.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(names)))
+    recipe = train_recipe(tmp_path, short_side=32, input_size=28)
+    dump = tmp_path / "real.pkl"
+    metrics = test_mod.main([str(recipe), str(ckpt), "--device", "cpu", "--no-progress",
+                             "--dump", str(dump), "--set", f"data.root={videos}",
+                             "--set", f"data.test_list={tmp_path / 'real.txt'}",
+                             "--set", f"data.test_prefix={videos}"])
+    assert metrics["num_videos"] == 3 and metrics["samples"] == [0, 1, 2]
+    with open(dump, "rb") as f:
+        records = pickle.load(f)
+    assert [int(r["gt_label"][0]) for r in records] == [0, 1, 2]
+    assert all(np.isfinite(r["pred_score"].numpy()).all() for r in records)

@@ -1,0 +1,114 @@
+"""torchrun setup: rank/world size from the environment, one device per process."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+import torch
+import torch.distributed as dist
+
+
+class UsageError(ValueError):
+    """A command-line choice this machine cannot honour (e.g. --device cuda without CUDA)."""
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    initialized: bool  # this process called init_process_group
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: Optional[str]) -> str:
+    """``--device``: 'cpu' | 'cuda' (default cuda when available)."""
+    if name in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available here; expected --device cpu")
+    if name.split(":")[0] not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name}: expected cpu or cuda")
+    return name
+
+
+def setup_distributed(device: Optional[str] = None) -> DistInfo:
+    """Read RANK / WORLD_SIZE / LOCAL_RANK (torchrun) and join the process group.
+
+    NCCL on CUDA, gloo on CPU; each process uses ``cuda:LOCAL_RANK``. A plain
+    ``python -m`` run (no WORLD_SIZE) is a single process without a group.
+    """
+    kind = resolve_device(device).split(":")[0]
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if kind == "cuda":
+        dev = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    initialized = False
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if kind == "cuda" else "gloo"
+        kwargs = {"device_id": dev} if kind == "cuda" else {}
+        dist.init_process_group(backend, **kwargs)
+        initialized = True
+    return DistInfo(rank, world_size, local_rank, dev, initialized)
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.initialized and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def all_reduce_max(values: List[float], info: DistInfo) -> List[float]:
+    """Element-wise max over ranks (stop flags, non-finite flags)."""
+    if not info.distributed:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=_comm_device(info))
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def all_reduce_sum(values: List[float], info: DistInfo) -> List[float]:
+    if not info.distributed:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=_comm_device(info))
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def all_gather_objects(obj: Any, info: DistInfo) -> List[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` in a single process)."""
+    if not info.distributed:
+        return [obj]
+    out: List[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _comm_device(info: DistInfo) -> torch.device:
+    return info.device if dist.get_backend() == "nccl" else torch.device("cpu")

@@ -1,0 +1,198 @@
+"""Test a checkpoint on a recipe's test split: ``python -m tsn_dali.test RECIPE CKPT [--dump result.pkl]``.
+
+    torchrun --nproc_per_node=8 -m tsn_dali.test recipes/k400_r50.yaml work_dirs/k400_r50/best.pth
+
+The test pipeline gives the views (``tsn_test_tencrop``: 25 clips x 10 crops for K400);
+``model.predict`` averages them (MMAction2 average_clips). Reported: top-1, top-5 and mean
+class accuracy (MMAction2 AccMetric rules, in percent) beside the recipe's reported numbers.
+Under torchrun every rank scores its shard; scores are gathered by sample id, so each
+video counts exactly once (``samples == -1`` padding is dropped).
+
+The checkpoint may be a tsn_dali one (``{'model', 'recipe', ...}``) or an MMAction2 one
+(``{'state_dict': backbone.* / cls_head.fc_cls.*}``, converted on the fly).
+"""
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from tsn_dali.config import load_recipe
+from tsn_dali.engine import distributed as dist_utils
+from tsn_dali.engine.checkpoint import (CheckpointError, check_state_dict, load_checkpoint,
+                                        model_state_from)
+from tsn_dali.engine.logs import progress_bar
+from tsn_dali.engine.metrics import mean_class_accuracy, top_k_accuracy
+from tsn_dali.train import AMP_DTYPES, autocast, build_model, prepare_clips, user_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tsn_dali.test", description=__doc__.splitlines()[0])
+    p.add_argument("recipe", help="recipe YAML (a path, or a file name under recipes/)")
+    p.add_argument("checkpoint", help="tsn_dali or MMAction2 checkpoint (.pth)")
+    p.add_argument("--dump", help="write per-video predictions to this pickle (MMAction2 --dump form)")
+    p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--executor", help="auto | dali-gpu | dali-cpu | reference (sets loader.executor)")
+    p.add_argument("--amp", choices=tuple(AMP_DTYPES), help="autocast dtype (default: train.amp)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def load_weights(model: torch.nn.Module, path, recipe) -> str:
+    """Load a tsn_dali or MMAction2 checkpoint into ``model``; returns which kind it was."""
+    ckpt = load_checkpoint(path, allow_pickle=True)
+    kind = "tsn_dali" if isinstance(ckpt.get("model"), dict) else "mmaction2"
+    state = model_state_from(ckpt, path, recipe.model.backbone)
+    hint = (f" (recipe {recipe.source}: model.backbone={recipe.model.backbone}, "
+            f"model.num_classes={recipe.model.num_classes})")
+    check_state_dict(model, state, path, hint)
+    model.load_state_dict(state)
+    return kind
+
+
+def dump_records(scores: np.ndarray, labels: np.ndarray) -> List[dict]:
+    """One dict per video, in video order, as MMAction2's ``tools/test.py --dump`` writes them
+    (mmengine DumpResults of ``ActionDataSample.to_dict()``): ``pred_score`` float tensor
+    [num_classes], ``pred_label`` and ``gt_label`` int64 tensors [1], ``num_classes``."""
+    out = []
+    for score, label in zip(scores, labels):
+        score_t = torch.from_numpy(np.ascontiguousarray(score, dtype=np.float32))
+        out.append({"num_classes": int(score_t.numel()),
+                    "gt_label": torch.tensor([int(label)], dtype=torch.int64),
+                    "pred_score": score_t,
+                    "pred_label": torch.tensor([int(score_t.argmax())], dtype=torch.int64)})
+    return out
+
+
+def compute_metrics(scores: np.ndarray, labels: np.ndarray, topk) -> Dict[str, float]:
+    """``top{k}`` and ``mean_class_accuracy`` in percent (MMAction2 AccMetric; a k beyond the
+    class count takes every class, as MMAction2's argsort slice does)."""
+    acc = top_k_accuracy(scores, labels, topk)
+    out = {f"top{k}": 100.0 * v for k, v in acc.items()}
+    out["mean_class_accuracy"] = 100.0 * mean_class_accuracy(scores, labels)
+    return out
+
+
+@torch.no_grad()
+def run_test(args) -> dict:
+    info = dist_utils.setup_distributed(args.device)
+    loader = None
+    try:
+        overrides = list(args.overrides)
+        if args.executor:
+            overrides.append(f"loader.executor={args.executor}")
+        recipe = load_recipe(args.recipe, overrides)
+        amp = args.amp or recipe.train.amp
+        model = build_model(recipe.model)
+        kind = load_weights(model, args.checkpoint, recipe)
+        model = model.to(info.device)
+        if recipe.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model.eval()
+
+        show = info.is_main and not args.no_progress
+        from tsn_dali.data.loader import build_loader
+        loader = build_loader(recipe, "test", rank=info.rank, world_size=info.world_size,
+                              device=info.device, seed=0, progress=show)
+        views = loader.num_views
+        bar = progress_bar(len(loader), "test", show)
+        mine = []  # (sample, label, scores) of this rank
+        t0 = time.perf_counter()
+        for batch in loader:
+            keep = (batch.samples >= 0).cpu()
+            if bool(keep.any()):
+                with autocast(info.device, amp):
+                    probs = model.predict(prepare_clips(batch.clips, recipe.data.mean,
+                                                        recipe.data.std, amp))
+                probs = probs.float().cpu()[keep].numpy()
+                for s, label, p in zip(batch.samples.cpu()[keep].tolist(),
+                                       batch.labels.cpu()[keep].tolist(), probs):
+                    mine.append((int(s), int(label), p))
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        skipped_mine = list(loader.stats.get("skipped", []))
+
+        gathered = dist_utils.all_gather_objects((mine, skipped_mine, seconds), info)
+        by_sample: Dict[int, tuple] = {}
+        for rank_rows, _, _ in gathered:
+            for s, label, p in rank_rows:
+                if s in by_sample:
+                    raise RuntimeError(f"test: video {s} was scored twice across ranks")
+                by_sample[s] = (label, p)
+        skipped = [row for _, rows, _ in gathered for row in rows]
+        if not by_sample:
+            raise CheckpointError(f"{loader.list_file}: no video of the test split could be scored")
+        order = sorted(by_sample)
+        scores = np.stack([by_sample[s][1] for s in order])
+        labels = np.array([by_sample[s][0] for s in order], dtype=np.int64)
+        seconds = max(t for _, _, t in gathered)
+
+        metrics = compute_metrics(scores, labels, recipe.test.topk)
+        metrics.update({"num_videos": len(order), "num_skipped": len(skipped),
+                        "num_views": views, "world_size": info.world_size,
+                        "clips_per_s": len(order) / max(seconds, 1e-9),
+                        "views_per_s": len(order) * views / max(seconds, 1e-9),
+                        "seconds": seconds, "checkpoint": str(args.checkpoint),
+                        "checkpoint_kind": kind, "executor": loader.executor_name,
+                        "reported_top1": recipe.reported.top1, "reported_top5": recipe.reported.top5,
+                        "samples": order, "skipped": skipped, "dump": args.dump})
+        if info.is_main:
+            if args.dump:
+                dump_path = Path(args.dump)
+                dump_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(dump_path, "wb") as f:
+                    pickle.dump(dump_records(scores, labels), f)
+            print(report(recipe, metrics), flush=True)
+        dist_utils.barrier(info)
+        return metrics
+    finally:
+        if loader is not None:
+            loader.close()
+        dist_utils.cleanup(info)
+
+
+def report(recipe, m: dict) -> str:
+    """A short table: ours next to the seed's reported numbers."""
+    def fmt(v):
+        return "-" if v is None else f"{v:.2f}"
+    lines = [f"{recipe.name}: {m['num_videos']} videos x {m['num_views']} views on "
+             f"{m['world_size']} process(es), {m['clips_per_s']:.2f} clips/s "
+             f"({m['views_per_s']:.1f} views/s), executor {m['executor']}",
+             f"{'metric':<22}{'ours':>10}{'reported':>10}"]
+    for k in [k for k in m if k.startswith("top")]:
+        lines.append(f"{k:<22}{fmt(m[k]):>10}{fmt(m.get('reported_' + k)):>10}")
+    lines.append(f"{'mean_class_accuracy':<22}{fmt(m['mean_class_accuracy']):>10}{'-':>10}")
+    if m["num_skipped"]:
+        lines.append(f"{m['num_skipped']} video(s) skipped (test.on_bad_video=skip): "
+                     + ", ".join(str(r.get('path')) for r in m["skipped"][:5]))
+    if m.get("dump"):
+        lines.append(f"predictions written to {m['dump']}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    """Command line entry; returns the metrics dict (top1, top5, mean_class_accuracy in percent,
+    num_videos, clips_per_s, ...). User errors print one line and exit 1."""
+    args = build_parser().parse_args(argv)
+    if args.dump and not args.dump.endswith((".pkl", ".pickle")):
+        print(f"error: --dump {args.dump}: expected a .pkl or .pickle file name", file=sys.stderr)
+        raise SystemExit(1)
+    try:
+        return run_test(args)
+    except user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
