@@ -191,3 +191,29 @@ def test_build_executor_names(monkeypatch):
         ex = build_executor("auto", reference_workers=0)
     assert isinstance(ex, ReferenceExecutor)
     assert any("no DALI" in str(w.message) and "reference" in str(w.message) for w in caught)
+
+
+def test_worker_renders_leave_torch_global_rng_alone(tmp_path):
+    """Rendering with DataLoader workers draws no numbers from torch's global generator
+    (it would race with dropout in the training thread under --deterministic)."""
+    import torch
+    from tsn_dali.data.executors.reference import ReferenceExecutor
+    from tsn_dali.data.plan import ClipPlan
+    from tsn_dali.data.videoio import write_numbered_video
+    import numpy as np
+
+    path = write_numbered_video(str(tmp_path / "a.mp4"), 8, 64, 48)
+    plan = ClipPlan(sample=0, path=path, label=0, num_frames=8, orig_size=(64, 48),
+                    frame_indices=np.array([1, 5], np.int32), resize_to=(64, 48),
+                    crops=np.array([[0, 0, 64, 48]], np.int32), crop_flips=np.array([False]),
+                    out_size=(64, 48))
+    ex = ReferenceExecutor(workers=1)
+    try:
+        torch.manual_seed(123)
+        expected = torch.rand(3)
+        torch.manual_seed(123)
+        ex.render([plan])
+        ex.render([plan])
+        assert torch.equal(torch.rand(3), expected)
+    finally:
+        ex.close()

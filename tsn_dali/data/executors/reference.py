@@ -237,7 +237,11 @@ class ReferenceExecutor:
         if self.workers > 0:
             self._loader = torch.utils.data.DataLoader(
                 self._dataset, sampler=self._sampler, batch_size=None, collate_fn=_keep,
-                num_workers=self.workers, persistent_workers=True)
+                num_workers=self.workers, persistent_workers=True,
+                # Its own generator: each new iterator draws a worker seed, which must not
+                # come from torch's global generator (that would race with dropout in the
+                # training thread and break --deterministic).
+                generator=torch.Generator().manual_seed(0))
 
     def _views(self, plans: Sequence[ClipPlan]):
         if self._loader is None:
