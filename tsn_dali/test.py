@@ -129,7 +129,10 @@ def run_test(args) -> dict:
                 if s in by_sample:
                     raise RuntimeError(f"test: video {s} was scored twice across ranks")
                 by_sample[s] = (label, p)
-        skipped = [row for _, rows, _ in gathered for row in rows]
+        # videos the index could not use (left out before sharding, the same on every
+        # rank) and videos that failed while decoding (per rank) are both listed
+        skipped = [dict(row, stage="index") for row in loader.stats.get("dropped", [])]
+        skipped += [dict(row, stage="decode") for _, rows, _ in gathered for row in rows]
         if not by_sample:
             raise CheckpointError(f"{loader.list_file}: no video of the test split could be scored")
         order = sorted(by_sample)

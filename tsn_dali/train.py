@@ -307,6 +307,12 @@ def train(args) -> dict:
                   f"lr {base_lr:g}, amp {cfg.amp}, executor {train_loader.executor_name}, "
                   f"work dir {work_dir}" + (f", resumed from {resume_path} at epoch {start_epoch + 1}"
                                             if resume_path else ""), flush=True)
+        dropped = train_loader.stats.get("dropped", [])
+        if dropped:  # unusable videos (missing, truncated, not a video): left out, never fatal
+            log.write({"kind": "bad_videos", "split": "train", "dropped": dropped})
+            if is_main:
+                print(f"tsn_dali.train: {len(dropped)} train video(s) left out "
+                      f"(data.on_bad_video=skip), listed in {log.path}", flush=True)
 
         def checkpoint(epoch_done: int, loader_state, partial_epoch=None) -> None:
             """Rank 0 writes latest.pth; every rank learns whether it worked."""
@@ -333,6 +339,7 @@ def train(args) -> dict:
         mean, std = recipe.data.mean, recipe.data.std
         params = [p for p in model.parameters() if p.requires_grad]
         stopped = None
+        reported_replaced = 0  # replaced-video entries already written to the log
         for epoch in range(start_epoch, cfg.epochs):
             train_loader.set_epoch(epoch)
             net.train()
@@ -425,7 +432,9 @@ def train(args) -> dict:
             entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                      "top1": None, "lr": epoch_lr,
                      "clips_per_s": clips_seen / elapsed, "data_wait_share": wait / elapsed,
-                     "skipped_steps": skipped, "seconds": elapsed}
+                     "skipped_steps": skipped, "seconds": elapsed,
+                     # videos that failed to decode this run and were replaced by others
+                     "bad_videos_replaced": len(train_loader.stats.get("replaced", []))}
             last = epoch + 1 == cfg.epochs
             improved = False
             if (epoch + 1) % cfg.val_interval == 0 or last:
@@ -443,6 +452,11 @@ def train(args) -> dict:
                     link_or_copy(latest, work_dir / "best.pth")
                 if (epoch + 1) % cfg.checkpoint_interval == 0 or last:
                     link_or_copy(latest, work_dir / f"epoch_{epoch + 1}.pth")
+                replaced = train_loader.stats.get("replaced", [])
+                if len(replaced) > reported_replaced:
+                    log.write({"kind": "bad_videos", "split": "train", "epoch": epoch + 1,
+                               "replaced": replaced[reported_replaced:]})
+                    reported_replaced = len(replaced)
                 log.write(dict(entry, kind="epoch", step=step), step)
                 top = "" if entry["top1"] is None else f", val top-1 {entry['top1']:.2f}%"
                 print(f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}{top}, "
