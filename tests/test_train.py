@@ -15,7 +15,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "helpers"))
-from tiny_train import build_model_or_stand_in, make_videos, train_recipe  # noqa: E402
+from tiny_train import make_videos, train_recipe  # noqa: E402
+
+from tsn_dali.models import build_model  # noqa: E402
 
 import tsn_dali.train as train_mod  # noqa: E402
 from tsn_dali.config import load_recipe  # noqa: E402
@@ -27,10 +29,8 @@ from tsn_dali.engine.optim import (build_optimizer, build_scheduler, lr_at_epoch
 
 
 @pytest.fixture
-def model_builder(monkeypatch):
-    builder, _ = build_model_or_stand_in()
-    monkeypatch.setattr(train_mod, "build_model", builder)
-    return builder
+def model_builder():
+    return build_model
 
 
 @pytest.fixture(scope="module")
@@ -176,14 +176,10 @@ def test_train_run_writes_checkpoints_and_logs(tmp_path, data_root, model_builde
 @pytest.fixture(scope="module")
 def one_epoch(data_root, tmp_path_factory):
     """A work dir after one finished epoch of a 2-epoch recipe (copied by the tests that use it)."""
-    builder, _ = build_model_or_stand_in()
-    mp = pytest.MonkeyPatch()
-    mp.setattr(train_mod, "build_model", builder)
     recipe = train_recipe(data_root, epochs=2)
     work = tmp_path_factory.mktemp("one_epoch") / "work"
     train_mod.main([str(recipe), "--work-dir", str(work), "--device", "cpu", "--epochs", "1",
                     "--no-progress"])
-    mp.undo()
     return recipe, work
 
 

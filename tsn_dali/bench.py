@@ -222,34 +222,10 @@ def reencode(src: str, dst: str, gop: Optional[int]) -> str:
 # --------------------------------------------------------------------------- model
 
 
-class StandInTSN(torch.nn.Module):
-    """TSN's shape of computation for a torchvision ResNet where ``tsn_dali.models`` is not
-    importable: backbone per view, average consensus over views, dropout, fc (MMAction2's
-    TSNHead with feature consensus). Timing only; ``build_tsn`` says which one was used."""
-
-    def __init__(self, model_cfg):
-        import torchvision
-
-        super().__init__()
-        self.backbone = getattr(torchvision.models, model_cfg.backbone)(weights=None)
-        features = self.backbone.fc.in_features
-        self.backbone.fc = torch.nn.Identity()
-        self.dropout = torch.nn.Dropout(model_cfg.dropout)
-        self.fc = torch.nn.Linear(features, model_cfg.num_classes)
-
-    def forward(self, clips):
-        n, v = clips.shape[:2]
-        feats = self.backbone(clips.flatten(0, 1)).view(n, v, -1).mean(1)
-        return self.fc(self.dropout(feats))
-
-
 def build_tsn(model_cfg):
-    """(model, builder): the recipe's TSN from ``tsn_dali.models.build_model``, or a
-    ``StandInTSN`` (named as such in the results) where that module is not there."""
-    try:
-        from tsn_dali.models import build_model
-    except ImportError:
-        return StandInTSN(model_cfg), "bench.StandInTSN (tsn_dali.models not importable)"
+    """(model, builder): the recipe's TSN from ``tsn_dali.models.build_model``."""
+    from tsn_dali.models import build_model
+
     return build_model(model_cfg), "tsn_dali.models.build_model"
 
 

@@ -81,37 +81,3 @@ train:
     path = root / "recipe.yaml"
     path.write_text(text)
     return path
-
-
-def build_model_or_stand_in():
-    """tsn_dali.models.build_model, or (while that package is not in the tree) a tiny TSN
-    stand-in with the same interface. Returns (builder, is_real)."""
-    try:
-        from tsn_dali.models import build_model
-        return build_model, True
-    except ImportError:
-        return _stand_in, False
-
-
-def _stand_in(cfg):
-    import torch.nn as nn
-
-    class StandInTSN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
-                                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            self.dropout = nn.Dropout(cfg.dropout)
-            self.fc = nn.Linear(8, cfg.num_classes)
-
-        def features(self, x):
-            n, v = x.shape[:2]
-            return self.backbone(x.reshape((n * v,) + x.shape[2:])).view(n, v, -1).mean(1)
-
-        def forward(self, x):
-            return self.fc(self.dropout(self.features(x)))
-
-        def predict(self, x):
-            return self.fc(self.features(x)).softmax(-1)
-
-    return StandInTSN()
