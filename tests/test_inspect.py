@@ -9,7 +9,7 @@ import pytest
 
 from tsn_dali.data.plan import ClipPlan
 from tsn_dali.data.videoio import read_frame_number, write_numbered_video
-from tsn_dali.inspect import render_plan
+from tsn_dali.inspect import render_with_executor
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
@@ -75,17 +75,17 @@ def test_dump_clips_and_sheet(tmp_path):
     assert Image.open(sheet).size[0] > Image.open(sheet).size[1] > 0
 
 
-def test_render_plan_decodes_the_planned_frames(tmp_path):
+def test_default_rendering_decodes_the_planned_frames(tmp_path):
+    """--sheet / --dump-clips without --executor render with the reference executor."""
     video = write_numbered_video(str(tmp_path / "n.mp4"), 30, 160, 120)
     indices = np.array([0, 7, 7, 29, 13], np.int32)
     plan = ClipPlan(sample=0, path=video, label=0, num_frames=30, orig_size=(160, 120),
                     frame_indices=indices, resize_to=(320, 240),
                     crops=np.array([[0, 0, 320, 240], [0, 0, 320, 240]], np.int32),
                     crop_flips=np.array([False, True]), out_size=(160, 120))
-    views = render_plan(plan)
-    assert views.shape == (10, 120, 160, 3)
+    views = render_with_executor(plan)
+    assert views.shape == (10, 120, 160, 3) and views.dtype == np.uint8
     assert [read_frame_number(v) for v in views[:5]] == indices.tolist()
     assert [read_frame_number(v[:, ::-1]) for v in views[5:]] == indices.tolist()
-    # rawframe-style numbering: start_index 1 means index i is decoded frame i - 1
-    plan1 = ClipPlan(**{**plan.__dict__, "frame_indices": indices + 1})
-    assert [read_frame_number(v) for v in render_plan(plan1, start_index=1)[:5]] == indices.tolist()
+
+

@@ -8,8 +8,7 @@ Prints the index entry (frames, size, fps, codec, GOP), the frame indices, every
 box (in the frame after the first Resize) and its flip. ``--json`` prints one JSON
 object (``ClipPlan.to_json()`` plus ``index``). ``--sheet`` saves a contact sheet of the
 views the model gets (rows: crops, columns: frames); ``--dump-clips`` saves them as uint8
-``[V, H, W, C]``, crop-major. Both use ``--executor`` when given, else a PyAV + PIL
-rendering of the plan. A bad recipe or an unreadable video is one line on stderr and
+``[V, H, W, C]``, crop-major. Both use ``--executor`` (default: reference). A bad recipe or an unreadable video is one line on stderr and
 exit status 1.
 """
 from __future__ import annotations
@@ -40,65 +39,12 @@ def make_plan(recipe, video: str, split: str = "train", seed: int = 0, epoch: in
     return info, plan
 
 
-def decode_frames(path: str, indices, start_index: int = 0) -> dict:
-    """Frames ``indices`` (MMAction2 frame_inds, ``start_index`` included) as RGB arrays.
+def render_with_executor(plan: ClipPlan, name: str = "reference",
+                         filename_tmpl: str = "img_{:05}.jpg") -> np.ndarray:
+    """``build_executor(name).render([plan])`` as uint8 ``[V, H, W, C]`` (crop-major)."""
+    from .data.executors import build_executor  # lazy: torch, and DALI for dali-*
 
-    Decodes with PyAV from the start, keeping the frames asked for (frame ``i`` is the
-    i-th decoded frame, as decord counts them).
-    """
-    import av
-
-    wanted = {int(i) - start_index for i in indices}
-    last = max(wanted)
-    frames = {}
-    try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for n, frame in enumerate(container.decode(stream)):
-                if n in wanted:
-                    frames[n + start_index] = frame.to_ndarray(format="rgb24")
-                if n >= last:
-                    break
-    except Exception as exc:
-        raise VideoDecodeError(path, f"PyAV decode failed: {str(exc).splitlines()[0]}") from None
-    missing = sorted(set(int(i) for i in indices) - set(frames))
-    if missing:
-        raise VideoDecodeError(path, f"frames {missing[:5]} could not be decoded")
-    return frames
-
-
-def render_plan(plan: ClipPlan, start_index: int = 0) -> np.ndarray:
-    """The plan's views as uint8 ``[V, H, W, C]``, crop-major, with PIL (bilinear).
-
-    ClipPlan's rule: resize the frame to ``resize_to``, cut each crop, resize it to
-    ``out_size``, mirror where ``crop_flips``.
-    """
-    from PIL import Image
-
-    frames = decode_frames(plan.path, plan.frame_indices, start_index)
-    resized = {}
-    for idx, img in frames.items():
-        pil = Image.fromarray(img)
-        if pil.size != tuple(plan.resize_to):
-            pil = pil.resize(tuple(plan.resize_to), Image.BILINEAR)
-        resized[idx] = pil
-    views = []
-    for box, mirrored in zip(plan.crops, plan.crop_flips):
-        for idx in plan.frame_indices:
-            view = resized[int(idx)].crop(tuple(int(v) for v in box))
-            if view.size != tuple(plan.out_size):
-                view = view.resize(tuple(plan.out_size), Image.BILINEAR)
-            arr = np.asarray(view)
-            views.append(arr[:, ::-1] if mirrored else arr)
-    return np.ascontiguousarray(np.stack(views))
-
-
-def render_with_executor(plan: ClipPlan, name: str) -> np.ndarray:
-    """``build_executor(name).render([plan])`` as uint8 ``[V, H, W, C]``."""
-    from .data.executors import build_executor  # lazy: heavy, optional (DALI)
-
-    executor = build_executor(name)
+    executor = build_executor(name, reference_workers=0, filename_tmpl=filename_tmpl)
     try:
         clips = executor.render([plan])
         return clips[0].permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)
@@ -166,23 +112,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             print(describe(info, plan, args.split))
         if args.sheet or args.dump_clips:
-            if args.executor:
-                try:
-                    views = render_with_executor(plan, args.executor)
-                except (RuntimeError, ImportError) as exc:  # no GPU, no DALI, ...
-                    if isinstance(exc, VideoDecodeError):
-                        raise
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    raise ValueError(f"executor {args.executor}: {first}") from None
-            else:
-                views = render_plan(plan, recipe.data.start_index)
+            executor = args.executor or "reference"
+            try:
+                views = render_with_executor(plan, executor, recipe.data.filename_tmpl)
+            except (RuntimeError, ImportError) as exc:  # no GPU, no DALI, ...
+                if isinstance(exc, VideoDecodeError):
+                    raise
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ValueError(f"executor {executor}: {first}") from None
             if args.dump_clips:
                 np.save(args.dump_clips, views)
             if args.sheet:
                 contact_sheet(views, len(plan.frame_indices), args.sheet)
             if not args.json:
-                print(f"views      {tuple(views.shape)} uint8"
-                      + (f" by {args.executor}" if args.executor else " by PyAV + PIL"))
+                print(f"views      {tuple(views.shape)} uint8 by {executor}")
     except (RecipeError, AnnotationError, VideoDecodeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -4,19 +4,31 @@ Importing this package pulls in no model or trainer code (tests/test_loader.py c
 it), so another project can use the loader with its own model::
 
     from tsn_dali.data import build_loader
-"""
-from tsn_dali.data.annotations import (AnnotationError, VideoRecord, read_label_map,
-                                       read_rawframe_list, read_video_list)
-from tsn_dali.data.errors import VideoDecodeError
-from tsn_dali.data.executors import EXECUTORS, ReferenceExecutor, build_executor
-from tsn_dali.data.loader import Batch, ClipLoader, build_loader, eval_order, train_order
-from tsn_dali.data.plan import ClipPlan
-from tsn_dali.data.planner import ClipPlanner, load_pipeline
-from tsn_dali.data.video_index import VideoIndex, VideoInfo, build_index, probe_video
 
-__all__ = [
-    "AnnotationError", "Batch", "ClipLoader", "ClipPlan", "ClipPlanner", "EXECUTORS",
-    "ReferenceExecutor", "VideoDecodeError", "VideoIndex", "VideoInfo", "VideoRecord",
-    "build_executor", "build_index", "build_loader", "eval_order", "load_pipeline",
-    "probe_video", "read_label_map", "read_rawframe_list", "read_video_list", "train_order",
-]
+Names are imported on first use, so ``tsn_dali.data.planner`` (numpy only) does not pay
+for torch: the executors and the loader import it when they are asked for.
+"""
+import importlib
+
+_EXPORTS = {
+    "tsn_dali.data.annotations": ("AnnotationError", "VideoRecord", "read_label_map",
+                                  "read_rawframe_list", "read_video_list"),
+    "tsn_dali.data.errors": ("VideoDecodeError",),
+    "tsn_dali.data.executors": ("EXECUTORS", "ReferenceExecutor", "build_executor"),
+    "tsn_dali.data.loader": ("Batch", "ClipLoader", "build_loader", "eval_order", "train_order"),
+    "tsn_dali.data.plan": ("ClipPlan",),
+    "tsn_dali.data.planner": ("ClipPlanner", "load_pipeline"),
+    "tsn_dali.data.video_index": ("VideoIndex", "VideoInfo", "build_index", "probe_video"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'tsn_dali.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
