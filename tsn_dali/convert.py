@@ -11,9 +11,7 @@ objects replaced by empty stand-ins (mmengine need not be installed).
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
-import types
 from pathlib import Path
 from typing import List, Optional
 
@@ -24,53 +22,12 @@ from tsn_dali.engine.checkpoint import CheckpointError, check_state_dict, load_c
 from tsn_dali.models import build_model, convert_mmaction_state_dict
 
 
-class _StandIn:
-    """Replaces a class the unpickler cannot import (mmengine's HistoryBuffer, ConfigDict...)."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        self.state = state
-
-
-class _TolerantUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return type(name, (_StandIn,), {"__module__": module})
-
-
-_tolerant_pickle = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=pickle.load,
-                                         __name__="tolerant_pickle")
-
-
-def read_mmaction_checkpoint(path, allow_pickle: bool = False) -> dict:
-    """The checkpoint dict; ``weights_only`` unless ``allow_pickle``."""
-    try:
-        return load_checkpoint(path)
-    except CheckpointError as err:
-        if not any(w in str(err) for w in ("Unsupported global", "Weights only load failed", "weights_only")):
-            raise
-        if not allow_pickle:
-            raise CheckpointError(f"{err} (pickled objects, e.g. mmengine's in an MMAction2 "
-                                  f"checkpoint: pass --allow-pickle if you trust the file)") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
-    except Exception as exc:  # noqa: BLE001 - any failure here means a bad file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
-    return obj
-
-
 def convert_mmaction_checkpoint(src, dst, recipe_path, allow_pickle: bool = False,
                                 overrides: Optional[List[str]] = None) -> dict:
     """Read ``src`` (MMAction2 ``{'state_dict': ...}`` or a bare state dict), convert, check
     it against the recipe's model (strict), write ``dst``. Returns the written dict."""
     recipe = load_recipe(recipe_path, overrides)
-    ckpt = read_mmaction_checkpoint(src, allow_pickle)
+    ckpt = load_checkpoint(src, allow_pickle=allow_pickle)
     state = ckpt["state_dict"] if isinstance(ckpt.get("state_dict"), dict) else ckpt
     try:
         ours = convert_mmaction_state_dict(state, recipe.model.backbone)

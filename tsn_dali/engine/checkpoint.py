@@ -111,9 +111,13 @@ def load_checkpoint(path, map_location="cpu", allow_pickle: bool = False) -> dic
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if not allow_pickle or "weights_only" not in str(exc):
+        if "weights_only" not in str(exc):
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
                                   f"({_first_line(exc)})") from None
+        if not allow_pickle:
+            raise CheckpointError(f"{path}: holds pickled objects beyond tensors, e.g. mmengine's "
+                                  f"in an MMAction2 checkpoint ({_first_line(exc)}): pass "
+                                  f"--allow-pickle if you trust the file") from None
         warnings.warn(f"{path}: holds pickled objects beyond tensors (an MMAction2 checkpoint?); "
                       "loading it with full unpickling, classes that cannot be imported here "
                       "(mmengine's) as placeholders", stacklevel=2)
