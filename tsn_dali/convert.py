@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import torch
 
 from tsn_dali.config import RecipeError, load_recipe
 from tsn_dali.engine.checkpoint import CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
