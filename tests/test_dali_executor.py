@@ -284,3 +284,29 @@ def test_gpu_graph_definition_builds_on_gpu_nodes(source):
         with pipe:
             dali_pipeline.clip_graph(device="gpu", num_crops=1, out_size=(56, 56), out_dtype="uint8",
                                      source=source, normalise=True)
+
+
+def test_output_is_a_view_of_dali_buffers_that_later_runs_leave_alone(tmp_path, monkeypatch):
+    """render() hands out DALI's own output buffer (DLPack, no copy: the copying helper is
+    made to fail here) and later runs do not overwrite it (DALI's dynamic executor keeps a
+    run's output alive while torch holds it)."""
+    if not dali_pipeline.OUTPUTS_OUTLIVE_RUN:
+        pytest.skip("this DALI has no dynamic executor: one copy per batch instead")
+    import nvidia.dali.plugin.pytorch as dali_torch
+    import torch
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("feed_ndarray (a copy) was used")
+
+    monkeypatch.setattr(dali_torch, "feed_ndarray", no_copy)
+    path = write_numbered_video(str(tmp_path / "z.webm"), NUM_FRAMES, W, H, codec="vp9")
+    ex = DaliExecutor(device="cpu", num_threads=1)
+    try:
+        first = ex.render([make_plan(path, [1, 2, 3])])
+        kept = first.clone()
+        for n in range(4):
+            ex.render([make_plan(path, [5 + n, 9, 10])])
+        assert torch.equal(first, kept)
+        assert [read_frame_number(v.permute(1, 2, 0).numpy()) for v in first[0]] == [1, 2, 3]
+    finally:
+        ex.close()

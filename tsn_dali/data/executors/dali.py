@@ -1,8 +1,9 @@
 """DaliExecutor: the ``dali-gpu`` and ``dali-cpu`` executors (graph in dali_pipeline.py).
 
 ``dali-gpu`` (device "cuda"): the file's bytes go into the graph, fn.decoders.video on
-``mixed`` (NVDEC) decodes ``frame_indices``, every op runs on the GPU and the batch is
-copied once, GPU to GPU, from DALI's NFHWC output into a torch tensor (feed_ndarray).
+``mixed`` (NVDEC) decodes ``frame_indices``, every op runs on the GPU, and torch gets
+DALI's NFHWC output as a DLPack view (no copy; DALI's dynamic executor keeps a run's
+output alive while it is referenced), or one GPU-to-GPU copy on DALI builds without it.
 
 ``dali-cpu`` (device "cpu"): DALI's CPU decoder reads VP8/VP9/MJPEG only. A batch whose
 videos are all of those codecs is decoded in the graph; any other batch (H.264, HEVC,
@@ -159,16 +160,26 @@ class DaliExecutor:
         self._pipelines.pop(key, None)
 
     def _run(self, key, samples, names):
-        """Run one batch; returns the torch tensor [N, V, H, W, C] (a copy of DALI's output)."""
+        """Run one batch; returns the torch tensor [N, V, H, W, C] (see _to_torch)."""
         pipe = self._pipeline(key)
         graph.feed(pipe, samples, names)
         (out,) = pipe.run()
         return self._to_torch(out)
 
     def _to_torch(self, out) -> torch.Tensor:
+        """DALI's dense NFHWC output as a torch tensor: a DLPack view of DALI's own buffer
+        (no copy) where the pipeline runs with DALI's dynamic executor, whose outputs live
+        as long as a reference to them does; else one copy (feed_ndarray)."""
         from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
         tensor = out.as_tensor()
+        if graph.OUTPUTS_OUTLIVE_RUN:
+            try:
+                view = torch.from_dlpack(tensor)
+                if view.device == self.device:
+                    return view
+            except (TypeError, RuntimeError, BufferError):
+                pass
         dst = torch.empty(tensor.shape(), dtype=to_torch_type[tensor.dtype], device=self.device)
         stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
         feed_ndarray(tensor, dst, cuda_stream=stream)

@@ -152,6 +152,21 @@ def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dt
     return views[0] if num_crops == 1 else fn.cat(*views, axis_name="F")
 
 
+def _dynamic_executor_available() -> bool:
+    """DALI's dynamic executor (``exec_dynamic``, DALI >= 1.40): a run's outputs stay valid
+    while referenced, so torch can view them through DLPack instead of copying."""
+    try:
+        import inspect
+
+        from nvidia.dali import Pipeline
+    except ImportError:
+        return False
+    return "exec_dynamic" in inspect.signature(Pipeline.__init__).parameters
+
+
+OUTPUTS_OUTLIVE_RUN = _dynamic_executor_available()
+
+
 def build_pipeline(*, device: str, batch_size: int, num_crops: int, out_size: Tuple[int, int],
                    out_dtype: str, source: str, normalise: bool, num_threads: int = 4,
                    device_id: Optional[int] = None, prefetch: int = 1):
@@ -165,9 +180,10 @@ def build_pipeline(*, device: str, batch_size: int, num_crops: int, out_size: Tu
     """
     from nvidia.dali import Pipeline
 
+    dynamic = {"exec_dynamic": True} if OUTPUTS_OUTLIVE_RUN else {}
     pipe = Pipeline(batch_size=int(batch_size), num_threads=max(1, int(num_threads)),
                     device_id=device_id, prefetch_queue_depth=max(1, int(prefetch)),
-                    exec_async=False, exec_pipelined=False)
+                    exec_async=False, exec_pipelined=False, **dynamic)
     with pipe:
         pipe.set_outputs(clip_graph(device=device, num_crops=num_crops, out_size=out_size,
                                     out_dtype=out_dtype, source=source, normalise=normalise))
