@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers.bad_videos import write_audio_only, write_zero_frame_video  # noqa: E402
 from helpers.tiny_train import PROJECT, make_videos, train_recipe  # noqa: E402
 
 from tsn_dali.config import load_recipe  # noqa: E402
@@ -68,23 +69,9 @@ def make_bad_videos(videos: Path) -> dict:
     (videos / "truncated.mp4").write_bytes(data[: len(data) // 2])
     full.unlink()
     bad["truncated"] = "truncated.mp4"
-    container = av.open(str(videos / "audio_only.m4a"), "w")
-    stream = container.add_stream("aac", rate=16000)
-    for i in range(4):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-        frame.sample_rate, frame.pts = 16000, i * 1024
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
+    write_audio_only(videos / "audio_only.m4a")
     bad["audio_only"] = "audio_only.m4a"
-    container = av.open(str(videos / "zero_frames.mp4"), "w")
-    stream = container.add_stream("mpeg4", rate=25)
-    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-    container.start_encoding()
-    container.close()
+    write_zero_frame_video(videos / "zero_frames.mp4")
     bad["zero_frames"] = "zero_frames.mp4"
     return bad
 

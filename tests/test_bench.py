@@ -3,11 +3,9 @@ tiny generated clips (plus a real clip from shared/videos where present)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import av  # noqa: F401  (PyAV before decord)
-import numpy as np
 import pytest
 
 from tsn_dali import bench

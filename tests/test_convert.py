@@ -10,12 +10,7 @@ from tsn_dali.convert import main as convert_main
 from tsn_dali.models import build_model, convert_mmaction_state_dict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _bn(prefix, c, g):

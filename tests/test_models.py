@@ -11,13 +11,7 @@ from tsn_dali.engine.checkpoint import CheckpointError
 from tsn_dali.models import TSN, build_model, load_pretrained_backbone
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machine's cores are shared: one intra-op thread avoids spin-wait stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 class MeanColour(nn.Module):

@@ -12,7 +12,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "helpers"))
-from tiny_train import build_model_or_stand_in, make_videos, train_recipe  # noqa: E402
+from tiny_train import make_videos, train_recipe  # noqa: E402
+
+from tsn_dali.models import build_model  # noqa: E402
 
 import tsn_dali.train as train_mod  # noqa: E402
 from tsn_dali.engine.checkpoint import load_checkpoint  # noqa: E402
@@ -29,18 +31,13 @@ def _args(recipe, work, *extra):
 def setup(tmp_path_factory):
     root = make_videos(tmp_path_factory.mktemp("resume"), num_videos=4)
     recipe = train_recipe(root, epochs=EPOCHS)
-    builder, _ = build_model_or_stand_in()
-    mp = pytest.MonkeyPatch()
-    mp.setattr(train_mod, "build_model", builder)
     work = root / "uninterrupted"
     summary = train_mod.main(_args(recipe, work))
-    mp.undo()
-    return recipe, builder, load_checkpoint(work / "latest.pth"), summary
+    return recipe, build_model, load_checkpoint(work / "latest.pth"), summary
 
 
 @pytest.fixture
-def builder(setup, monkeypatch):
-    monkeypatch.setattr(train_mod, "build_model", setup[1])
+def builder(setup):
     return setup[1]
 
 

@@ -3,9 +3,9 @@ import os
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
+from helpers.bad_videos import write_audio_only, write_zero_frame_video
 from tsn_dali.data import video_index
 from tsn_dali.data.video_index import build_index, probe_video
 from tsn_dali.data.videoio import numbered_frame, write_numbered_video
@@ -99,25 +99,8 @@ def _bad_videos(tmp_path):
     bad["truncated_mp4"] = _cut(full, tmp_path / "cut.mp4", 0.6)
     avi = write_numbered_video(str(tmp_path / "full.avi"), 60, 160, 120, codec="mpeg4")
     bad["truncated_avi"] = _cut(avi, tmp_path / "cut.avi", 0.7)
-    audio = tmp_path / "audio.m4a"
-    container = av.open(str(audio), "w")
-    stream = container.add_stream("aac", rate=16000)
-    for i in range(5):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-        frame.sample_rate, frame.pts = 16000, i * 1024
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    bad["audio"] = audio
-    zero = tmp_path / "zero_frames.mp4"
-    container = av.open(str(zero), "w")
-    stream = container.add_stream("mpeg4", rate=25)
-    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-    container.start_encoding()
-    container.close()
+    bad["audio"] = write_audio_only(tmp_path / "audio.m4a")
+    zero = write_zero_frame_video(tmp_path / "zero_frames.mp4")
     bad["zero_frames"] = zero
     return bad
 

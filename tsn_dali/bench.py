@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import re
@@ -34,7 +33,6 @@ import shlex
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 

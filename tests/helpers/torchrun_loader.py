@@ -4,7 +4,6 @@ rank, the sample ids of every batch and the batch counts to ``<out>/rank<r>.json
     python -m torch.distributed.run --nproc_per_node=2 torchrun_loader.py RECIPE OUT
 """
 import json
-import os
 import sys
 from pathlib import Path
 

@@ -16,7 +16,6 @@ All functions return int32 frame indices with ``start_index`` added (0 for video
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
