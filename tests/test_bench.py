@@ -3,13 +3,14 @@ tiny generated clips (plus a real clip from shared/videos where present)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import av  # noqa: F401  (PyAV before decord)
 import pytest
 
 from tsn_dali import bench
-from tsn_dali.data.videoio import write_video
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
 
@@ -42,11 +43,16 @@ def test_summarize_gives_median_spread_and_quartiles():
 
 @pytest.fixture(scope="module")
 def tiny_videos(tmp_path_factory):
-    """Three smooth-motion H.264 clips, 96x72, 48 frames, encoder-default GOP."""
+    """Three generated H.264 clips (the benchmark's own generator), 96x72, 48 frames,
+    encoder-default GOP, in a folder of their own."""
     root = tmp_path_factory.mktemp("bench_videos")
-    for i in range(3):
-        write_video(str(root / f"clip{i}.mp4"), bench.moving_noise_frames(48, 96, 72, seed=i), codec="h264")
-    return root
+    paths = bench.generate_videos(str(root / "gen"), 3, num_frames=48, size=(96, 72))
+    assert len(paths) == 3 and all(os.path.isfile(p) for p in paths)
+    clips = root / "clips"
+    clips.mkdir()
+    for i, p in enumerate(paths):
+        shutil.copyfile(p, clips / f"clip{i}.mp4")
+    return clips
 
 
 def test_quick_run_writes_every_section(tiny_videos, tmp_path, capsys):

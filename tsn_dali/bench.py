@@ -165,37 +165,18 @@ def find_videos(sources: Sequence[str], prefix: Optional[str] = None) -> List[st
     return out
 
 
-def moving_noise_frames(num_frames: int, width: int, height: int, seed: int):
-    """RGB frames of a smooth random texture drifting across the frame (a camera pan) plus
-    a little fresh noise per frame: motion for the encoder, no scene cuts."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (height // 8 + 2, width // 8 + 2 + num_frames // 4, 3), np.uint8)
-    texture = np.repeat(np.repeat(coarse, 8, axis=0), 8, axis=1)
-    for t in range(num_frames):
-        x = (2 * t) % (texture.shape[1] - width)
-        frame = texture[:height, x:x + width].astype(np.int16)
-        frame += rng.integers(-12, 13, frame.shape, np.int16)
-        yield np.clip(frame, 0, 255).astype(np.uint8)
-
-
 def generate_videos(out_dir: str, num_videos: int, num_frames: int = 300, size=(340, 256),
                     fps: float = 30, gop: Optional[int] = None) -> List[str]:
-    """K400-like H.264 clips (340x256, 10 s at 30 fps, long GOP by default) for benchmarks.
+    """K400-like H.264 clips (340x256, 10 s at 30 fps, the encoder's long GOP by default),
+    written by ``tsn_dali.data.synthetic`` (the demo's generator; kept when already there)."""
+    from tsn_dali.data.synthetic import SyntheticSpec, generate
 
-    Uses ``tsn_dali.data.synthetic`` where present (``python -m tsn_dali.data.synthetic``),
-    else moving noise through ``videoio.write_video``. Existing files are kept.
-    """
-    from tsn_dali.data.videoio import write_video
-
-    os.makedirs(out_dir, exist_ok=True)
-    paths = []
-    for i in range(num_videos):
-        path = os.path.join(out_dir, f"bench_{i:03d}.mp4")
-        if not os.path.isfile(path):
-            write_video(path, moving_noise_frames(num_frames, size[0], size[1], seed=i), fps=fps,
-                        codec="h264", gop=gop)
-        paths.append(path)
-    return paths
+    spec = SyntheticSpec(videos=num_videos, val_fraction=0.0, classes=min(8, num_videos),
+                         frames=num_frames, width=size[0], height=size[1], fps=fps, codec="h264",
+                         gop=gop, name="bench")
+    out = generate(out_dir, spec, progress=False)
+    return find_videos([os.path.join(out["out"], out["train_list"])],
+                       os.path.join(out["out"], out["train_prefix"]))
 
 
 def reencode(src: str, dst: str, gop: Optional[int]) -> str:
