@@ -75,21 +75,22 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_reduce_max(values: List[float], info: DistInfo) -> List[float]:
-    """Element-wise max over ranks (stop flags, non-finite flags)."""
+def _all_reduce(values: List[float], info: DistInfo, op) -> List[float]:
     if not info.distributed:
         return list(values)
     t = torch.tensor(values, dtype=torch.float64, device=_comm_device(info))
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    dist.all_reduce(t, op=op)
     return t.tolist()
+
+
+def all_reduce_max(values: List[float], info: DistInfo) -> List[float]:
+    """Element-wise max over ranks (stop flags, non-finite flags)."""
+    return _all_reduce(values, info, dist.ReduceOp.MAX)
 
 
 def all_reduce_sum(values: List[float], info: DistInfo) -> List[float]:
-    if not info.distributed:
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=_comm_device(info))
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
+    """Element-wise sum over ranks (validation hit counts)."""
+    return _all_reduce(values, info, dist.ReduceOp.SUM)
 
 
 def all_gather_objects(obj: Any, info: DistInfo) -> List[Any]:
