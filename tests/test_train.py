@@ -183,18 +183,29 @@ def one_epoch(data_root, tmp_path_factory):
     return recipe, work
 
 
-def test_nan_loss_stops_without_touching_checkpoints(one_epoch, tmp_path, model_builder, capsys):
+@pytest.mark.parametrize("log_interval", [1, 3])
+def test_nan_loss_stops_without_touching_checkpoints(one_epoch, tmp_path, model_builder, capsys,
+                                                     log_interval):
     recipe, trained = one_epoch
     work = tmp_path / "work"
     shutil.copytree(trained, work)
+    trained_logs = {p.name for p in work.glob("train_*.jsonl")}
     latest, best = _sha(work / "latest.pth"), _sha(work / "best.pth")
-    # lr = inf: the first step of epoch 2 makes the weights inf/nan, the second loss is nan
+    # lr = inf: the first step of epoch 2 makes the weights inf/nan, the second loss is nan.
+    # With log_interval 3 the losses are read back at step 3 only: the report still names
+    # step 2, the first non-finite one.
     with pytest.raises(SystemExit) as exit_:
         train_mod.main([str(recipe), "--work-dir", str(work), "--device", "cpu", "--resume",
-                        "--set", "train.lr=.inf", "--no-progress"])
+                        "--set", "train.lr=.inf", "--set", f"train.log_interval={log_interval}",
+                        "--no-progress"])
     assert exit_.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: loss is nan at epoch 2, step 2/3") and "nan_policy=stop" in err
+    assert err.startswith("error: loss is nan at epoch 2, step 2/3 (global step 5)"), err
+    assert "nan_policy=stop" in err
+    logs = [p for p in work.glob("train_*.jsonl") if p.name not in trained_logs]
+    assert len(logs) == 1  # the log of this (resumed) run
+    bad = [r for r in map(json.loads, logs[0].read_text().splitlines()) if r["kind"] == "nonfinite"]
+    assert [(r["epoch"], r["iter"], r["step"]) for r in bad] == [(2, 2, 5)]
     assert _sha(work / "latest.pth") == latest and _sha(work / "best.pth") == best
     assert not (work / "epoch_2.pth").exists()
 

@@ -7,11 +7,11 @@ one after another on the same machine and the same videos:
   reference with N DataLoader workers) for the recipe's train view and test view,
   through the ClipLoader a training run uses (prefetch included); frames sampled per
   clip and a GOP-aware estimate of the frames a decoder must decode (``frames_decoded``);
-- model only: clips/s of the recipe's TSN forward + backward + SGD step on synthetic
-  input (AMP: bf16 on CPU, the recipe's ``train.amp`` on CUDA; channels_last), and
+- model only: clips/s of the same step on synthetic input (AMP: bf16 on CPU, the recipe's ``train.amp`` on CUDA; channels_last), and
   with ``torch.compile`` where ``--compile``;
-- end to end: training clips/s with each executor feeding the model (a plain SGD step
-  loop) and the share of step time spent waiting for data;
+- end to end: training clips/s with each executor feeding the model (the trainer's own
+  step, tsn_dali.engine.step, with its fused SGD on CUDA) and the share of time spent
+  waiting for data;
 - decode cost vs GOP: the videos re-encoded (H.264) with keyframes every 16 frames and
   every 250 (x264's default interval, without scene-cut keyframes), loader clips/s and
   frames decoded per clip.
@@ -39,9 +39,10 @@ from typing import Dict, List, Optional, Sequence
 import av  # noqa: F401  (PyAV before decord: see tsn_dali.data.video_index)
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tsn_dali.config import PROJECT_ROOT, RecipeError, load_recipe
+from tsn_dali.engine.optim import build_optimizer
+from tsn_dali.engine.step import TrainStep
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
 EXECUTOR_NAMES = ("dali-gpu", "dali-cpu", "reference")
@@ -208,43 +209,25 @@ def build_tsn(model_cfg):
     return build_model(model_cfg), "tsn_dali.models.build_model"
 
 
-def amp_dtype(recipe, device: torch.device) -> Optional[torch.dtype]:
-    """bf16 autocast on CPU (unless ``train.amp: off``); on CUDA ``train.amp`` (bf16 | fp16 | off)."""
+def bench_amp(recipe, device: torch.device) -> str:
+    """The AMP setting measured: ``train.amp`` on CUDA; on CPU bf16 unless ``train.amp: off``
+    (CPU autocast has no fast fp16)."""
     amp = recipe.train.amp
-    if amp == "off":
-        return None
-    if device.type != "cuda":
-        return torch.bfloat16
-    return torch.float16 if amp == "fp16" else torch.bfloat16
+    if amp == "off" or device.type == "cuda":
+        return amp
+    return "bf16"
 
 
-class TrainStep:
-    """One plain SGD step of the recipe: autocast forward, cross-entropy, backward,
-    grad clip (``train.grad_clip``), SGD with momentum and weight decay (fp16: GradScaler)."""
-
-    def __init__(self, model, recipe, device: torch.device, compile: bool = False):
-        self.model = model.to(device).to(memory_format=torch.channels_last).train()
-        self.forward = torch.compile(self.model) if compile else self.model
-        self.device = device
-        self.amp = amp_dtype(recipe, device)
-        self.clip = recipe.train.grad_clip
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=recipe.train.lr,
-                                         momentum=recipe.train.momentum,
-                                         weight_decay=recipe.train.weight_decay)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
-
-    def __call__(self, clips: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            logits = self.forward(clips)
-        loss = F.cross_entropy(logits.float(), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss.detach()
+def make_train_step(model, recipe, device: torch.device, compile: bool = False) -> TrainStep:
+    """The trainer's own step (tsn_dali.engine.step.TrainStep) with its optimiser (fused SGD
+    on CUDA) for ``model``, channels_last, optionally torch.compile'd."""
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    net = torch.compile(model) if compile else model
+    amp = bench_amp(recipe, device)
+    optimizer = build_optimizer(model, recipe.train, recipe.train.lr, device)
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+    return TrainStep(net, optimizer, amp=amp, grad_clip=recipe.train.grad_clip, mean=recipe.data.mean,
+                     std=recipe.data.std, scaler=scaler)
 
 
 def synthetic_batch(batch_size: int, num_views: int, size: int, num_classes: int, dtype: str,
@@ -339,7 +322,9 @@ def measure_model(train_step: TrainStep, batch_size: int, num_views: int, size: 
 def measure_end_to_end(loader, train_step: TrainStep, warmup: int, iters: int, repeats: int,
                        device: torch.device) -> dict:
     """Training clips/s with ``loader`` feeding ``train_step``, and the share of each window's
-    time spent in ``next(loader)`` (on CUDA each step is synchronised, so that time is GPU idle)."""
+    time the host spent blocked in ``next(loader)``. As in tsn_dali.train, nothing inside a
+    window waits for the GPU (each window ends with one synchronize), so the host queues
+    steps ahead and a wait shows only when the loader falls behind."""
     it = iter(loader)
     waited = [0.0]
 
@@ -348,16 +333,18 @@ def measure_end_to_end(loader, train_step: TrainStep, warmup: int, iters: int, r
         batch = next(it)
         waited[0] += time.perf_counter() - t0
         train_step(batch.clips, batch.labels)
-        _sync(device)
+
+    rates, shares = [], []
 
     for _ in range(warmup):
         step()
-    rates, shares = [], []
+    _sync(device)
     for _ in range(repeats):
         waited[0] = 0.0
         t0 = time.perf_counter()
         for _ in range(iters):
             step()
+        _sync(device)
         secs = time.perf_counter() - t0
         rates.append(iters * loader.batch_size / secs)
         shares.append(waited[0] / secs)
@@ -440,7 +427,7 @@ def run(args, argv: Sequence[str]) -> dict:
             "short_side": recipe.data.short_side, "train_pipeline": recipe.data.train_pipeline,
             "test_pipeline": recipe.data.test_pipeline, "batch_size": bs, "test_batch_size": test_bs,
             "iters": iters, "warmup": warmup, "repeats": repeats, "device": str(device),
-            "dtype": recipe.loader.dtype, "amp": str(amp_dtype(recipe, device)).replace("torch.", ""),
+            "dtype": recipe.loader.dtype, "amp": bench_amp(recipe, device),
             "channels_last": True, "prefetch": recipe.loader.prefetch,
             "num_threads": recipe.loader.num_threads, "decode_workers": recipe.loader.decode_workers,
             "reference_workers": args.reference_workers, "compile": bool(args.compile),
@@ -474,7 +461,7 @@ def run(args, argv: Sequence[str]) -> dict:
 
             def model_run(compiled=compiled, variant=variant):
                 model, result["config"]["model_builder"] = build_tsn(recipe.model)
-                steps[variant] = TrainStep(model, recipe, device, compile=compiled)
+                steps[variant] = make_train_step(model, recipe, device, compile=compiled)
                 return measure_model(steps[variant], bs, num_views, recipe.data.input_size,
                                      recipe.model.num_classes, recipe.loader.dtype,
                                      warmup + (2 if compiled else 0), iters, repeats, device)

@@ -29,7 +29,8 @@ from tsn_dali.engine.checkpoint import (CheckpointError, check_state_dict, load_
                                         model_state_from)
 from tsn_dali.engine.logs import progress_bar
 from tsn_dali.engine.metrics import mean_class_accuracy, top_k_accuracy
-from tsn_dali.train import AMP_DTYPES, autocast, build_model, prepare_clips, user_errors
+from tsn_dali.engine.step import AMP_DTYPES, autocast, prepare_clips
+from tsn_dali.train import build_model, user_errors
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,9 +13,11 @@ the ``train.nan_policy`` for a loss that is not finite.
 Parameter groups: one, weight decay on every parameter including biases and BN, as
 mmengine's DefaultOptimWrapperConstructor does without ``paramwise_cfg``. NVIDIA apex is not
 used: torch's fused SGD (CUDA) and torch.amp cover what it offered. Under torchrun, BN
-buffers are averaged over ranks at each epoch's end (mmengine SyncBuffersHook), and each
-step's non-finite/stop flags are agreed over ranks (one small all_reduce) so that every rank
-skips or stops at the same step. The seed is the same on every rank (MMAction2's default).
+buffers are averaged over ranks at each epoch's end (mmengine SyncBuffersHook). The step
+itself (tsn_dali.engine.step) reads nothing back: losses are read once per log interval
+(each step under ``nan_policy: skip``), and there the non-finite/stop flags are agreed over
+ranks (one small all_reduce) so that every rank skips or stops at the same step. The seed
+is the same on every rank (MMAction2's default).
 """
 from __future__ import annotations
 
@@ -32,7 +34,6 @@ from typing import List, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tsn_dali.config import RecipeError, load_recipe, recipe_to_yaml
 from tsn_dali.engine import distributed as dist_utils
@@ -42,9 +43,7 @@ from tsn_dali.engine.checkpoint import (FORMAT, VERSION, CheckpointError, check_
 from tsn_dali.engine.logs import RunLog, progress_bar
 from tsn_dali.engine.optim import build_optimizer, build_scheduler, scaled_lr, set_lr
 from tsn_dali.engine.signals import StopRequest
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
-
+from tsn_dali.engine.step import AMP_DTYPES, TrainStep, autocast, prepare_clips
 
 class TrainingStopped(Exception):
     """The run stopped early on purpose (signal); ``code`` is the process exit status."""
@@ -142,24 +141,6 @@ def restore_determinism(before: dict) -> None:
     torch.use_deterministic_algorithms(before["algorithms"])
     torch.backends.cudnn.deterministic = before["cudnn_deterministic"]
     torch.backends.cudnn.benchmark = before["cudnn_benchmark"]
-
-
-def prepare_clips(clips: torch.Tensor, mean, std, amp: str) -> torch.Tensor:
-    """Model input from a loader batch: uint8 pixels are normalised here ((x - mean) / std);
-    without AMP half-precision input is widened to float32. Strides (channels_last) are kept."""
-    if clips.dtype == torch.uint8:
-        shape = (1, 1, 3, 1, 1)
-        m = torch.tensor(mean, dtype=torch.float32, device=clips.device).view(shape)
-        s = torch.tensor(std, dtype=torch.float32, device=clips.device).view(shape)
-        return (clips.float() - m) / s
-    if amp == "off" and clips.dtype != torch.float32:
-        return clips.float()
-    return clips
-
-
-def autocast(device: torch.device, amp: str):
-    dtype = AMP_DTYPES[amp]
-    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def sync_buffers(model: torch.nn.Module, info) -> None:
@@ -336,8 +317,9 @@ def train(args) -> dict:
                 raise CheckpointError(error)
 
         amp = cfg.amp
-        mean, std = recipe.data.mean, recipe.data.std
-        params = [p for p in model.parameters() if p.requires_grad]
+        step_fn = TrainStep(net, optimizer, amp=amp, grad_clip=cfg.grad_clip, mean=recipe.data.mean,
+                            std=recipe.data.std, scaler=scaler)
+        skip_bad = cfg.nan_policy == "skip"  # needs each loss on the host before its update
         stopped = None
         reported_replaced = 0  # replaced-video entries already written to the log
         for epoch in range(start_epoch, cfg.epochs):
@@ -352,6 +334,7 @@ def train(args) -> dict:
             losses, skipped = list(partial.get("losses", [])), int(partial.get("skipped", 0))
             clips_seen, partial = 0, {}
             window_loss, window_t, window_wait, window_clips = [], time.perf_counter(), 0.0, 0
+            pending = []  # (loss on the device, batch number, global step) not read back yet
             t_ready = time.perf_counter()
             batch_no = first
             for batch in train_loader:
@@ -359,44 +342,47 @@ def train(args) -> dict:
                 wait += got - t_ready
                 window_wait += got - t_ready
                 batch_no += 1
-                clips = prepare_clips(batch.clips, mean, std, amp)
-                with autocast(info.device, amp):
-                    logits = net(clips)
-                loss = F.cross_entropy(logits.float(), batch.labels)
-                loss_value = float(loss.detach())
-                bad, signalled = dist_utils.all_reduce_max(
-                    [0.0 if math.isfinite(loss_value) else 1.0, 1.0 if stop.signum else 0.0], info)
-                if bad:
-                    where = f"epoch {epoch + 1}, step {batch_no}/{num_steps} (global step {step + 1})"
-                    log.write({"kind": "nonfinite", "epoch": epoch + 1, "iter": batch_no,
-                               "step": step + 1, "loss": loss_value, "policy": cfg.nan_policy})
-                    if cfg.nan_policy == "stop":
-                        raise TrainingDiverged(
-                            f"loss is {loss_value} at {where}: stopped (train.nan_policy=stop); "
-                            f"{latest} and best.pth were left as they were")
-                    optimizer.zero_grad(set_to_none=True)
-                    skipped += 1
-                else:
-                    if scaler is not None:
-                        scaler.scale(loss).backward()
-                        if cfg.grad_clip:
-                            scaler.unscale_(optimizer)
-                            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        loss.backward()
-                        if cfg.grad_clip:
-                            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                        optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+                loss = step_fn.forward(batch.clips, batch.labels)
+                pending.append((loss.detach(), batch_no, step + 1))
+                if not skip_bad:
+                    step_fn.update(loss)
                     step += 1
-                    losses.append(loss_value)
-                    window_loss.append(loss_value)
+                # Losses are read back (one host sync) and the non-finite/stop flags agreed
+                # over ranks at the same steps on every rank: each step under nan_policy
+                # skip, else at log steps, the epoch's end and --max-steps. A lone process
+                # also checks when it got a signal.
+                check = (skip_bad or batch_no % cfg.log_interval == 0 or batch_no == num_steps
+                         or bool(args.max_steps and step >= args.max_steps)
+                         or (not info.distributed and bool(stop.signum)))
+                signalled = False
+                if check:
+                    values = torch.stack([x for x, _, _ in pending]).float().tolist()
+                    first_bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+                    bad, signalled = dist_utils.all_reduce_max(
+                        [0.0 if first_bad is None else 1.0, 1.0 if stop.signum else 0.0], info)
+                    if bad:
+                        at = pending[first_bad if first_bad is not None else 0]
+                        value = values[first_bad] if first_bad is not None else "not finite on another rank"
+                        where = f"epoch {epoch + 1}, step {at[1]}/{num_steps} (global step {at[2]})"
+                        log.write({"kind": "nonfinite", "epoch": epoch + 1, "iter": at[1],
+                                   "step": at[2], "loss": value, "policy": cfg.nan_policy})
+                        if not skip_bad:
+                            raise TrainingDiverged(
+                                f"loss is {value} at {where}: stopped (train.nan_policy=stop); "
+                                f"{latest} and best.pth were left as they were")
+                        step_fn.skip()
+                        skipped += 1
+                    elif skip_bad:
+                        step_fn.update(loss)
+                        step += 1
+                    finite = [v for v in values if math.isfinite(v)]
+                    losses += finite
+                    window_loss += finite
+                    pending = []
+                del loss
                 n_clips = int(batch.labels.numel()) * info.world_size
                 clips_seen += n_clips
                 window_clips += n_clips
-                lr = epoch_lr
                 if bar is not None:
                     bar.update(1)
                 if batch_no % cfg.log_interval == 0 or batch_no == num_steps:
@@ -404,11 +390,11 @@ def train(args) -> dict:
                     span = max(now - window_t, 1e-9)
                     rec = {"kind": "train", "epoch": epoch + 1, "iter": batch_no, "step": step,
                            "loss": float(np.mean(window_loss)) if window_loss else float("nan"),
-                           "lr": lr, "clips_per_s": window_clips / span,
+                           "lr": epoch_lr, "clips_per_s": window_clips / span,
                            "data_wait_share": window_wait / span}
                     log.write(rec, step)
                     if bar is not None:
-                        bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.3g}",
+                        bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{epoch_lr:.3g}",
                                         clips_s=f"{rec['clips_per_s']:.1f}",
                                         wait=f"{rec['data_wait_share']:.0%}")
                     window_loss, window_t, window_wait, window_clips = [], now, 0.0, 0
