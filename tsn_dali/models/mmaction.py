@@ -6,6 +6,15 @@ wraps conv+BN(+ReLU) in mmcv ``ConvModule``s, so torchvision's ``conv1`` / ``bn1
 and ``downsample.0`` / ``.1`` are ``downsample.conv`` / ``.bn``; the classifier is
 ``cls_head.fc_cls``. Backbones taken from torchvision, timm or mmcls (ResNeXt) keep those
 libraries' names under ``backbone.`` already, and their classifiers are Identity.
+
+MobileOne rows use mmpretrain's MobileOne (mmpretrain/models/backbones/mobileone.py), which
+timm's ``mobileone_s*`` (byobnet) builds block for block under other names: ``stage0`` is
+timm's ``stem``; ``stageN.J`` (J over the depthwise/pointwise block pairs) is
+``stages.{N-1}.J``; inside a block ``branch_conv_list.I.{conv,norm}`` is
+``conv_kxk.I.{conv,bn}``, ``branch_scale`` (the 1x1 branch of a kxk block) is
+``conv_scale``, ``branch_norm`` (the BN identity branch) is ``identity``, the SE layer's
+``se.conv1.conv`` / ``se.conv2.conv`` are ``attn.fc1`` / ``attn.fc2``, and the fused
+deploy conv ``branch_reparam`` is ``reparam_conv``.
 """
 from __future__ import annotations
 
@@ -26,6 +35,21 @@ _RESNET_RULES = [
     (re.compile(r"^(layer\d+\.\d+)\.downsample\.bn\."), r"\1.downsample.1."),
 ]
 
+# mmpretrain MobileOne -> timm mobileone (byobnet) names; block-level rules after the stage rule.
+_MOBILEONE_STAGE_RULES = [
+    (re.compile(r"^stage0\."), "stem."),
+    (re.compile(r"^stage(\d)\.(\d+)\."), lambda m: f"stages.{int(m.group(1)) - 1}.{m.group(2)}."),
+]
+_MOBILEONE_BLOCK_RULES = [
+    (re.compile(r"\.branch_conv_list\.(\d+)\.conv\."), r".conv_kxk.\1.conv."),
+    (re.compile(r"\.branch_conv_list\.(\d+)\.norm\."), r".conv_kxk.\1.bn."),
+    (re.compile(r"\.branch_scale\.conv\."), ".conv_scale.conv."),
+    (re.compile(r"\.branch_scale\.norm\."), ".conv_scale.bn."),
+    (re.compile(r"\.branch_norm\."), ".identity."),
+    (re.compile(r"\.se\.conv(\d)\.conv\."), r".attn.fc\1."),
+    (re.compile(r"\.branch_reparam\."), ".reparam_conv."),
+]
+
 # Rows whose MMAction2 config uses mmaction's own ResNet (type='ResNet').
 MMACTION_RESNETS = ("resnet18", "resnet50", "resnet101")
 
@@ -39,16 +63,30 @@ def mmaction_resnet_key(key: str) -> str:
     return key
 
 
+def mmpretrain_mobileone_key(key: str) -> str:
+    """One mmpretrain MobileOne backbone key (without ``backbone.``) in timm's name.
+    Raises ValueError for a key outside stage0..stage4."""
+    for pattern, repl in _MOBILEONE_STAGE_RULES:
+        new, n = pattern.subn(repl, key)
+        if n:
+            break
+    else:
+        raise ValueError(f"backbone.{key}: not a key of mmpretrain's MobileOne (stage0..stage4)")
+    for pattern, repl in _MOBILEONE_BLOCK_RULES:
+        new, n = pattern.subn(repl, new)
+        if n:
+            break
+    return new
+
+
 def convert_mmaction_state_dict(state_dict: Dict[str, torch.Tensor], backbone: str) -> Dict[str, torch.Tensor]:
     """Our TSN state dict (``backbone.*`` in torchvision/timm names, ``fc.*``) from an
     MMAction2 TSN ``state_dict``. Raises ``ValueError`` (one line) for keys that are not a
     TSN's or a backbone this does not convert."""
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
-    if any(k.startswith("backbone.stage0.") for k in state_dict) and backbone.startswith("mobileone"):
-        raise ValueError("MMAction2's MobileOne checkpoints use mmpretrain's MobileOne names "
-                         "(backbone.stage0...), which are not converted to timm's; only "
-                         "ResNet, ResNeXt, DenseNet and Swin rows convert")
+    mmpretrain_names = backbone.startswith("mobileone") and any(
+        k.startswith("backbone.stage0.") for k in state_dict)
     out: Dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if key.startswith("data_preprocessor."):
@@ -64,6 +102,8 @@ def convert_mmaction_state_dict(state_dict: Dict[str, torch.Tensor], backbone: s
                 continue  # Identity in MMAction2; an ImageNet classifier left in a file
             if backbone in MMACTION_RESNETS:
                 rest = mmaction_resnet_key(rest)
+            elif mmpretrain_names:
+                rest = mmpretrain_mobileone_key(rest)
             out["backbone." + rest] = value
         else:
             raise ValueError(f"{key}: expected keys under backbone., cls_head. or data_preprocessor.")
