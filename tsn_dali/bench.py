@@ -576,13 +576,13 @@ def markdown(result: dict) -> str:
         lines.append(f"| {e['executor']} | {e['view']} | {e['batch_size']} | {e['views_per_clip']} | "
                      f"{e['frames_sampled_per_clip']:.1f} | {e['frames_decoded_per_clip']:.1f} | "
                      f"{_fmt(e.get('clips_per_s')) if 'error' not in e else 'failed: ' + e['error']} |")
-    lines += ["", "## Model only (synthetic input, forward + backward + SGD step)", "",
+    lines += ["", "## Model only (the trainer's step, tsn_dali.engine.step, on synthetic input)", "",
               "| variant | batch | views/clip | clips/s |", "| --- | --- | --- | --- |"]
     for e in result["model"]:
         lines.append(f"| {e['variant']} | {e['batch_size']} | {e['views_per_clip']} | "
                      f"{_fmt(e.get('clips_per_s')) if 'error' not in e else 'failed: ' + e['error']} |")
-    lines += ["", "## End to end (executor feeding the SGD step loop)", "",
-              "| executor | batch | clips/s | share of step time waiting for data |",
+    lines += ["", "## End to end (each executor feeding that step)", "",
+              "| executor | batch | clips/s | share of time blocked waiting for data |",
               "| --- | --- | --- | --- |"]
     for e in result["end_to_end"]:
         if "error" in e:
@@ -591,9 +591,10 @@ def markdown(result: dict) -> str:
         w = e["data_wait_share"]
         lines.append(f"| {e['executor']} | {e['batch_size']} | {_fmt(e['clips_per_s'])} | "
                      f"{100 * w['median']:.0f}% ({100 * w['min']:.0f}–{100 * w['max']:.0f}%) |")
-    lines += ["", f"## Decode cost vs GOP (H.264 re-encoded, keyframes every {SHORT_GOP} vs {LONG_GOP} frames)", "",
-              "| GOP | mean keyframe interval | executor | frames sampled/clip | frames decoded/clip (est.) | clips/s |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    if result["gop"]:
+        lines += ["", f"## Decode cost vs GOP (H.264 re-encoded, keyframes every {SHORT_GOP} vs {LONG_GOP} frames)",
+                  "", "| GOP | mean keyframe interval | executor | frames sampled/clip | frames decoded/clip (est.) "
+                  "| clips/s |", "| --- | --- | --- | --- | --- | --- |"]
     for e in result["gop"]:
         lines.append(f"| {e['gop']} ({e['requested_gop']}) | {e['keyframe_interval']:.1f} | {e['executor']} | "
                      f"{e['frames_sampled_per_clip']:.1f} | {e['frames_decoded_per_clip']:.1f} | "
