@@ -181,22 +181,14 @@ def generate_videos(out_dir: str, num_videos: int, num_frames: int = 300, size=(
 
 
 def reencode(src: str, dst: str, gop: Optional[int]) -> str:
-    """``src`` decoded with PyAV and written again as H.264 with keyframes every ``gop``
-    frames (None: the encoder's default). Kept if ``dst`` exists."""
-    from tsn_dali.data.videoio import write_video
+    """``src`` written again as H.264 with keyframes every ``gop`` frames (None: the
+    encoder's default) by ``tsn_dali.prepare.reencode_video``. Kept if ``dst`` exists."""
+    from tsn_dali.prepare import reencode_video
 
     if os.path.isfile(dst):
         return dst
-    with av.open(src) as container:
-        stream = container.streams.video[0]
-        rate = float(stream.average_rate or 30)
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    h, w = frames[0].shape[:2]
-    frames = [f[: h - h % 2, : w - w % 2] for f in frames]  # yuv420p needs even sizes
-    tmp = dst + ".part.mp4"
-    write_video(tmp, frames, fps=rate, codec="h264", gop=gop)
-    os.replace(tmp, dst)
-    return dst
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    return reencode_video(src, dst, gop=gop)
 
 
 # --------------------------------------------------------------------------- model
