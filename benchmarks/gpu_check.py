@@ -4,7 +4,7 @@ Run on a machine with a GPU and DALI (e.g. a lent H100):
 
     python benchmarks/gpu_check.py /path/to/videos [--numbered 6] [--batch 4] [--repeats 5]
 
-For each video (H.264 only; others are listed as skipped) one plan of 8 frames (TSN test
+For each video of the folder and its sub-folders (H.264 only; others are listed as skipped) one plan of 8 frames (TSN test
 sampling: segment centres, plus a repeated and an out-of-order index), resized to short
 side 256 (mmcv rounding), three 224 crops, the middle one mirrored, out 224. Both executors
 render it; the script prints per video whether the frames match (numbered clips: frame
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         return 2
     gpu = DaliExecutor(args.device, num_threads=args.threads, decode_workers=args.decode_workers)
     cpu = DaliExecutor("cpu", num_threads=args.threads, decode_workers=args.decode_workers)
-    videos = sorted(str(p) for p in Path(args.folder).iterdir() if p.suffix.lower() in EXTS)
+    videos = sorted(str(p) for p in Path(args.folder).rglob("*") if p.suffix.lower() in EXTS)
     numbered = set()
     if args.numbered:
         tmp = tempfile.mkdtemp(prefix="gpu_check_")

@@ -122,3 +122,27 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys):
     assert rc == 2 and "--iters" in capsys.readouterr().err
     rc = bench.main(["recipes/no_such.yaml", "--videos", str(tmp_path)])
     assert rc == 1 and "no_such.yaml" in capsys.readouterr().err
+
+
+def test_gpu_run_script_dry_runs_on_cpu(tmp_path):
+    """benchmarks/gpu_run.sh end to end with DEVICE=cpu: generates clips, checks frame
+    identities (dali-cpu against itself there), runs the bench; dali-gpu listed unavailable."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_run.sh"
+    env = dict(os.environ, DEVICE="cpu", CLIPS=str(tmp_path / "clips"),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+               BENCH_ARGS=" ".join(["--quick", "--batch-size", "2", "--reference-workers", "1",
+                                    "--gop-videos", "0"] + TINY))
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(script), str(out), "2"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    check = (out / "gpu_check.txt").read_text()
+    assert check.count(" ok ") == 6 and "identity checks: all ok" in check  # 4 numbered + 2 generated
+    result = json.loads((out / "results" / "results.json").read_text())
+    assert "dali-gpu" in result["unavailable"]
+    assert {(e["executor"], e["view"]) for e in result["loader"]} == {
+        ("dali-cpu", "train"), ("dali-cpu", "test"), ("reference", "train"), ("reference", "test")}
+    assert all("clips_per_s" in e for e in result["loader"] + result["model"] + result["end_to_end"])
