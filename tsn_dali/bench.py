@@ -7,11 +7,11 @@ one after another on the same machine and the same videos:
   reference with N DataLoader workers) for the recipe's train view and test view,
   through the ClipLoader a training run uses (prefetch included); frames sampled per
   clip and a GOP-aware estimate of the frames a decoder must decode (``frames_decoded``);
-- model only: clips/s of the same step on synthetic input (AMP: bf16 on CPU, the recipe's ``train.amp`` on CUDA; channels_last), and
-  with ``torch.compile`` where ``--compile``;
-- end to end: training clips/s with each executor feeding the model (the trainer's own
-  step, tsn_dali.engine.step, with its fused SGD on CUDA) and the share of time spent
-  waiting for data;
+- model only: clips/s of the trainer's own step (tsn_dali.engine.step: forward, backward,
+  grad clip, SGD, fused on CUDA) on synthetic input (AMP: bf16 on CPU, the recipe's
+  ``train.amp`` on CUDA; channels_last), and with ``torch.compile`` where ``--compile``;
+- end to end: training clips/s with each executor feeding that step, and the share of
+  time the host spent blocked waiting for data;
 - decode cost vs GOP: the videos re-encoded (H.264) with keyframes every 16 frames and
   every 250 (x264's default interval, without scene-cut keyframes), loader clips/s and
   frames decoded per clip.

@@ -45,6 +45,7 @@ from tsn_dali.engine.optim import build_optimizer, build_scheduler, scaled_lr, s
 from tsn_dali.engine.signals import StopRequest
 from tsn_dali.engine.step import AMP_DTYPES, TrainStep, autocast, prepare_clips
 
+
 class TrainingStopped(Exception):
     """The run stopped early on purpose (signal); ``code`` is the process exit status."""
 
@@ -404,6 +405,9 @@ def train(args) -> dict:
                 t_ready = time.perf_counter()
             if bar is not None:
                 bar.close()
+            if pending:  # the last batch reads back; fewer batches than len() breaks ClipLoader's contract
+                raise RuntimeError(f"internal: the train loader gave {batch_no - first} batches in epoch "
+                                   f"{epoch + 1}, expected {num_steps - first}; losses left unchecked")
             if stopped:
                 checkpoint(epoch, train_loader.state_dict(), {"losses": losses, "skipped": skipped})
                 log.write({"kind": "stopped", "epoch": epoch + 1, "iter": batch_no, "step": step,
