@@ -1,6 +1,6 @@
 """MMAction2 TSN checkpoints -> tsn_dali: key mapping, strict loading, the CLI."""
 import sys
-import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +8,9 @@ import torch
 from tsn_dali.config import ModelConfig, RECIPES_DIR, recipe_from_dict
 from tsn_dali.convert import main as convert_main
 from tsn_dali.models import build_model, convert_mmaction_state_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
+from mmengine_pickle import save_mmengine_checkpoint  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -224,21 +227,8 @@ def test_cli_writes_a_checkpoint_build_model_loads(tmp_path, capsys):
 
 def test_pickled_meta_needs_allow_pickle(tmp_path, capsys):
     """MMAction2 files pickle mmengine objects; without that package, --allow-pickle reads them."""
-    fake = types.ModuleType("fake_mmengine_for_test")
-
-    class HistoryBuffer:
-        def __init__(self):
-            self.values = [1, 2]
-
-    HistoryBuffer.__module__ = fake.__name__
-    HistoryBuffer.__qualname__ = "HistoryBuffer"
-    fake.HistoryBuffer = HistoryBuffer
-    sys.modules[fake.__name__] = fake
     src, dst = tmp_path / "mm.pth", tmp_path / "ours.pth"
-    try:
-        torch.save({"state_dict": mmaction_resnet_tsn(18, 10), "message_hub": {"loss": HistoryBuffer()}}, src)
-    finally:
-        del sys.modules[fake.__name__]
+    save_mmengine_checkpoint(src, mmaction_resnet_tsn(18, 10))
     recipe = str(_tiny_recipe(tmp_path, 10))
     assert convert_main(["mmaction", str(src), str(dst), "--recipe", recipe]) == 1
     err = capsys.readouterr().err.strip()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import pickle
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "helpers"))
+from mmengine_pickle import save_mmengine_checkpoint  # noqa: E402
 from tiny_train import make_videos, train_recipe  # noqa: E402
 
 from tsn_dali.models import build_model  # noqa: E402
@@ -129,23 +129,7 @@ def test_mmaction2_checkpoint_is_converted(patched, tmp_path):
     if None in mm:
         pytest.skip("model keys not in torchvision ResNet naming")
     mm_path = tmp_path / "mmaction.pth"
-    # As mmengine's CheckpointHook: message_hub holds objects of mmengine classes, which
-    # cannot be imported here (a module that exists only while saving).
-    hub = types.ModuleType("fake_mmengine_logging")
-
-    class HistoryBuffer:
-        def __init__(self):
-            self.values = [0.5, 0.25]
-
-    HistoryBuffer.__module__ = hub.__name__
-    HistoryBuffer.__qualname__ = "HistoryBuffer"
-    hub.HistoryBuffer = HistoryBuffer
-    sys.modules[hub.__name__] = hub
-    try:
-        torch.save({"state_dict": mm, "meta": {"epoch": 100},
-                    "message_hub": {"log_scalars": {"train/loss": HistoryBuffer()}}}, mm_path)
-    finally:
-        del sys.modules[hub.__name__]
+    save_mmengine_checkpoint(mm_path, mm)  # with objects of a class not importable here
     ours = test_mod.main([str(recipe_path), str(ckpt), "--device", "cpu", "--no-progress",
                           "--set", "data.test_pipeline=tsn_val"])
     with pytest.warns(UserWarning, match="MMAction2 checkpoint"):
