@@ -187,7 +187,6 @@ def reencode(src: str, dst: str, gop: Optional[int]) -> str:
 
     if os.path.isfile(dst):
         return dst
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     return reencode_video(src, dst, gop=gop)
 
 

@@ -63,7 +63,9 @@ def reencode_video(src: str, dst: str, gop: Optional[int] = DEFAULT_GOP, short_s
                    crf: Optional[int] = None) -> str:
     """``src`` decoded with PyAV and written to ``dst`` as H.264 with keyframes every ``gop``
     frames (None: the encoder's default interval), resized per ``scaled_size``. Written to
-    ``dst + '.part.mp4'`` and renamed when complete; raises on a video it cannot read."""
+    ``dst + '.part.mp4'`` (folders made as needed) and renamed when complete; raises on a
+    video it cannot read."""
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     with av.open(src) as container:
         if not container.streams.video:
             raise ValueError("no video stream")
@@ -142,19 +144,18 @@ def prepare(list_file: str, prefix: str, out: str, *, gop: Optional[int] = DEFAU
         dst = os.path.join(out, job.rel)
         if os.path.isfile(dst) and not overwrite:
             return "skipped", None
-        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
         try:
             reencode_video(job.src, dst, gop=gop, short_side=short_side, crf=crf)
         except Exception as exc:  # PyAV's errors, or ours: a video that cannot be read
             return "failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         return "written", None
 
+    unique = list({job.rel: job for job in jobs}.values())  # a video listed twice is encoded once
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len({job.rel for job in jobs}), desc="prepare", unit="video", dynamic_ncols=True)
+        bar = tqdm(total=len(unique), desc="prepare", unit="video", dynamic_ncols=True)
     counts = {"written": 0, "skipped": 0}
-    unique = list({job.rel: job for job in jobs}.values())  # a video listed twice is encoded once
     outcome = {}
     pool = ThreadPoolExecutor(max(1, int(workers)), thread_name_prefix="tsn_dali-prepare")
     try:

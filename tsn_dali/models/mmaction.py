@@ -54,29 +54,27 @@ _MOBILEONE_BLOCK_RULES = [
 MMACTION_RESNETS = ("resnet18", "resnet50", "resnet101")
 
 
+def _first_rule(rules, key: str):
+    """(key rewritten by the first rule whose pattern matches, whether one matched)."""
+    for pattern, repl in rules:
+        new, n = pattern.subn(repl, key)
+        if n:
+            return new, True
+    return key, False
+
+
 def mmaction_resnet_key(key: str) -> str:
     """One MMAction2 ResNet backbone key (without ``backbone.``) in torchvision's name."""
-    for pattern, repl in _RESNET_RULES:
-        key, n = pattern.subn(repl, key)
-        if n:
-            break
-    return key
+    return _first_rule(_RESNET_RULES, key)[0]
 
 
 def mmpretrain_mobileone_key(key: str) -> str:
     """One mmpretrain MobileOne backbone key (without ``backbone.``) in timm's name.
     Raises ValueError for a key outside stage0..stage4."""
-    for pattern, repl in _MOBILEONE_STAGE_RULES:
-        new, n = pattern.subn(repl, key)
-        if n:
-            break
-    else:
+    key, matched = _first_rule(_MOBILEONE_STAGE_RULES, key)
+    if not matched:
         raise ValueError(f"backbone.{key}: not a key of mmpretrain's MobileOne (stage0..stage4)")
-    for pattern, repl in _MOBILEONE_BLOCK_RULES:
-        new, n = pattern.subn(repl, new)
-        if n:
-            break
-    return new
+    return _first_rule(_MOBILEONE_BLOCK_RULES, key)[0]
 
 
 def convert_mmaction_state_dict(state_dict: Dict[str, torch.Tensor], backbone: str) -> Dict[str, torch.Tensor]:
