@@ -1,8 +1,11 @@
 """dali-gpu against dali-cpu on every H.264 clip of a folder, same plans: frames and speed.
 
-Run on a machine with a GPU and DALI (e.g. a lent H100):
+Run on a machine with a GPU and the package installed (README, "Two commands"):
 
     python benchmarks/gpu_check.py /path/to/videos [--numbered 6] [--batch 4] [--repeats 5]
+
+dali-gpu runs twice: feeding NVDEC the clips' GOP slices (its default) and whole files;
+the two must give the same pixels, bit for bit, and ``sliced==whole`` says so per video.
 
 For each video of the folder and its sub-folders (H.264 only; others are listed as skipped) one plan of 8 frames (TSN test
 sampling: segment centres, plus a repeated and an out-of-order index), resized to short
@@ -28,22 +31,17 @@ import av  # noqa: F401  (before decord)
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tsn_dali.data.executors.dali import DaliExecutor, probe_codec  # noqa: E402
-from tsn_dali.data.plan import ClipPlan  # noqa: E402
-from tsn_dali.data.videoio import read_frame_number, write_numbered_video  # noqa: E402
+from tsn_dali.data.executors.dali import DaliExecutor
+from tsn_dali.data.plan import ClipPlan, StreamFacts
+from tsn_dali.data.video_index import probe_video
+from tsn_dali.data.videoio import read_frame_number, write_numbered_video
 
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 
-def frame_count(path: str) -> int:
-    with av.open(path) as c:
-        return sum(1 for _ in c.decode(video=0))
-
-
-def make_plan(path: str, num_frames: int, size, num_segments: int = 8, short_side: int = 256, crop: int = 224):
+def make_plan(path: str, num_frames: int, size, stream: StreamFacts, num_segments: int = 8, short_side: int = 256,
+              crop: int = 224):
     w, h = size
     # MMAction2 SampleFrames test mode: segment centres; then one repeat and one out-of-order index
     seg = num_frames / num_segments
@@ -55,7 +53,7 @@ def make_plan(path: str, num_frames: int, size, num_segments: int = 8, short_sid
     return ClipPlan(sample=0, path=path, label=0, num_frames=num_frames, orig_size=(w, h),
                     frame_indices=np.asarray(idx, np.int32), resize_to=(rw, rh),
                     crops=np.asarray(boxes, np.int32), crop_flips=np.array([False, True, False]),
-                    out_size=(crop, crop))
+                    out_size=(crop, crop), stream=stream)
 
 
 def whole_frame_plan(plan: ClipPlan) -> ClipPlan:
@@ -63,7 +61,7 @@ def whole_frame_plan(plan: ClipPlan) -> ClipPlan:
     w, h = plan.orig_size
     return ClipPlan(sample=0, path=plan.path, label=0, num_frames=plan.num_frames, orig_size=(w, h),
                     frame_indices=plan.frame_indices, resize_to=(w, h), crops=np.array([[0, 0, w, h]], np.int32),
-                    crop_flips=np.array([False]), out_size=(w, h))
+                    crop_flips=np.array([False]), out_size=(w, h), stream=plan.stream)
 
 
 def clips_per_second(ex, plans, batch: int, repeats: int) -> float:
@@ -99,6 +97,8 @@ def main(argv=None) -> int:
         print("gpu_check: no CUDA device; dali-gpu needs one")
         return 2
     gpu = DaliExecutor(args.device, num_threads=args.threads, decode_workers=args.decode_workers)
+    whole = DaliExecutor(args.device, num_threads=args.threads, decode_workers=args.decode_workers,
+                         slice_gops=False)
     cpu = DaliExecutor("cpu", num_threads=args.threads, decode_workers=args.decode_workers)
     videos = sorted(str(p) for p in Path(args.folder).rglob("*") if p.suffix.lower() in EXTS)
     numbered = set()
@@ -110,21 +110,19 @@ def main(argv=None) -> int:
             numbered.add(path)
         videos = sorted(numbered) + videos
     failures, plans = 0, []
-    print(f"{'video':40s} {'frames':>6s} {'size':>10s}  ids   mean|d|  max|d|")
+    print(f"{'video':40s} {'frames':>6s} {'size':>10s}  ids   mean|d|  max|d|  sliced==whole")
     for path in videos:
-        codec = probe_codec(path)
+        info = probe_video(path)
         name = os.path.basename(path)
-        if codec != "h264":
-            print(f"{name:40s} skipped (codec {codec or 'unreadable'})")
+        if info.codec != "h264" or not info.ok:
+            print(f"{name:40s} skipped (codec {info.codec or 'unreadable'}{', ' + info.error if info.error else ''})")
             continue
-        with av.open(path) as c:
-            s = c.streams.video[0]
-            size = (s.codec_context.width, s.codec_context.height)
-        n = frame_count(path)
-        plan = make_plan(path, n, size)
+        n, size = info.num_frames, (info.width, info.height)
+        plan = make_plan(path, n, size, StreamFacts.from_info(info))
         plans.append(plan)
         try:
             a = gpu.render([plan]).cpu()
+            same = bool(torch.equal(a, whole.render([plan]).cpu()))
             b = cpu.render([plan])
         except Exception as exc:
             failures += 1
@@ -141,16 +139,18 @@ def main(argv=None) -> int:
             nearest = torch.cdist(fa, fb).argmin(1)
             same = plan.frame_indices.tolist() * len(plan.crops)
             ok = all(same[i] == same[j] for i, j in enumerate(nearest.tolist()))
-        failures += not ok
+        failures += (not ok) + (not same)
         print(f"{name:40s} {n:6d} {size[0]:4d}x{size[1]:<5d} {'ok ' if ok else 'BAD'} "
-              f"{diff.mean().item():8.3f} {diff.max().item():7.0f}")
+              f"{diff.mean().item():8.3f} {diff.max().item():7.0f}  {'yes' if same else 'NO'}")
     if plans:
         plans = (plans * ((args.batch * 4) // len(plans) + 1))[: max(args.batch * 4, len(plans))]
-        for ex in (gpu, cpu):
+        for ex in (gpu, whole, cpu):
             rate = clips_per_second(ex, plans, args.batch, args.repeats)
-            print(f"{ex.name} ({ex.device}): {rate:.1f} clips/s (batch {args.batch}, 24 views of 224x224, float16)")
-    gpu.close()
-    cpu.close()
+            kind = "GOP slices" if ex.slice_gops else "whole files"
+            print(f"{ex.name} ({ex.device}, {kind}): {rate:.1f} clips/s (batch {args.batch}, 24 views of 224x224, "
+                  f"float16; {ex.stats['frames_fed'] / max(ex.stats['decoder_clips'], 1):.0f} frames fed per clip)")
+    for ex in (gpu, whole, cpu):
+        ex.close()
     print("identity checks:", "all ok" if not failures else f"{failures} FAILED")
     return 1 if failures else 0
 

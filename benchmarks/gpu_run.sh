@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
-# The GPU run of benchmarks/README.md in one command, on a machine where torch sees CUDA and
-# DALI, PyAV and decord import (see benchmarks/README.md for the lent machine's packing):
+# The GPU run of benchmarks/README.md, on a machine where torch sees CUDA and the package
+# is installed as the README says (DALI, PyAV and decord import):
 #
-#   bash benchmarks/gpu_run.sh OUT_DIR [NUM_VIDEOS]
+#   bash benchmarks/gpu_run.sh OUT_DIR [PART] [NUM_VIDEOS]
 #
-# 1. generates NUM_VIDEOS (default 64) K400-like H.264 clips (340x256, 300 frames at 30 fps,
-#    the encoder's long GOP) in $CLIPS (default /tmp/k400like), kept if already there;
-# 2. benchmarks/gpu_check.py on them: dali-gpu vs dali-cpu frame identities (exit 1 on a
-#    mismatch, after the benchmark has run too);
-# 3. python -m tsn_dali.bench for recipes/k400_r50.yaml at batch 32 against the reference
-#    loader with 16 workers, eager and compiled; results in OUT_DIR/results.
-# Logs of both go to OUT_DIR. BENCH_ARGS replaces the bench's sizes and repeats (default
-# below); DEVICE=cpu dry-runs the whole script without a GPU (dali-gpu then listed as
-# unavailable, gpu_check comparing dali-cpu with itself), as tests/test_bench.py does.
+# PART (default all), each well under 10 minutes on one H100 with 16 CPU cores:
+#   clips   NUM_VIDEOS (default 64) K400-like H.264 clips (340x256, 300 frames at 30 fps, the
+#           encoder's long GOP) in $CLIPS (default /tmp/k400like), and the same clips prepared
+#           with keyframes every 16 frames (python -m tsn_dali.prepare --gop 16); kept if there
+#   check   benchmarks/gpu_check.py: dali-gpu vs dali-cpu frame identities, and dali-gpu's GOP
+#           slices vs whole files bit for bit (exit 1 on a mismatch)
+#   loader  loader only, train and test views, on the original and the prepared clips: dali-gpu
+#           (GOP slices, 16 NVDEC sessions, DLPack view), +whole (whole files), +sessions4,
+#           +copy (torch-owned copies), and the reference loader with 16 workers; NVDEC busy %
+#   train   the trainer's step alone (eager and torch.compile) and fed by dali-gpu (view, copy)
+#           and by the reference loader
+# Results: OUT_DIR/<part>/ (results.json/.md/.png) and OUT_DIR/<part>.log. BENCH_ARGS replaces
+# the bench's sizes and repeats (default below), COMPILE= leaves torch.compile out; DEVICE=cpu
+# dry-runs every part without a GPU
+# (dali-gpu then listed as unavailable, gpu_check comparing dali-cpu with itself), as
+# tests/test_bench.py does.
 set -uo pipefail
-out=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR [NUM_VIDEOS]}
-num=${2:-64}
+out=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR [all|clips|check|loader|train] [NUM_VIDEOS]}
+part=${2:-all}
+num=${3:-64}
 clips=${CLIPS:-/tmp/k400like}
 out=$(realpath -m "$out"); clips=$(realpath -m "$clips")
 device=${DEVICE:-cuda}
-bench_args=${BENCH_ARGS:---reference-workers 16 --batch-size 32 --iters 10 --warmup 3 --repeats 3 --compile}
+bench_args=${BENCH_ARGS:---batch-size 32 --iters 10 --warmup 3 --repeats 3}
+compile=${COMPILE---compile}  # COMPILE= (empty) leaves torch.compile out of the train part
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+status=0
 
 DEVICE=$device python - <<'EOF' || exit 2
 import os
@@ -34,19 +44,54 @@ print("gpu_run:", torch.cuda.get_device_name(0) if gpu else "cpu dry run", "torc
       "DALI", nvidia.dali.__version__)
 EOF
 
-if [[ ! -f "$clips/demo_train_list_videos.txt" ]]; then
-  python -m tsn_dali.data.synthetic "$clips" --videos "$num" --classes $((num < 8 ? num : 8)) \
-    --val-fraction 0 --frames 300 --size 340x256 --codec h264 --fps 30 --quiet || exit 2
-fi
+run_clips() {
+  if [[ ! -f "$clips/demo_train_list_videos.txt" ]]; then
+    python -m tsn_dali.data.synthetic "$clips" --videos "$num" --classes $((num < 8 ? num : 8)) \
+      --val-fraction 0 --frames 300 --size 340x256 --codec h264 --fps 30 --quiet || return 2
+  fi
+  if [[ ! -f "$clips/gop16/demo_train_list_videos.txt" ]]; then
+    python -m tsn_dali.prepare "$clips/demo_train_list_videos.txt" --prefix "$clips/videos_train" \
+      --out "$clips/gop16" --gop 16 --no-progress || return 2
+  fi
+}
 
-python benchmarks/gpu_check.py "$clips/videos_train" --numbered 4 --device "$device" 2>&1 | tee "$out/gpu_check.txt"
-check=${PIPESTATUS[0]}
+run_check() {
+  python benchmarks/gpu_check.py "$clips/videos_train" --numbered 4 --device "$device" 2>&1 | tee "$out/gpu_check.txt"
+  return "${PIPESTATUS[0]}"
+}
 
-# shellcheck disable=SC2086
-python -m tsn_dali.bench recipes/k400_r50.yaml --device "$device" \
-  --videos "$clips/demo_train_list_videos.txt" --prefix "$clips/videos_train" \
-  --executors dali-gpu,dali-cpu,reference --out "$out/results" $bench_args 2>&1 | tee "$out/bench.log"
-bench=${PIPESTATUS[0]}
+dali=dali-gpu
+[[ $device == cpu ]] && dali=dali-cpu  # the dry run measures dali-cpu where dali-gpu would be
 
-echo "gpu_run: gpu_check exit $check, bench exit $bench; results in $out"
-[[ $check == 0 && $bench == 0 ]]
+bench() {  # bench NAME LIST PREFIX EXTRA_ARGS...
+  local name=$1 list=$2 prefix=$3
+  shift 3
+  # shellcheck disable=SC2086
+  python -m tsn_dali.bench recipes/k400_r50.yaml --device "$device" --videos "$list" --prefix "$prefix" \
+    --reference-workers 16 --gop-videos 0 --out "$out/$name" "$@" $bench_args 2>&1 | tee "$out/$name.log"
+  return "${PIPESTATUS[0]}"
+}
+
+run_loader() {
+  local variants="$dali,$dali+whole,$dali+sessions4,$dali+copy,reference"
+  bench loader_original "$clips/demo_train_list_videos.txt" "$clips/videos_train" \
+    --parts loader --executors "$variants" || return 1
+  bench loader_gop16 "$clips/gop16/demo_train_list_videos.txt" "$clips/gop16" \
+    --parts loader --executors "$variants" || return 1
+}
+
+run_train() {
+  bench train "$clips/demo_train_list_videos.txt" "$clips/videos_train" \
+    --parts model,e2e --executors "$dali,$dali+copy,reference" $compile
+}
+
+case $part in
+  all) run_clips || exit 2; run_check || status=1; run_loader || status=1; run_train || status=1 ;;
+  clips) run_clips || exit 2 ;;
+  check) run_check || status=1 ;;
+  loader) run_loader || status=1 ;;
+  train) run_train || status=1 ;;
+  *) echo "gpu_run: unknown part $part; expected all, clips, check, loader or train" >&2; exit 2 ;;
+esac
+echo "gpu_run: $part done (exit $status); results in $out"
+exit $status

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import av  # noqa: F401  (PyAV before decord)
 import pytest
+import torch
 
 from tsn_dali import bench
 
@@ -62,7 +63,8 @@ def test_quick_run_writes_every_section(tiny_videos, tmp_path, capsys):
         videos.append(str(real))
     out = tmp_path / "out"
     rc = bench.main(["recipes/k400_r50.yaml", "--videos", *videos, "--quick",
-                     "--executors", "dali-gpu,dali-cpu,reference", "--reference-workers", "1",
+                     "--executors", "dali-gpu,dali-cpu,dali-cpu+whole,reference", "--reference-workers", "1",
+                     "--gop-codec", "vp9", "--gops", "original,16,4",
                      "--batch-size", "2", "--work-dir", str(tmp_path / "work"), "--out", str(out), *TINY])
     assert rc == 0
     result = json.loads((out / "results.json").read_text())
@@ -75,8 +77,8 @@ def test_quick_run_writes_every_section(tiny_videos, tmp_path, capsys):
 
     # every executor asked for is either measured or says why not
     measured = {e["executor"] for e in result["loader"]}
-    assert measured | set(result["unavailable"]) == {"dali-gpu", "dali-cpu", "reference"}
-    if not bench.torch.cuda.is_available():
+    assert measured | set(result["unavailable"]) == {"dali-gpu", "dali-cpu", "dali-cpu+whole", "reference"}
+    if not torch.cuda.is_available():
         assert "CUDA" in result["unavailable"]["dali-gpu"]
 
     for e in result["loader"] + result["end_to_end"] + result["gop"]:
@@ -96,11 +98,19 @@ def test_quick_run_writes_every_section(tiny_videos, tmp_path, capsys):
     assert 0.0 <= e2e["reference"]["data_wait_share"]["median"] <= 1.0
     assert result["headline"]["end_to_end_vs_model"]["reference"] > 0
 
-    # GOP: the short re-encode has keyframes every 16 frames, the default one far fewer,
-    # and the short GOP needs fewer frames decoded per clip
-    gop = {e["gop"]: e for e in result["gop"] if e["executor"] == "reference"}
-    assert gop["short"]["keyframe_interval"] <= 16 < gop["long"]["keyframe_interval"]
-    assert gop["short"]["frames_decoded_per_clip"] < gop["long"]["frames_decoded_per_clip"]
+    # GOP: re-encoded as VP9 (DALI's CPU decoder reads it in its graph) with keyframes every
+    # 16 and 4 frames; the originals (encoder default) have one keyframe in 48 frames
+    gop = {(e["gop"], e["executor"]): e for e in result["gop"]}
+    assert gop[("16", "reference")]["keyframe_interval"] <= 16 < gop[("original", "reference")]["keyframe_interval"]
+    assert gop[("4", "reference")]["file_bytes"] > gop[("16", "reference")]["file_bytes"]
+    sliced, whole = gop[("16", "dali-cpu")], gop[("16", "dali-cpu+whole")]
+    # counted from what was fed to DALI's decoder: slices feed fewer frames and bytes
+    assert sliced["frames_decoded_counted"] and whole["frames_decoded_counted"]
+    assert sliced["sliced_share"] > 0 and whole["sliced_share"] == 0
+    assert sliced["frames_decoded_per_clip"] < whole["frames_decoded_per_clip"]
+    assert sliced["bytes_per_clip"] < whole["bytes_per_clip"]
+    assert gop[("4", "dali-cpu")]["frames_decoded_per_clip"] < sliced["frames_decoded_per_clip"]
+    assert "dali-cpu GOP 16" in result["headline"]["sliced_vs_whole"]
 
     md = (out / "results.md").read_text()
     for heading in ("## Loader only", "## Model only", "## End to end", "## Decode cost vs GOP", "## Headline"):
@@ -125,24 +135,54 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys):
 
 
 def test_gpu_run_script_dry_runs_on_cpu(tmp_path):
-    """benchmarks/gpu_run.sh end to end with DEVICE=cpu: generates clips, checks frame
-    identities (dali-cpu against itself there), runs the bench; dali-gpu listed unavailable."""
+    """benchmarks/gpu_run.sh, every part, with DEVICE=cpu: generates and prepares clips,
+    checks frame identities (dali-cpu against itself there), runs the loader and train
+    parts with dali-cpu where dali-gpu would be."""
     import subprocess
     import sys
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_run.sh"
-    env = dict(os.environ, DEVICE="cpu", CLIPS=str(tmp_path / "clips"),
+    env = dict(os.environ, DEVICE="cpu", CLIPS=str(tmp_path / "clips"), COMPILE="",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-               BENCH_ARGS=" ".join(["--quick", "--batch-size", "2", "--reference-workers", "1",
-                                    "--gop-videos", "0"] + TINY))
+               BENCH_ARGS=" ".join(["--quick", "--batch-size", "2", "--reference-workers", "1"] + TINY))
     out = tmp_path / "out"
-    proc = subprocess.run(["bash", str(script), str(out), "2"], env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(["bash", str(script), str(out), "all", "2"], env=env, capture_output=True, text=True,
+                          timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     check = (out / "gpu_check.txt").read_text()
     assert check.count(" ok ") == 6 and "identity checks: all ok" in check  # 4 numbered + 2 generated
-    result = json.loads((out / "results" / "results.json").read_text())
-    assert "dali-gpu" in result["unavailable"]
-    assert {(e["executor"], e["view"]) for e in result["loader"]} == {
-        ("dali-cpu", "train"), ("dali-cpu", "test"), ("reference", "train"), ("reference", "test")}
-    assert all("clips_per_s" in e for e in result["loader"] + result["model"] + result["end_to_end"])
+    for name in ("loader_original", "loader_gop16"):
+        result = json.loads((out / name / "results.json").read_text())
+        assert {(e["executor"], e["view"]) for e in result["loader"]} == {
+            (v, view) for v in ("dali-cpu", "dali-cpu+whole", "dali-cpu+sessions4", "dali-cpu+copy", "reference")
+            for view in ("train", "test")}
+        assert all("clips_per_s" in e for e in result["loader"])
+    gop16 = json.loads((out / "loader_gop16" / "results.json").read_text())
+    assert all(v["keyframe_interval"] <= 16 for v in gop16["videos"])
+    train = json.loads((out / "train" / "results.json").read_text())
+    assert [e["variant"] for e in train["model"]] == ["eager"]
+    assert {e["executor"] for e in train["end_to_end"]} == {"dali-cpu", "dali-cpu+copy", "reference"}
+
+
+def test_executor_variants_parse_and_reject_unknown_options():
+    from tsn_dali.bench.measure import parse_variant
+
+    v = parse_variant("dali-gpu+whole+copy+sessions4")
+    assert (v.executor, v.slice_gops, v.handoff, v.decode_sessions, v.label) == \
+        ("dali-gpu", False, "copy", 4, "dali-gpu+whole+copy+sessions4")
+    assert parse_variant("dali-cpu+mmaction").decode == "mmaction"
+    assert parse_variant("reference") == parse_variant(" reference ")
+    for bad, why in (("dali", "unknown executor"), ("dali-gpu+fast", "unknown option 'fast'"),
+                     ("reference+whole", "takes no options")):
+        with pytest.raises(ValueError, match=why):
+            parse_variant(bad)
+
+
+def test_nvdec_utilisation_is_read_from_nvidia_smi_dmon():
+    from tsn_dali.bench.environment import parse_dmon
+
+    out = ["# gpu    sm   mem   enc   dec   jpg   ofa", "# Idx     %     %     %     %     %     %",
+           "    0    12     3     0    87     0     0", "    0    10     2     0     -     0     0",
+           "    0    11     3     0    93     0     0"]
+    assert parse_dmon(out) == [87.0, 93.0]
+    assert parse_dmon(["no header", "0 1 2"]) == []

@@ -19,7 +19,8 @@ pytest.importorskip("nvidia.dali")
 from tsn_dali.data.errors import VideoDecodeError  # noqa: E402
 from tsn_dali.data.executors import dali_pipeline  # noqa: E402
 from tsn_dali.data.executors.dali import DaliExecutor, probe_codec  # noqa: E402
-from tsn_dali.data.plan import ClipPlan  # noqa: E402
+from tsn_dali.data.executors.nvdec import NvdecSupport  # noqa: E402
+from tsn_dali.data.plan import ClipPlan, StreamFacts  # noqa: E402
 from tsn_dali.data.videoio import read_frame_number, write_numbered_video, write_video  # noqa: E402
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
@@ -28,13 +29,13 @@ W, H, NUM_FRAMES = 160, 120, 12
 
 
 def make_plan(path, frames, resize_to=(W, H), crops=((0, 0, W, H),), flips=(False,), out_size=None,
-              orig=(W, H), num_frames=NUM_FRAMES):
+              orig=(W, H), num_frames=NUM_FRAMES, stream=None):
     crops = np.asarray(crops, np.int32).reshape(-1, 4)
     if out_size is None:
         out_size = (int(crops[0, 2] - crops[0, 0]), int(crops[0, 3] - crops[0, 1]))
     return ClipPlan(sample=0, path=str(path), label=1, num_frames=num_frames, orig_size=tuple(orig),
                     frame_indices=np.asarray(frames, np.int32), resize_to=tuple(resize_to), crops=crops,
-                    crop_flips=np.asarray(flips, bool), out_size=tuple(out_size))
+                    crop_flips=np.asarray(flips, bool), out_size=tuple(out_size), stream=stream)
 
 
 def np_bilinear(img: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -84,7 +85,8 @@ def executor():
 def test_frame_identities_shape_and_layout(clips, executor, codec, source):
     wanted = [[3, 1, 1, 11, 0], [7, 7, 2, 9, 4]]  # repeated and out of order
     plans = [make_plan(clips[codec], idx) for idx in wanted]
-    assert executor.source_for(plans) == source  # VP9 through DALI's decoder, H.264 decoded outside
+    # VP9 through DALI's decoder, H.264 decoded outside
+    assert {executor.route(p) for p in plans} == {(source, None)}
     x = executor.render(plans)
     assert x.shape == (2, 5, 3, H, W) and x.dtype == torch.uint8 and x.device.type == "cpu"
     assert x[0].is_contiguous(memory_format=torch.channels_last)
@@ -154,10 +156,9 @@ def test_batch_size_changes_reuse_pipelines(clips):
         b = make_plan(clips["vp9"], [6, 8])
         first = ex.render([a, b])
         assert len(ex._pipelines) == 1
-        one = ex.render([b])
-        assert len(ex._pipelines) == 2
+        one = ex.render([b])  # a smaller batch runs on the same pipeline
         again = ex.render([a, b])
-        assert len(ex._pipelines) == 2  # the 2-plan pipeline was reused
+        assert len(ex._pipelines) == 1
         assert torch.equal(first, again) and torch.equal(one[0], again[1])
         with pytest.raises(ValueError, match="different shapes"):
             ex.render([a, make_plan(clips["vp9"], [1, 2, 3])])
@@ -170,8 +171,9 @@ def test_decode_error_names_the_failing_video(clips, executor, codec, good, tmp_
     data = Path(clips[good]).read_bytes()
     bad = tmp_path / ("broken.webm" if codec == "vp9" else "broken.mp4")
     bad.write_bytes(data[:200] + bytes(4000))
-    executor._codecs[str(bad)] = codec  # the probe would say "", i.e. decode outside DALI
-    plans = [make_plan(clips[good], [0, 1]), make_plan(bad, [0, 1]), make_plan(clips[good], [2, 3])]
+    # the index's codec (a probe of the broken file would find none: decode outside DALI)
+    plans = [make_plan(clips[good], [0, 1]), make_plan(bad, [0, 1], stream=StreamFacts(codec=codec)),
+             make_plan(clips[good], [2, 3])]
     with pytest.raises(VideoDecodeError) as err:
         executor.render(plans)
     assert err.value.path == str(bad)
@@ -202,9 +204,11 @@ def test_gpu_graph_arguments_and_routing(clips):
     plan = make_plan(clips["h264"], [9, 3, 3], resize_to=(128, 96), crops=[(0, 0, 64, 64), (64, 32, 128, 96)],
                      flips=[True, False], out_size=(56, 56))
     encoded = np.fromfile(clips["h264"], np.uint8)
-    args = dali_pipeline.plan_inputs(plan, encoded=encoded, mean=MEAN, std=STD)
+    args = dali_pipeline.plan_inputs(plan, order=np.array([1, 0, 0]), encoded=encoded,
+                                     positions=np.array([3, 9]), mean=MEAN, std=STD)
     assert list(args) == dali_pipeline.input_names(2, "decoder", True)
-    assert args["frame_indices"].dtype == np.int32 and args["frame_indices"].tolist() == [9, 3, 3]
+    assert args["frame_positions"].dtype == np.int32 and args["frame_positions"].tolist() == [3, 9]
+    assert args["frame_order"].dtype == np.int32 and args["frame_order"].tolist() == [1, 0, 0]
     assert args["resize_hw"].tolist() == [96.0, 128.0]  # DALI's size order is (H, W)
     assert args["crop0_start"].tolist() == [0, 0] and args["crop0_shape"].tolist() == [64, 64]
     assert args["crop1_start"].tolist() == [64, 32] and args["crop1_shape"].tolist() == [64, 64]
@@ -212,13 +216,18 @@ def test_gpu_graph_arguments_and_routing(clips):
     assert args["encoded"] is encoded
     with pytest.raises(ValueError, match="not inside the resized frame"):
         dali_pipeline.plan_inputs(make_plan(clips["h264"], [0], resize_to=(100, 80), crops=[(50, 0, 120, 60)]),
-                                  encoded=encoded)
+                                  order=np.array([0]), encoded=encoded, positions=np.array([0]))
+    with pytest.raises(ValueError, match="does not map"):  # an order pointing past the decoded frames
+        dali_pipeline.plan_inputs(plan, order=np.array([0, 2, 1]), encoded=encoded, positions=np.array([3, 9]))
     assert probe_codec(clips["h264"]) == "h264" and probe_codec(clips["vp9"]) == "vp9"
-    gpu = DaliExecutor("cuda:0")  # building pipelines needs a GPU; routing does not
-    assert gpu.name == "dali-gpu" and gpu.source_for([plan]) == "decoder"  # NVDEC reads H.264
+    # building pipelines needs a GPU; routing does not (NVDEC's answer stubbed: it decodes)
+    gpu = DaliExecutor("cuda:0", nvdec=NvdecSupport(0, probe=lambda s, p: None, compute_capability=(9, 0)))
+    assert gpu.name == "dali-gpu" and gpu.route(plan) == ("decoder", None)  # NVDEC reads H.264
     cpu = DaliExecutor("cpu")
-    assert cpu.name == "dali-cpu" and cpu.source_for([plan]) == "frames"
-    assert cpu.source_for([make_plan(clips["vp9"], [0])]) == "decoder"
+    assert cpu.name == "dali-cpu" and cpu.route(plan) == ("frames", None)
+    assert cpu.route(make_plan(clips["vp9"], [0])) == ("decoder", None)
+    mm = DaliExecutor("cpu", decode="mmaction")  # decoded as MMAction2 does (decord), every codec
+    assert mm.route(make_plan(clips["vp9"], [0])) == ("frames", None)
 
 
 # --------------------------------------------------------------------------- parity

@@ -33,15 +33,15 @@ def recipe(dataset):
 
 
 class CountingExecutor(ReferenceExecutor):
-    """The reference executor, counting the plans it renders."""
+    """The reference executor, counting the plans it prepares (render prepares too)."""
 
     def __init__(self):
         super().__init__()
         self.rendered = []
 
-    def render(self, plans, **kw):
+    def prepare(self, plans, **kw):
         self.rendered += [p.sample for p in plans]
-        return super().render(plans, **kw)
+        return super().prepare(plans, **kw)
 
 
 def collect(loader):
@@ -151,7 +151,7 @@ def test_resume_continues_at_the_same_batch(recipe):
         assert torch.equal(got.samples, want.samples) and torch.equal(got.clips, want.clips)
         assert torch.equal(got.labels, want.labels)
     done = set(expected[0].samples.tolist()) - set(s for b in expected[1:] for s in b.samples.tolist())
-    assert not done & set(counting.rendered)  # the finished batch was not rendered again
+    assert counting.rendered and not done & set(counting.rendered)  # the finished batch was not rendered again
     assert resumed.state_dict()["batches_done"] == 3
     assert len(list(resumed)) == 3  # a later pass over the same epoch starts at batch 0
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsn_dali.config import PIPELINES_DIR, DataConfig, RecipeError
+from tsn_dali.config import PIPELINES_DIR, DataConfig
+from tsn_dali.data.errors import PipelineError
+from tsn_dali.data.ops import OPS, Resize, ThreeCrop
 from tsn_dali.data.planner import ClipPlanner, load_pipeline
 from tsn_dali.data.video_index import VideoInfo
 
@@ -23,7 +25,7 @@ def info(num_frames=300, width=340, height=256):
 def test_every_pipeline_loads_and_plans(name):
     ops = load_pipeline(name, DataConfig(num_segments=5))
     plan = ClipPlanner(ops, seed=1).plan(0, "v.mp4", 3, info(), epoch=0)
-    if any(op == "ThreeCrop" for op, _ in ops):  # ThreeCrop keeps the short side (256)
+    if any(isinstance(op, ThreeCrop) for op in ops):  # ThreeCrop keeps the short side (256)
         assert plan.out_size == (256, 256)
     else:
         assert plan.out_size == (224, 224)
@@ -37,14 +39,26 @@ def test_substitution_and_start_index():
     cfg = DataConfig(num_segments=3, input_size=160, short_side=192, start_index=1,
                      flip_label_map={86: 87})
     ops = load_pipeline("tsn_train", cfg)
-    assert [op for op, _ in ops] == ["SampleFrames", "Resize", "MultiScaleCrop", "Resize", "Flip"]
-    assert ops[3][1]["scale"] == [160, 160] and ops[3][1]["keep_ratio"] is False
-    ops = dict(ops[:3] + ops[4:])
-    assert ops["SampleFrames"]["num_clips"] == 3
-    assert ops["SampleFrames"]["start_index"] == 1
-    assert ops["Resize"]["scale"] == [-1, 192]
-    assert ops["MultiScaleCrop"]["input_size"] == 160
-    assert ops["Flip"]["flip_label_map"] == {86: 87}
+    assert [type(op).__name__ for op in ops] == ["SampleFrames", "Resize", "MultiScaleCrop", "Resize", "Flip"]
+    sample, resize, crop, resize_crops, flip = ops
+    assert resize_crops == Resize(scale=(160, 160), keep_ratio=False)
+    assert sample.num_clips == 3 and sample.start_index == 1 and sample.clip_len == 1
+    assert sample.test_mode is False and sample.out_of_bound_opt == "loop"  # MMAction2's defaults
+    assert resize.scale == (-1, 192)
+    assert crop.input_size == 160 and crop.scales == (1, 0.875, 0.75, 0.66)
+    assert flip.flip_label_map == {86: 87} and flip.flip_ratio == 0.5
+
+
+def test_ops_are_one_table_of_dataclasses_whose_fields_are_the_parameters():
+    assert set(OPS) == {"SampleFrames", "DenseSampleFrames", "Resize", "MultiScaleCrop", "RandomResizedCrop",
+                        "CenterCrop", "ThreeCrop", "TenCrop", "Flip"}
+    assert list(OPS["CenterCrop"].parameters()) == ["crop_size", "lazy"]
+    with pytest.raises(ValueError, match="SampleFrames.num_clips: expected a positive integer"):
+        OPS["SampleFrames"](clip_len=1, num_clips=0)
+    with pytest.raises(ValueError, match="Flip.direction"):
+        OPS["Flip"](direction="vertical")
+    with pytest.raises(TypeError, match="expected pipeline ops"):
+        ClipPlanner([("SampleFrames", {"clip_len": 1})])
 
 
 def test_val_plan_is_mmaction_val_view():
@@ -108,7 +122,7 @@ def test_same_plan_in_another_process():
         "from tsn_dali.data.planner import ClipPlanner, load_pipeline;"
         "from tsn_dali.data.video_index import VideoInfo;"
         "ops = load_pipeline('tsn_train_rrc', DataConfig(num_segments=3));"
-        "i = VideoInfo(path='v.mp4', num_frames=300, width=340, height=256);"
+        "i = VideoInfo(path='v.mp4', num_frames=300, width=340, height=256, fps=30.0, codec='h264');"
         "print(json.dumps(ClipPlanner(ops, seed=11).plan(5, 'v.mp4', 0, i, epoch=9).to_json()))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)
@@ -143,7 +157,7 @@ def test_flip_maps_label_and_flips_every_crop(tmp_path):
 ])
 def test_pipeline_errors_name_file_line_and_closest(tmp_path, text, line, expected):
     path = _pipeline(tmp_path, text)
-    with pytest.raises(RecipeError) as err:
+    with pytest.raises(PipelineError) as err:
         load_pipeline(path, DataConfig())
     message = str(err.value)
     assert message.startswith(f"{path}:{line}:" if line else str(path)), message
@@ -151,7 +165,7 @@ def test_pipeline_errors_name_file_line_and_closest(tmp_path, text, line, expect
 
 
 def test_unknown_pipeline_name():
-    with pytest.raises(RecipeError, match="did you mean 'tsn_train'"):
+    with pytest.raises(PipelineError, match="did you mean 'tsn_train'"):
         load_pipeline("tsn_trian", DataConfig())
 
 

@@ -13,7 +13,8 @@ from PIL import Image
 from tsn_dali.data import executors
 from tsn_dali.data.errors import VideoDecodeError
 from tsn_dali.data.executors import build_executor, resolve_executor_name
-from tsn_dali.data.executors.reference import ReferenceExecutor, decode_decord, decode_pyav
+from tsn_dali.data.decoding import decode_decord, decode_pyav
+from tsn_dali.data.executors.reference import ReferenceExecutor
 from tsn_dali.data.plan import ClipPlan
 from tsn_dali.data.videoio import read_frame_number, video_extension, write_numbered_video
 
@@ -156,7 +157,7 @@ def test_dataloader_workers_give_the_same_batch(numbered):
     try:
         assert torch.equal(ex.render(plans), single)
         assert torch.equal(ex.render(plans[::-1]), single.flip(0))  # persistent workers, new plans
-        bad = make_plan("/nonexistent/x.mp4", [0], (96, 64), (96, 64), [[0, 0, 96, 64]], [False], (96, 64))
+        bad = make_plan("/nonexistent/x.mp4", [0, 1], (96, 64), (72, 48), [[8, 0, 56, 48]], [False], (48, 48))
         with pytest.raises(VideoDecodeError, match="file not found"):
             ex.render([plans[0], bad])
         assert torch.equal(ex.render(plans), single)  # still usable after a failure

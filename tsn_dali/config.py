@@ -93,8 +93,12 @@ class LoaderConfig:
     batch_size: int = 32  # per GPU, train and val
     test_batch_size: int = 1  # videos per GPU at test time (each 250 views for K400)
     num_threads: int = 4  # DALI CPU threads per pipeline
-    prefetch: int = 2  # DALI prefetch queue depth
-    decode_workers: int = 4  # PyAV/decord threads feeding dali-cpu
+    prefetch: int = 2  # batches rendered (and prepared) ahead of the one in use
+    decode_workers: int = 4  # host threads reading/slicing clips and decoding outside DALI
+    decode_sessions: int = 16  # dali-gpu: concurrent NVDEC decodes
+    slice_gops: bool = True  # feed DALI's decoder only the GOP pieces a clip needs
+    handoff: str = "view"  # view: DALI's buffer, kept until used | copy: a torch-owned copy
+    eval_videos_per_run: int = 8  # val/test: videos rendered per executor run
     reference_workers: int = 8  # torch DataLoader workers of the reference executor
     dtype: str = "float16"  # float16 | bfloat16 | float32 | uint8
 
@@ -174,6 +178,7 @@ CHOICES = {
     "data.on_bad_video": ("skip", "error"),
     "loader.executor": ("auto", "dali-gpu", "dali-cpu", "reference"),
     "loader.dtype": ("float16", "bfloat16", "float32", "uint8"),
+    "loader.handoff": ("view", "copy"),
     "train.amp": ("bf16", "fp16", "off"),
     "train.nan_policy": ("stop", "skip"),
     "test.on_bad_video": ("error", "skip"),
@@ -181,8 +186,8 @@ CHOICES = {
 
 POSITIVE = {
     "model.num_classes", "data.num_segments", "data.input_size", "data.short_side",
-    "loader.batch_size", "loader.test_batch_size", "loader.num_threads", "loader.prefetch",
-    "loader.decode_workers", "train.gpus", "train.epochs", "train.base_batch_size",
+    "loader.batch_size", "loader.test_batch_size", "loader.num_threads",
+    "loader.decode_workers", "loader.decode_sessions", "loader.eval_videos_per_run", "train.gpus", "train.epochs", "train.base_batch_size",
     "train.val_interval", "train.checkpoint_interval", "train.log_interval",
 }
 
@@ -303,6 +308,9 @@ def _check_values(recipe: Recipe, where) -> None:
         if value <= 0:
             raise RecipeError(file, dotted, f"expected a positive integer, got {value!r}",
                               lines.get(dotted))
+    if recipe.loader.prefetch < 0:
+        raise RecipeError(file, "loader.prefetch", "expected 0 (render in the caller) or more, got "
+                          f"{recipe.loader.prefetch}", lines.get("loader.prefetch"))
     for dotted in ("data.mean", "data.std"):
         if len(_get(recipe, dotted)) != 3:
             raise RecipeError(file, dotted, "expected 3 values (RGB)", lines.get(dotted))

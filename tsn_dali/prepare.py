@@ -8,12 +8,20 @@ TSN reads 8 (or 25) frames spread over a whole video. A decoder reaches a frame 
 the keyframe before it, so with Kinetics' usual long GOP (one keyframe in 250 frames)
 every clip costs about as many decoded frames as the video has; with keyframes every 16
 frames it costs about 8 x 8.5 (benchmarks/README.md, "frames decoded per clip"). This
-command writes every video of an MMAction2 video list again as H.264 with a fixed
-keyframe interval (``--gop``, scene-cut keyframes off), optionally resized to a short
+command writes every video of an MMAction2 video list again as H.264 (or VP9, ``--codec
+vp9``: the codec DALI's CPU decoder reads) with a fixed keyframe interval (``--gop``,
+scene-cut keyframes off), optionally resized to a short
 side (``--short-side``, aspect kept, even sizes for yuv420p; MMAction2's
 tools/data/resize_videos.py does the same resize with ffmpeg), and writes the list for
 the new files beside them. Every frame is kept, at the source's average frame rate, so
 frame indices, and with them the clip plans, mean the same frames as before.
+
+The trade-off: a shorter GOP means more keyframes, so bigger files (more bytes read and
+fed per clip) for fewer decoded frames. The DALI executors feed the decoder only the GOP
+pieces a clip needs (tsn_dali.data.slicing), so their cost follows the GOP: GOP 16 is
+about 8 x 8.5 frames per 8-frame clip, GOP 4 about 8 x 2.5 at larger files, all-intra
+(``--gop 1``) exactly the 8 frames at the largest files. The CPU benchmark
+(benchmarks/README.md, "Decode cost vs GOP") measures bytes, frames and clips/s of each.
 
 Outputs are written to a temporary name and renamed when complete, so a rerun skips
 what is done (an interrupted run loses only the videos in flight). A video that cannot
@@ -34,9 +42,10 @@ import av  # before decord (see tsn_dali.data.video_index)
 import numpy as np
 
 from tsn_dali.data.annotations import AnnotationError, read_video_list
-from tsn_dali.data.videoio import write_video
+from tsn_dali.data.videoio import video_extension, write_video
 
 DEFAULT_GOP = 16
+CODECS = ("h264", "vp9")
 
 
 def scaled_size(width: int, height: int, short_side: Optional[int]) -> Tuple[int, int]:
@@ -60,11 +69,11 @@ def _frames(container, stream, size: Tuple[int, int]) -> Iterator[np.ndarray]:
 
 
 def reencode_video(src: str, dst: str, gop: Optional[int] = DEFAULT_GOP, short_side: Optional[int] = None,
-                   crf: Optional[int] = None) -> str:
-    """``src`` decoded with PyAV and written to ``dst`` as H.264 with keyframes every ``gop``
-    frames (None: the encoder's default interval), resized per ``scaled_size``. Written to
-    ``dst + '.part.mp4'`` (folders made as needed) and renamed when complete; raises on a
-    video it cannot read."""
+                   crf: Optional[int] = None, codec: str = "h264") -> str:
+    """``src`` decoded with PyAV and written to ``dst`` as ``codec`` (h264 | vp9) with
+    keyframes every ``gop`` frames (None: the encoder's default interval), resized per
+    ``scaled_size``. Written to a ``.part`` name beside ``dst`` (folders made as needed)
+    and renamed when complete; raises on a video it cannot read."""
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     with av.open(src) as container:
         if not container.streams.video:
@@ -72,9 +81,9 @@ def reencode_video(src: str, dst: str, gop: Optional[int] = DEFAULT_GOP, short_s
         stream = container.streams.video[0]
         rate = float(stream.average_rate or stream.guessed_rate or 30)
         size = scaled_size(stream.codec_context.width, stream.codec_context.height, short_side)
-        tmp = dst + ".part.mp4"
+        tmp = dst + ".part" + video_extension(codec)
         try:
-            write_video(tmp, _frames(container, stream, size), fps=rate, codec="h264", gop=gop, crf=crf)
+            write_video(tmp, _frames(container, stream, size), fps=rate, codec=codec, gop=gop, crf=crf)
             with av.open(tmp) as check:
                 if not check.streams.video or check.streams.video[0].codec_context.width == 0:
                     raise ValueError("no frame could be decoded")
@@ -89,17 +98,18 @@ def reencode_video(src: str, dst: str, gop: Optional[int] = DEFAULT_GOP, short_s
 @dataclass
 class Job:
     src: str
-    rel: str  # output path relative to --out (the source's list path, extension .mp4)
+    rel: str  # output path relative to --out (the source's list path, the codec's extension)
     label: int
     line: int
 
 
-def output_rel(list_path: str) -> str:
-    """The new file's path relative to ``--out``: the list's path with the extension ``.mp4``."""
-    return str(Path(list_path).with_suffix(".mp4"))
+def output_rel(list_path: str, codec: str = "h264") -> str:
+    """The new file's path relative to ``--out``: the list's path with the codec's extension
+    (``.mp4`` for H.264, ``.webm`` for VP9)."""
+    return str(Path(list_path).with_suffix(video_extension(codec)))
 
 
-def plan_jobs(list_file: str, prefix: str) -> Tuple[List[Job], List[Tuple[int, str, str]]]:
+def plan_jobs(list_file: str, prefix: str, codec: str = "h264") -> Tuple[List[Job], List[Tuple[int, str, str]]]:
     """(jobs, missing) for the list's lines: a malformed line raises AnnotationError naming
     file and line before anything is written; a video that is not there is ``missing``
     ([(line, path, reason)]) and the rest go on."""
@@ -115,7 +125,7 @@ def plan_jobs(list_file: str, prefix: str) -> Tuple[List[Job], List[Tuple[int, s
         if not os.path.isfile(r.path):
             missing.append((r.line, r.path, "file not found"))
             continue
-        job = Job(src=r.path, rel=output_rel(rel), label=r.label, line=r.line)
+        job = Job(src=r.path, rel=output_rel(rel, codec), label=r.label, line=r.line)
         other = sources.setdefault(job.rel, job)
         if other.src != job.src:
             raise AnnotationError(list_file, r.line, f"{job.src} and {other.src} (line {other.line}) "
@@ -126,11 +136,11 @@ def plan_jobs(list_file: str, prefix: str) -> Tuple[List[Job], List[Tuple[int, s
 
 def prepare(list_file: str, prefix: str, out: str, *, gop: Optional[int] = DEFAULT_GOP,
             short_side: Optional[int] = None, crf: Optional[int] = None, workers: int = 1,
-            overwrite: bool = False, progress: bool = True) -> dict:
+            overwrite: bool = False, progress: bool = True, codec: str = "h264") -> dict:
     """Re-encode every video of ``list_file`` into ``out``; returns a summary dict:
     ``list`` (the new list file), ``written``, ``skipped`` (already there), ``failed``
     ([(list line, path, reason)]), ``failed_file``."""
-    jobs, failed = plan_jobs(list_file, prefix)
+    jobs, failed = plan_jobs(list_file, prefix, codec)
     new_list = os.path.join(out, Path(list_file).name)
     if os.path.realpath(new_list) == os.path.realpath(list_file):
         raise AnnotationError(list_file, None, f"--out {out} would overwrite this list; expected another folder")
@@ -145,7 +155,7 @@ def prepare(list_file: str, prefix: str, out: str, *, gop: Optional[int] = DEFAU
         if os.path.isfile(dst) and not overwrite:
             return "skipped", None
         try:
-            reencode_video(job.src, dst, gop=gop, short_side=short_side, crf=crf)
+            reencode_video(job.src, dst, gop=gop, short_side=short_side, crf=crf, codec=codec)
         except Exception as exc:  # PyAV's errors, or ours: a video that cannot be read
             return "failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         return "written", None
@@ -199,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the new videos and the new list")
     p.add_argument("--gop", type=int, default=DEFAULT_GOP,
                    help=f"keyframe every N frames (default {DEFAULT_GOP}; 0: the encoder's default)")
+    p.add_argument("--codec", choices=CODECS, default="h264",
+                   help="h264 (NVDEC, decord) or vp9 (also DALI's CPU decoder); default h264")
     p.add_argument("--short-side", type=int, help="resize to this short side (default: keep the size)")
     p.add_argument("--crf", type=int, help="x264 quality, lower is better (default: x264's 23)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="videos encoded at once")
@@ -215,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         summary = prepare(args.list, args.prefix, args.out, gop=args.gop or None,
                           short_side=args.short_side, crf=args.crf, workers=args.workers,
-                          overwrite=args.overwrite, progress=not args.no_progress)
+                          overwrite=args.overwrite, progress=not args.no_progress, codec=args.codec)
     except AnnotationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -6,22 +6,23 @@ from pathlib import Path
 
 import av  # noqa: F401  (PyAV before decord: see tsn_dali.data.executors.reference)
 
-from tsn_dali.data.videoio import write_numbered_video
+from tsn_dali.data.videoio import video_extension, write_numbered_video
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 
 def make_dataset(root, num_videos: int, num_frames: int = 12, width: int = 64, height: int = 48,
-                 num_classes: int = 5) -> Path:
-    """``root/videos/v000.mp4 ...`` (copies of one numbered H.264 clip) and
+                 num_classes: int = 5, codec: str = "h264") -> Path:
+    """``root/videos/v000.mp4 ...`` (copies of one numbered clip, H.264 or ``codec``) and
     ``root/train.txt`` / ``root/val.txt`` listing them with label ``i % num_classes``."""
     root = Path(root)
     (root / "videos").mkdir(parents=True, exist_ok=True)
-    first = root / "videos" / "v000.mp4"
-    write_numbered_video(str(first), num_frames, width, height, codec="h264")
+    ext = video_extension(codec)
+    first = root / "videos" / f"v000{ext}"
+    write_numbered_video(str(first), num_frames, width, height, codec=codec)
     lines = []
     for i in range(num_videos):
-        name = f"v{i:03d}.mp4"
+        name = f"v{i:03d}{ext}"
         if i:
             shutil.copyfile(first, root / "videos" / name)
         lines.append(f"{name} {i % num_classes}\n")

@@ -1,19 +1,17 @@
 """ClipLoader: batches of rendered clips for one rank, the loader API other projects reuse.
 
-Order and sharding (the rules of torch's DistributedSampler, made explicit):
-
-- train: every epoch a permutation of all samples from
-  ``numpy.random.default_rng([seed, epoch])``, padded with its own first entries to a
-  multiple of ``world_size``; rank ``r`` takes ``r::world_size`` of it and drops its last
-  incomplete batch. Every rank gets the same number of batches.
-- val/test: the samples in list order, rank ``r`` takes ``r::world_size``; the last
-  batch is padded with ``samples == -1`` entries (zero clips, label -1) so that every
-  rank has the same number of batches and every video is counted exactly once.
-
+Order and sharding: tsn_dali.data.order (torch's DistributedSampler rules, explicit).
 Plans come from the ClipPlanner (``[seed, epoch, sample]`` randomness), so a batch
 depends on (seed, epoch, rank, world_size, batch number) only: a resumed loader
 (``load_state_dict``) yields the same remaining batches as an uninterrupted one,
 and skips the finished ones without rendering them.
+
+Rendering (tsn_dali.data.prefetch): a background thread keeps ``prefetch`` batches ready;
+the executor's host-side ``prepare`` for the next batches runs in threads while its
+``run`` decodes the current one. Val/test render ``eval_videos_per_run`` videos per
+executor run (several batches at once, handed out one by one). ``prefetch: 0`` renders
+in the caller. Batches are handed out through a guard (tsn_dali.data.handoff) that keeps
+each one from being reused while the consumer's queued kernels may still read it.
 
 Bad videos: videos the index cannot use are dropped before sharding (listed in
 ``stats['dropped']``; ``on_bad_video: error`` raises instead). A video that fails while
@@ -21,22 +19,22 @@ rendering is, at train time, replaced by the next usable sample of the epoch's
 permutation (``stats['replaced']``); at val/test time its slot gets ``samples == -1``
 (``stats['skipped']``) under ``on_bad_video: skip``, else VideoDecodeError is raised.
 The policy is ``recipe.data.on_bad_video`` for train and val, ``recipe.test.on_bad_video``
-for test.
+for test. Failures take one retry path (``_render``), whichever stage found them.
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
-import queue
-import threading
-import warnings
+from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 
 from tsn_dali.data.errors import VideoDecodeError
+from tsn_dali.data.handoff import HandoffGuard
+from tsn_dali.data.order import BatchOrder, epoch_permutation, eval_order, train_order
+from tsn_dali.data.prefetch import Prefetcher
 
 logger = logging.getLogger(__name__)
 
@@ -49,89 +47,13 @@ class Batch(NamedTuple):
     samples: torch.Tensor  # [N] int64: index into loader.records; -1 marks padding
 
 
-# --------------------------------------------------------------------------- order and shards
+@dataclass
+class _Prepared:
+    """One render group's plans and the executor's prepared inputs (the fast path)."""
 
-
-def train_order(num_samples: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
-                world_size: int = 1) -> np.ndarray:
-    """This rank's train samples for ``epoch``: ``[num_batches * batch_size]`` int64.
-
-    Permutation from ``default_rng([seed, epoch])``, padded (repeating its start) to a
-    multiple of ``world_size``, ``rank::world_size``, last incomplete batch dropped.
-    """
-    perm = epoch_permutation(num_samples, epoch, seed)
-    per_rank = math.ceil(num_samples / world_size)
-    padded = np.resize(perm, per_rank * world_size)  # np.resize repeats from the start
-    mine = padded[rank::world_size]
-    return mine[: (per_rank // batch_size) * batch_size].astype(np.int64)
-
-
-def epoch_permutation(num_samples: int, epoch: int, seed: int) -> np.ndarray:
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_samples)
-
-
-def eval_order(num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
-    """This rank's val/test samples in list order (``rank::world_size``), padded with -1 to
-    ``num_batches * batch_size`` where ``num_batches = ceil(ceil(n / world_size) / batch_size)``."""
-    per_rank = math.ceil(num_samples / world_size)
-    num_batches = math.ceil(per_rank / batch_size)
-    out = np.full(num_batches * batch_size, -1, np.int64)
-    mine = np.arange(rank, num_samples, world_size, dtype=np.int64)
-    out[: len(mine)] = mine
-    return out
-
-
-# --------------------------------------------------------------------------- prefetch
-
-
-class _Prefetcher:
-    """Runs ``fn`` over ``items`` in a background thread, at most ``depth`` results ahead."""
-
-    def __init__(self, fn, items, depth: int):
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(fn, list(items)), daemon=True,
-                                        name="tsn_dali-prefetch")
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, fn, items):
-        try:
-            for item in items:
-                if self._stop.is_set() or not self._put(("ok", fn(item))):
-                    return
-        except BaseException as exc:  # handed to the consumer, raised there
-            self._put(("error", exc))
-            return
-        self._put(("end", None))
-
-    def get(self):
-        kind, value = self._queue.get()
-        if kind == "error":
-            raise value
-        if kind == "end":
-            raise StopIteration
-        return value
-
-    def close(self):
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        self._thread.join()
-
-
-# --------------------------------------------------------------------------- the loader
+    slots: list  # [(position in the group, sample)]
+    plans: list
+    inputs: object
 
 
 class ClipLoader:
@@ -139,16 +61,18 @@ class ClipLoader:
 
     ``records``: the split's usable VideoRecords (``samples`` index into them);
     ``index``: path -> VideoInfo (a VideoIndex or a dict); ``planner``: a ClipPlanner;
-    ``executor``: from ``build_executor``. ``train=True`` shuffles per epoch, drops the
-    last incomplete batch and replaces videos that fail; else val/test order and padding.
-    ``on_bad_video``: 'skip' (replace at train, skip at val/test) or 'error'.
+    ``executor``: from ``build_executor`` (executors/base.py). ``train=True`` shuffles per
+    epoch, drops the last incomplete batch and replaces videos that fail; else val/test
+    order and padding. ``on_bad_video``: 'skip' (replace at train, skip at val/test) or
+    'error'. ``handoff``: 'view' or 'copy' (tsn_dali.data.handoff).
     """
 
     def __init__(self, records: Sequence, index, planner, executor, *, batch_size: int,
                  train: bool, rank: int = 0, world_size: int = 1, device="cpu",
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  dtype: str = "uint8", prefetch: int = 2, seed: int = 0,
-                 on_bad_video: str = "error", owns_executor: bool = False):
+                 on_bad_video: str = "error", owns_executor: bool = False, handoff: str = "view",
+                 eval_videos_per_run: int = 8):
         if not records:
             raise ValueError("ClipLoader: expected at least one usable video, got none")
         if not 0 <= rank < world_size:
@@ -163,6 +87,8 @@ class ClipLoader:
         self.index = index
         self.planner = planner
         self.executor = executor
+        self.order = BatchOrder(len(self.records), batch_size, train=train, seed=seed, rank=rank,
+                                world_size=world_size)
         self.batch_size = int(batch_size)
         self.train = bool(train)
         self.rank, self.world_size = int(rank), int(world_size)
@@ -172,12 +98,13 @@ class ClipLoader:
         self.seed = int(seed)
         self.on_bad_video = on_bad_video
         self.owns_executor = owns_executor
-        self.stats: Dict[str, list] = {"replaced": [], "skipped": [], "dropped": []}
-        self.epoch = 0
-        self._done = 0  # batches yielded in the current pass
-        self._skip = 0  # batches to skip on the next pass (load_state_dict)
+        self.handoff = handoff
+        HandoffGuard(self.device, handoff)  # checks the mode now, not at the first batch
+        self.batches_per_run = 1 if self.train else max(1, int(eval_videos_per_run) // self.batch_size)
+        self.stats: Dict[str, list] = {"replaced": [], "skipped": [], "dropped": [], "frames_path": []}
+        self.list_file: Optional[str] = None
         self._bad: Dict[int, str] = {}  # sample -> reason, found while rendering
-        self._active: Optional[_Prefetcher] = None
+        self._active: Optional[Prefetcher] = None
         if self.train and len(self) == 0:
             raise ValueError(f"ClipLoader: {len(self.records)} videos over {world_size} rank(s) "
                              f"give no full batch of {batch_size}; expected at least "
@@ -186,9 +113,11 @@ class ClipLoader:
     # ------------------------------------------------------------------ public
 
     def __len__(self) -> int:
-        n, ws, bs = len(self.records), self.world_size, self.batch_size
-        per_rank = math.ceil(n / ws)
-        return per_rank // bs if self.train else math.ceil(per_rank / bs)
+        return len(self.order)
+
+    @property
+    def epoch(self) -> int:
+        return self.order.epoch
 
     @property
     def executor_name(self) -> str:
@@ -196,64 +125,44 @@ class ClipLoader:
 
     @property
     def num_views(self) -> int:
-        return self._plan(0, 0).num_views
+        return self.plan(0, 0).num_views
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch (train order and plans); a new epoch starts at batch 0."""
-        if int(epoch) != self.epoch:
-            self._done = self._skip = 0
-        self.epoch = int(epoch)
+        self.order.set_epoch(epoch)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batches_done": self._done, "num_batches": len(self),
-                "world_size": self.world_size, "seed": self.seed}
+        return self.order.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         """Resume: the next pass over ``state['epoch']`` starts after its finished batches."""
-        if state.get("num_batches", len(self)) != len(self) or \
-                state.get("world_size", self.world_size) != self.world_size:
-            warnings.warn(f"ClipLoader.load_state_dict: saved with {state.get('num_batches')} batches "
-                          f"on {state.get('world_size')} ranks, now {len(self)} on {self.world_size}; "
-                          "the resumed epoch's batches differ", stacklevel=2)
-        self.epoch = int(state["epoch"])
-        self._skip = self._done = min(int(state["batches_done"]), len(self))
+        self.order.load_state_dict(state)
 
     def batch_samples(self, epoch: Optional[int] = None) -> List[np.ndarray]:
         """The sample ids of every batch of this rank for ``epoch`` (before bad-video handling)."""
-        epoch = self.epoch if epoch is None else epoch
-        n, bs = len(self.records), self.batch_size
-        if self.train:
-            order = train_order(n, bs, epoch, self.seed, self.rank, self.world_size)
-        else:
-            order = eval_order(n, bs, self.rank, self.world_size)
-        return [order[i:i + bs] for i in range(0, len(order), bs)]
+        return self.order.batches(epoch)
+
+    def plan(self, sample: int, epoch: int):
+        """The ClipPlan of ``sample`` (an index into ``records``) in ``epoch``."""
+        rec = self.records[sample]
+        return self.planner.plan(sample, rec.path, rec.label, self.index[rec.path], epoch)
 
     def __iter__(self):
         epoch = self.epoch
-        start, self._skip = self._skip, 0
-        todo = self.batch_samples(epoch)[start:]
-        self._done = start
+        todo = self.order.start_pass()
         self._stop_active()
-        if self.prefetch <= 0:
-            for ids in todo:
-                batch = self._render(ids, epoch)
-                self._done += 1
-                yield batch
-            return
-        prefetcher = _Prefetcher(lambda ids: self._render(ids, epoch), todo, self.prefetch)
-        self._active = prefetcher
+        k = self.batches_per_run
+        groups = [np.concatenate(todo[i:i + k]) for i in range(0, len(todo), k)]
+        guard = HandoffGuard(self.device, self.handoff)
         try:
-            while True:
-                try:
-                    batch = prefetcher.get()
-                except StopIteration:
-                    return
-                self._done += 1
-                yield batch
+            for batches in self._rendered(groups, epoch):
+                for batch in batches:
+                    clips = guard.hand_out(batch.clips)
+                    self.order.done += 1
+                    yield Batch(clips, batch.labels, batch.samples)
+                    guard.next_requested()
         finally:
-            prefetcher.close()
-            if self._active is prefetcher:
-                self._active = None
+            guard.close()
 
     def close(self) -> None:
         """Stop the prefetch thread (and the executor, where this loader built it)."""
@@ -261,16 +170,99 @@ class ClipLoader:
         if self.owns_executor and self.executor is not None:
             self.executor.close()
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ rendering
+
+    def _rendered(self, groups, epoch):
+        """Each group's batches, in order: rendered here (prefetch 0) or in the background."""
+        if self.prefetch <= 0:
+            for ids in groups:
+                yield self._split(self._render(ids, epoch))
+            return
+        prefetcher = Prefetcher(groups, lambda ids: self._prepare(ids, epoch),
+                                lambda ids, prepared, error: self._finish(ids, epoch, prepared, error),
+                                self.prefetch)
+        self._active = prefetcher
+        try:
+            while True:
+                try:
+                    batches = prefetcher.get()
+                except StopIteration:
+                    return
+                yield batches
+        finally:
+            prefetcher.close()
+            if self._active is prefetcher:
+                self._active = None
 
     def _stop_active(self):
         active, self._active = self._active, None
         if active is not None:
             active.close()
 
-    def _plan(self, sample: int, epoch: int):
-        rec = self.records[sample]
-        return self.planner.plan(sample, rec.path, rec.label, self.index[rec.path], epoch)
+    def _split(self, batch: Batch) -> List[Batch]:
+        """A render group's batch cut into loader batches of ``batch_size``."""
+        n = self.batch_size
+        if len(batch.labels) == n:
+            return [batch]
+        return [Batch(batch.clips[i:i + n], batch.labels[i:i + n], batch.samples[i:i + n])
+                for i in range(0, len(batch.labels), n)]
+
+    def _prepare(self, ids: np.ndarray, epoch: int) -> Optional[_Prepared]:
+        """Fast path, stage 1 (any thread): plans and the executor's host-side work. None
+        where a sample is already known bad (the retry path handles that group)."""
+        slots = [(i, int(s)) for i, s in enumerate(ids) if s >= 0]
+        if not slots or any(s in self._bad for _, s in slots):
+            return None
+        plans = [self.plan(s, epoch) for _, s in slots]
+        return _Prepared(slots, plans, self.executor.prepare(plans, mean=self.mean, std=self.std,
+                                                             dtype=self.dtype))
+
+    def _finish(self, ids: np.ndarray, epoch: int, prepared: Optional[_Prepared], error) -> List[Batch]:
+        """Fast path, stage 2 (the render thread): run the prepared group; any decode
+        failure, or a sample found bad since stage 1, goes to the retry path."""
+        if error is not None and not isinstance(error, VideoDecodeError):
+            raise error
+        if error is None and prepared is not None and not any(s in self._bad for _, s in prepared.slots):
+            try:
+                clips = self._on_device(self.executor.run(prepared.inputs))
+                return self._split(self._assemble(ids, prepared.slots, prepared.plans, clips, epoch))
+            except VideoDecodeError:
+                pass  # the retry path renders the group again and deals with the video
+        return self._split(self._render(ids, epoch))
+
+    def _render(self, ids, epoch: int) -> Batch:
+        """The retry path (train and eval): render, and on a decode failure mark the video
+        bad (replaced at train, skipped at eval, or raised under on_bad_video 'error')."""
+        ids = [int(s) for s in ids]
+        while True:
+            if self.train:
+                self._replace_bad(ids, epoch)
+            slots = [(i, s) for i, s in enumerate(ids) if s >= 0 and s not in self._bad]
+            if not slots:
+                return self._assemble(ids, [], [], None, epoch)
+            plans = [self.plan(s, epoch) for _, s in slots]
+            try:
+                clips = self._on_device(self.executor.render(plans, mean=self.mean, std=self.std,
+                                                             dtype=self.dtype))
+            except VideoDecodeError as err:
+                self._mark_bad(err, [s for _, s in slots])
+                continue
+            return self._assemble(ids, slots, plans, clips, epoch)
+
+    def _on_device(self, clips: torch.Tensor) -> torch.Tensor:
+        if clips.device != self.device:
+            clips = clips.to(self.device, non_blocking=True)  # keeps the channels_last strides
+        return clips
+
+    def _mark_bad(self, err: VideoDecodeError, samples) -> None:
+        failed = self._failed_samples(err, samples)
+        if self.on_bad_video == "error" or not failed:
+            raise err
+        for s in failed:
+            self._bad[s] = err.reason
+            if not self.train:
+                self.stats["skipped"].append({"sample": s, "path": self.records[s].path, "reason": err.reason})
+        logger.warning("%s a video that failed to decode: %s", "replacing" if self.train else "skipping", err)
 
     def _failed_samples(self, err: VideoDecodeError, ids) -> List[int]:
         """Samples of ``ids`` whose video (or rawframe folder) is ``err.path``."""
@@ -281,16 +273,14 @@ class ClipLoader:
                 out.append(int(s))
         return out
 
-    def _render(self, ids: np.ndarray, epoch: int) -> Batch:
-        if self.train:
-            return self._render_train(ids, epoch)
-        return self._render_eval(ids, epoch)
-
-    def _render_call(self, plans):
-        clips = self.executor.render(plans, mean=self.mean, std=self.std, dtype=self.dtype)
-        if clips.device != self.device:
-            clips = clips.to(self.device, non_blocking=True)  # keeps the channels_last strides
-        return clips
+    def _replace_bad(self, ids: List[int], epoch: int) -> None:
+        """Train: every known-bad sample of ``ids`` becomes the next usable one of the epoch."""
+        for slot, s in enumerate(ids):
+            if s in self._bad:
+                r = self._replacement(s, epoch)
+                self.stats["replaced"].append({"epoch": epoch, "sample": s, "path": self.records[s].path,
+                                               "reason": self._bad[s], "replacement": r})
+                ids[slot] = r
 
     def _replacement(self, sample: int, epoch: int) -> int:
         """The next sample after ``sample`` in the epoch's permutation not known to be bad."""
@@ -303,58 +293,18 @@ class ClipLoader:
         raise VideoDecodeError(self.records[sample].path,
                                "every video of the split failed to decode; nothing to replace it with")
 
-    def _render_train(self, ids, epoch) -> Batch:
-        ids = [int(s) for s in ids]
-        while True:
-            for slot, s in enumerate(ids):
-                if s in self._bad:
-                    r = self._replacement(s, epoch)
-                    self.stats["replaced"].append({"epoch": epoch, "sample": s, "path": self.records[s].path,
-                                                   "reason": self._bad[s], "replacement": r})
-                    ids[slot] = r
-            plans = [self._plan(s, epoch) for s in ids]
-            try:
-                clips = self._render_call(plans)
-                break
-            except VideoDecodeError as err:
-                failed = self._failed_samples(err, ids)
-                if self.on_bad_video == "error" or not failed:
-                    raise
-                for s in failed:
-                    self._bad[s] = err.reason
-                logger.warning("replacing a video that failed to decode: %s", err)
-        labels = torch.tensor([p.label for p in plans], dtype=torch.int64).to(self.device)
-        samples = torch.tensor(ids, dtype=torch.int64).to(self.device)
-        return Batch(clips, labels, samples)
-
-    def _render_eval(self, ids, epoch) -> Batch:
-        slots = [(i, int(s)) for i, s in enumerate(ids) if s >= 0 and int(s) not in self._bad]
-        clips = None
-        while slots:
-            plans = [self._plan(s, epoch) for _, s in slots]
-            try:
-                clips = self._render_call(plans)
-                break
-            except VideoDecodeError as err:
-                failed = self._failed_samples(err, [s for _, s in slots])
-                if self.on_bad_video == "error" or not failed:
-                    raise
-                for s in failed:
-                    self._bad[s] = err.reason
-                    self.stats["skipped"].append({"sample": s, "path": self.records[s].path,
-                                                  "reason": err.reason})
-                    logger.warning("skipping a video that failed to decode: %s", err)
-                slots = [(i, s) for i, s in slots if s not in self._bad]
+    def _assemble(self, ids, slots, plans, clips, epoch: int) -> Batch:
+        """The batch of ``ids``: rendered ``clips`` for ``slots``, zero clips (label and sample
+        -1) for padding and skipped videos, in the same NVHWC layout."""
         n = len(ids)
         if clips is not None and len(slots) == n:
             labels = torch.tensor([p.label for p in plans], dtype=torch.int64).to(self.device)
-            return Batch(clips, labels, torch.as_tensor(np.asarray(ids), dtype=torch.int64).to(self.device))
-        # Padding: zero clips, label -1, sample -1, in the same NVHWC layout.
+            samples = torch.tensor([s for _, s in slots], dtype=torch.int64).to(self.device)
+            return Batch(clips, labels, samples)
         if clips is None:
-            template = self._plan(0, epoch)
+            template = self.plan(0, epoch)
             (w, h), v = template.out_size, template.num_views
-            dtype = getattr(torch, self.dtype)
-            full = torch.zeros((n, v, h, w, 3), dtype=dtype, device=self.device)
+            full = torch.zeros((n, v, h, w, 3), dtype=getattr(torch, self.dtype), device=self.device)
         else:
             nvhwc = clips.permute(0, 1, 3, 4, 2)
             full = torch.zeros((n,) + tuple(nvhwc.shape[1:]), dtype=clips.dtype, device=self.device)
@@ -471,23 +421,39 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
     records = [r for r in records if r.path not in bad_paths]
 
     planner = ClipPlanner(load_pipeline(getattr(data, f"{split}_pipeline"), data), seed)
+    cfg = recipe.loader
     owns = executor is None
     if executor is None:
-        cfg = recipe.loader
         executor = build_executor(cfg.executor, device=device, num_threads=cfg.num_threads,
-                                  decode_workers=cfg.decode_workers, prefetch=cfg.prefetch,
-                                  reference_workers=cfg.reference_workers,
+                                  decode_workers=cfg.decode_workers, decode_sessions=cfg.decode_sessions,
+                                  slice_gops=cfg.slice_gops, reference_workers=cfg.reference_workers,
                                   filename_tmpl=data.filename_tmpl)
-    if hasattr(executor, "hint_codecs"):  # DALI: route by the index's codec, no re-probe
-        executor.hint_codecs({r.path: index[r.path].codec for r in records})
-    dtype = dtype or recipe.loader.dtype
-    batch_size = recipe.loader.test_batch_size if split == "test" else recipe.loader.batch_size
+    dtype = dtype or cfg.dtype
+    batch_size = cfg.test_batch_size if split == "test" else cfg.batch_size
     if not records:
         raise VideoDecodeError(list_file, "no usable videos left after dropping bad ones")
     loader = ClipLoader(records, index, planner, executor, batch_size=batch_size,
                         train=split == "train", rank=rank, world_size=world_size, device=device,
-                        mean=data.mean, std=data.std, dtype=dtype, prefetch=recipe.loader.prefetch,
-                        seed=seed, on_bad_video=policy, owns_executor=owns)
+                        mean=data.mean, std=data.std, dtype=dtype, prefetch=cfg.prefetch,
+                        seed=seed, on_bad_video=policy, owns_executor=owns, handoff=cfg.handoff,
+                        eval_videos_per_run=cfg.eval_videos_per_run)
     loader.stats["dropped"] = dropped
+    loader.stats["frames_path"] = _slow_path_videos(executor, records, index, rank == 0)
     loader.list_file = list_file
     return loader
+
+
+def _slow_path_videos(executor, records, index, log: bool) -> list:
+    """The videos the executor renders on its slower path (e.g. what NVDEC cannot decode
+    goes to CPU decoding), asked once at start-up and named once in the log."""
+    from tsn_dali.data.plan import StreamFacts
+
+    slow = executor.check_videos({r.path: StreamFacts.from_info(index[r.path]) for r in records})
+    if slow and log:
+        reasons: Dict[str, int] = {}
+        for why in slow.values():
+            reasons[why] = reasons.get(why, 0) + 1
+        logger.warning("%s: %d video(s) are decoded on the CPU (%s):\n%s", executor.name, len(slow),
+                       "; ".join(f"{n} x {why}" for why, n in reasons.items()),
+                       "\n".join(f"{p}: {why}" for p, why in slow.items()))
+    return [{"path": p, "reason": why} for p, why in slow.items()]

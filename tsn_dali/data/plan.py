@@ -9,13 +9,51 @@ Views are crop-major: view ``k * T + t`` is crop ``k`` of frame ``frame_indices[
 Producing a view: decode frame -> resize the whole frame to ``resize_to`` (bilinear)
 -> cut ``crops[k]`` -> resize that box to ``out_size`` if it differs (bilinear)
 -> mirror horizontally if ``crop_flips[k]``.
+
+``stream`` carries what the executors need to know of the video from the index (codec,
+container, keyframes, pixel format...), so that no executor probes a file again.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """The index's facts about one video that executors act on (tsn_dali.data.video_index).
+
+    ``codec``: PyAV's codec name ("h264", "vp9", ...; "jpeg" for rawframe folders);
+    ``keyframes``/``keyframe_pts``: closed-GOP starts (frame numbers, pts); ``sliceable``:
+    clips can be cut out by packets (tsn_dali.data.slicing); the rest are NVDEC's
+    capability inputs (tsn_dali.data.executors.nvdec).
+    """
+
+    codec: str = ""
+    container: str = ""
+    num_frames: int = 0
+    width: int = 0
+    height: int = 0
+    coded_width: int = 0
+    coded_height: int = 0
+    pix_fmt: str = ""
+    bit_depth: int = 0
+    profile: str = ""
+    keyframes: Tuple[int, ...] = ()
+    keyframe_pts: Tuple[int, ...] = ()
+    sliceable: bool = False
+    reordered: bool = False
+
+    @classmethod
+    def from_info(cls, info) -> "StreamFacts":
+        """From a VideoInfo (or any object with some of its fields; missing ones default)."""
+        values = {}
+        for name, default in cls.__dataclass_fields__.items():
+            value = getattr(info, name, default.default)
+            values[name] = tuple(int(v) for v in value or ()) if name.startswith("keyframe") else value
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -31,6 +69,12 @@ class ClipPlan:
     crop_flips: np.ndarray  # bool [K]: mirror this crop (Flip draw, TenCrop's copies)
     out_size: Tuple[int, int]  # (w, h) of every view
     flip: bool = False  # the Flip op's draw (train); False where there is no Flip
+    stream: Optional[StreamFacts] = None  # from the index; None: executors find out themselves
+
+    @property
+    def codec(self) -> str:
+        """The video's codec from the index ("" where the plan carries no stream facts)."""
+        return self.stream.codec if self.stream is not None else ""
 
     @property
     def num_views(self) -> int:
@@ -50,4 +94,5 @@ class ClipPlan:
             "out_size": list(self.out_size),
             "flip": bool(self.flip),
             "num_views": self.num_views,
+            "codec": self.codec,
         }

@@ -180,8 +180,5 @@ def dense_sample_frames(num_frames: int, num_clips: int, rng=None, *, clip_len: 
                          start_index, rng, temporal_jitter)
 
 
-# op name -> function (the planner's table for sampling ops)
-SAMPLERS = {"SampleFrames": sample_frames, "DenseSampleFrames": dense_sample_frames}
-
 __all__ = ["sample_frames", "dense_sample_frames", "train_clip_offsets", "centre_clip_offsets",
-           "dense_clip_offsets", "original_clip_len", "SAMPLERS"]
+           "dense_clip_offsets", "original_clip_len"]

@@ -12,6 +12,17 @@ Frame count rule (what the planner samples from):
 4. A stream with fewer packets than its container declares (or whose last decord frame
    fails) is truncated: ``error`` says so, with the decodable count in ``num_frames``.
 
+Keyframes and stream facts (what the DALI executors need, tsn_dali/data/slicing.py and
+executors/nvdec.py): the demux also records every packet's pts, so frame numbers are the
+packets' ranks in presentation order. ``keyframes`` lists the frame numbers where a
+decoder can start: keyframe packets after which no packet (in decode order) shows an
+earlier frame, i.e. the starts of closed GOPs. ``sliceable`` is true when the packets are
+exactly the indexed frames (one packet a frame, distinct pts) and frame 0 is such a
+keyframe: only then can a clip's frames be cut out of the file by packets. ``pix_fmt``,
+``bit_depth``, ``profile`` and ``coded_width``/``coded_height`` (the codec's declared
+size; the display size where the demuxer knows no other) are what NVDEC's capability
+rules look at.
+
 Missing, empty, non-video, audio-only and zero-frame files get ``VideoInfo.error``;
 ``probe_video`` and ``build_index`` never raise for a bad video. The cache is one JSON
 file, ``<cache_dir>/video_index.json``, keyed by absolute path and checked against the
@@ -19,19 +30,18 @@ file's size and mtime, so a changed file is probed again.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List, Optional
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-# PyAV before decord: once decord is loaded first, PyAV's libvpx-vp9 encoder fails to
-# open in that process (seen with av 18 and decord 0.6.0).
-import av  # noqa: F401
+from tsn_dali.data.decoding import import_decord  # PyAV before decord (its docstring)
 
 CACHE_NAME = "video_index.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keyframes and stream facts
 
 
 @dataclass
@@ -46,6 +56,16 @@ class VideoInfo:
     size: int = 0  # bytes
     mtime: float = 0.0
     error: Optional[str] = None
+    container: str = ""  # demuxer names, e.g. "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"
+    keyframes: List[int] = field(default_factory=list)  # frame numbers starting closed GOPs
+    keyframe_pts: List[int] = field(default_factory=list)  # their pts (stream time base)
+    sliceable: bool = False  # clips can be cut out by packets (module docstring)
+    reordered: bool = False  # decode order differs from presentation order (B-frames)
+    pix_fmt: str = ""
+    bit_depth: int = 0
+    profile: str = ""
+    coded_width: int = 0
+    coded_height: int = 0
 
     @property
     def ok(self) -> bool:
@@ -57,9 +77,8 @@ class VideoInfo:
 
 def _decord_count(path: str):
     """(count, last_frame_ok) from decord, or None when decord is absent or cannot open."""
-    try:
-        import decord
-    except ImportError:
+    decord = import_decord()
+    if decord is None:
         return None
     try:
         reader = decord.VideoReader(path, num_threads=1)
@@ -93,8 +112,38 @@ def _pyav_decode_count(path: str) -> int:
     return count
 
 
+def closed_gop_starts(packets: Sequence[Tuple[Optional[int], bool]]):
+    """Where a decoder can start, from packets ``(pts, is_keyframe)`` in decode order.
+
+    Returns ``(keyframes, keyframe_pts, reordered, distinct)``: the frame numbers (ranks
+    of pts in presentation order) of keyframe packets that no later packet precedes in
+    presentation (a closed GOP: decoding from there needs nothing before it), their pts,
+    whether decode order differs from presentation order, and whether every packet has a
+    pts of its own (else frame numbers cannot be told from packets).
+    """
+    pts = [p for p, _ in packets]
+    if not pts or any(p is None for p in pts) or len(set(pts)) != len(pts):
+        return [], [], False, False
+    rank = {p: r for r, p in enumerate(sorted(pts))}
+    later_min = list(itertools.accumulate(reversed(pts), min))[::-1]  # min pts from i on
+    earlier_max = list(itertools.accumulate(pts, max))  # max pts up to i
+    reordered = any(pts[i] > pts[i + 1] for i in range(len(pts) - 1))
+    starts = [(rank[p], p) for i, (p, key) in enumerate(packets)
+              if key and later_min[i] == p and (i == 0 or earlier_max[i - 1] < p)]
+    return [r for r, _ in starts], [p for _, p in starts], reordered, True
+
+
+def _bit_depth(pix_fmt: str) -> int:
+    try:
+        import av
+
+        return int(av.VideoFormat(pix_fmt).components[0].bits) if pix_fmt else 0
+    except Exception:  # an unknown or hardware pixel format
+        return 0
+
+
 def _demux(path: str, info: VideoInfo) -> Optional[dict]:
-    """Fill size/fps/codec/keyframe interval from a PyAV demux; return packet facts."""
+    """Fill size/fps/codec/stream facts/keyframes from a PyAV demux; return packet facts."""
     import av
 
     try:
@@ -106,28 +155,33 @@ def _demux(path: str, info: VideoInfo) -> Optional[dict]:
         if not container.streams.video:
             info.error = "no video stream (audio-only or data file)"
             return None
+        info.container = container.format.name or ""
         stream = container.streams.video[0]
         ctx = stream.codec_context
         info.codec = ctx.name or ""
         info.width, info.height = int(ctx.width or 0), int(ctx.height or 0)
+        info.coded_width = int(getattr(ctx, "coded_width", 0) or 0) or info.width
+        info.coded_height = int(getattr(ctx, "coded_height", 0) or 0) or info.height
+        info.pix_fmt = ctx.pix_fmt or ""
+        info.bit_depth = _bit_depth(info.pix_fmt)
+        info.profile = str(ctx.profile or "")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         info.fps = float(rate) if rate else 0.0
         declared = int(stream.frames or 0)
-        packets, keyframes, demux_error = 0, [], None
+        packets, demux_error = [], None
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
-                if packet.is_keyframe:
-                    keyframes.append(packets)
-                packets += 1
+                packets.append((packet.pts, bool(packet.is_keyframe)))
         except Exception as exc:
             demux_error = str(exc).splitlines()[0][:120]
-    if len(keyframes) >= 2:
-        info.keyframe_interval = float(packets) / len(keyframes)
-    elif len(keyframes) == 1:
-        info.keyframe_interval = float(packets)
-    return {"packets": packets, "declared": declared, "demux_error": demux_error}
+    num_keys = sum(1 for _, key in packets if key)
+    if num_keys:
+        info.keyframe_interval = float(len(packets)) / num_keys
+    info.keyframes, info.keyframe_pts, info.reordered, distinct = closed_gop_starts(packets)
+    info.sliceable = distinct and bool(info.keyframes) and info.keyframes[0] == 0
+    return {"packets": len(packets), "declared": declared, "demux_error": demux_error}
 
 
 def probe_video(path) -> VideoInfo:
@@ -152,6 +206,8 @@ def probe_video(path) -> VideoInfo:
             info.num_frames = decord[0]
         else:
             info.num_frames = _pyav_decode_count(path)
+        # frame numbers are packet ranks only where every packet is one indexed frame
+        info.sliceable = info.sliceable and info.num_frames == facts["packets"]
         if info.num_frames <= 0:
             info.error = "no decodable video frames"
         elif facts["declared"] and facts["packets"] < facts["declared"]:

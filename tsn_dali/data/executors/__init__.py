@@ -3,8 +3,9 @@
 ``reference``: torch DataLoader + decord/PyAV + MMAction2-style transforms (reference.py).
 ``dali-cpu`` / ``dali-gpu``: the DALI graph on CPU, or NVDEC + GPU ops (dali.py, imported
 only when asked for, so that DALI is not needed for the reference path).
-``auto``: dali-gpu where CUDA is there and DALI's mixed video decoder can be built,
-else dali-cpu; reference (with a warning) where DALI cannot be imported.
+``auto``: dali-gpu where CUDA is there and NVDEC decodes a test clip, else dali-cpu;
+reference (with a warning) where DALI cannot be imported. The contract every executor
+keeps is ``base.Executor``.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from tsn_dali.data.executors.base import Executor
 from tsn_dali.data.executors.reference import ReferenceExecutor
 
 EXECUTORS = ("auto", "dali-gpu", "dali-cpu", "reference")
@@ -30,28 +32,24 @@ def _dali_importable() -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def mixed_decoder_available(device_id: int = 0) -> bool:
-    """Whether DALI's 'mixed' (NVDEC) video decoder can be built on this machine."""
+def nvdec_unusable(device_id: int = 0) -> Optional[str]:
+    """None where DALI's mixed (NVDEC) decoder really decodes a tiny H.264 or VP9 clip on
+    this GPU (building one proves nothing: libnvcuvid loads at the first decode); else
+    the reason, one line. Asked once per process and GPU."""
     if not torch.cuda.is_available():
-        return False
-    try:
-        from nvidia.dali import fn, pipeline_def, types
+        return "no CUDA device"
+    from tsn_dali.data.executors.nvdec import nvdec_works
 
-        @pipeline_def(batch_size=1, num_threads=1, device_id=device_id)
-        def probe():
-            encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-            return fn.experimental.decoders.video(encoded, device="mixed")
-
-        pipe = probe()
-        pipe.build()
-        del pipe
-        return True
-    except Exception:
-        return False
+    return nvdec_works(device_id)
 
 
 def resolve_executor_name(name: str, device="cpu") -> str:
-    """``auto`` -> the executor this machine can run; other names are checked and returned."""
+    """``auto`` -> the executor this machine can run; other names are checked and returned.
+
+    ``auto``: dali-gpu on a CUDA device whose NVDEC decodes a test clip, else dali-cpu
+    (saying why, in one line, where a CUDA device was asked for); reference where DALI
+    cannot be imported.
+    """
     if name not in EXECUTORS:
         raise ValueError(f"loader.executor: unknown executor {name!r}; expected one of {', '.join(EXECUTORS)}")
     if name != "auto":
@@ -62,19 +60,26 @@ def resolve_executor_name(name: str, device="cpu") -> str:
                       stacklevel=3)
         return "reference"
     dev = torch.device(device)
-    if dev.type == "cuda" and mixed_decoder_available(dev.index or 0):
+    if dev.type != "cuda":
+        return "dali-cpu"
+    why = nvdec_unusable(dev.index or 0)
+    if why is None:
         return "dali-gpu"
+    warnings.warn(f"loader.executor auto: NVDEC did not decode a test clip ({why}); using dali-cpu",
+                  stacklevel=3)
     return "dali-cpu"
 
 
 def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_workers: int = 4,
-                   prefetch: int = 2, reference_workers: Optional[int] = None,
-                   filename_tmpl: str = "img_{:05}.jpg"):
+                   decode_sessions: int = 16, slice_gops: bool = True, decode: str = "native",
+                   reference_workers: Optional[int] = None, filename_tmpl: str = "img_{:05}.jpg"):
     """An executor by name: 'dali-gpu' | 'dali-cpu' | 'reference' | 'auto'.
 
     ``device`` is where the rendered batches should land (``auto`` picks dali-gpu only
     for a CUDA device). ``reference_workers`` is the reference executor's DataLoader
-    worker count (default ``decode_workers``); ``filename_tmpl`` names rawframe files.
+    worker count (default ``decode_workers``); ``decode_sessions``, ``slice_gops`` and
+    ``decode`` are the DALI executors' (DaliExecutor); ``filename_tmpl`` names rawframe
+    files.
     """
     resolved = resolve_executor_name(name, device)
     if resolved == "reference":
@@ -82,15 +87,16 @@ def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_work
         return ReferenceExecutor(device=device, workers=workers, filename_tmpl=filename_tmpl)
     from tsn_dali.data.executors.dali import DaliExecutor  # lazy: DALI only when asked for
 
+    dali_device = "cpu"
     if resolved == "dali-gpu":
         dev = torch.device(device)
         if dev.type != "cuda":
             dev = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
-        return DaliExecutor(device=str(dev) if dev.index else "cuda", num_threads=num_threads,
-                            decode_workers=decode_workers, prefetch=prefetch)
-    return DaliExecutor(device="cpu", num_threads=num_threads, decode_workers=decode_workers,
-                        prefetch=prefetch)
+        dali_device = str(dev) if dev.index else "cuda"
+    return DaliExecutor(device=dali_device, num_threads=num_threads, decode_workers=decode_workers,
+                        decode_sessions=decode_sessions, slice_gops=slice_gops, decode=decode,
+                        filename_tmpl=filename_tmpl)
 
 
-__all__ = ["EXECUTORS", "ReferenceExecutor", "build_executor", "mixed_decoder_available",
+__all__ = ["EXECUTORS", "Executor", "ReferenceExecutor", "build_executor", "nvdec_unusable",
            "resolve_executor_name"]

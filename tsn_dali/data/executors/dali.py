@@ -1,45 +1,65 @@
 """DaliExecutor: the ``dali-gpu`` and ``dali-cpu`` executors (graph in dali_pipeline.py).
 
-``dali-gpu`` (device "cuda"): the file's bytes go into the graph, fn.decoders.video on
-``mixed`` (NVDEC) decodes ``frame_indices``, every op runs on the GPU, and torch gets
-DALI's NFHWC output as a DLPack view (no copy; DALI's dynamic executor keeps a run's
-output alive while it is referenced), or one GPU-to-GPU copy on DALI builds without it.
+Each sample takes one of two paths (``route``), chosen from the stream facts the plan
+carries from the index:
 
-``dali-cpu`` (device "cpu"): DALI's CPU decoder reads VP8/VP9/MJPEG only. A batch whose
-videos are all of those codecs is decoded in the graph; any other batch (H.264, HEVC,
-MPEG-4, rawframe folders, or a mix) is decoded outside DALI, every sample of it, by
-decord ``VideoReader.get_batch`` (MMAction2's DecordDecode) with PyAV as fallback
-(reference.decode_frames), in a pool of ``decode_workers`` threads, and fed in as
-frames; resizing, crops, flips and normalisation still run in DALI. So there are two
-graph variants ("decoder", "frames"), chosen per batch from the videos' codecs.
+- ``decoder``: DALI's video decoder reads the clip (NVDEC on ``dali-gpu``; on
+  ``dali-cpu`` DALI's CPU decoder, which reads VP8/VP9/MJPEG only). It gets only what
+  the clip's frames need (tsn_dali.data.slicing: the GOP pieces from the keyframe
+  before each wanted frame, in an in-memory container, at sorted unique positions), and
+  the graph restores the plan's order and repeats after decoding.
+- ``frames``: the frames are decoded on the CPU outside DALI (tsn_dali.data.decoding:
+  decord as MMAction2's DecordDecode, PyAV as fallback, PIL for rawframes) and fed in;
+  resizing, crops, flips and normalisation still run in DALI. Used for what the device's
+  decoder cannot read (H.264/HEVC/MPEG-4 on the CPU; what NVDEC on this GPU cannot
+  decode, executors/nvdec.py), and for every video with ``decode="mmaction"`` (colour
+  conversion as MMAction2's decord does it).
 
-Pipelines are cached per (batch size, views, out size, dtype, variant) and reused by
-later render calls; ``close()`` drops them and the thread pool.
+A batch whose samples take both paths runs as two DALI runs and is put back together in
+plan order. ``prepare`` (reading, slicing, decoding outside DALI: ``decode_workers``
+threads) may run for later batches while ``run`` decodes this one. On ``dali-gpu`` the
+decoder's concurrent NVDEC sessions are ``decode_sessions`` (DALI sizes the mixed
+decoder's pool from the pipeline's thread count), apart from ``num_threads``, DALI's CPU
+threads for the frames path.
+
+Torch gets DALI's NFHWC output as a DLPack view (no copy): DALI's dynamic executor keeps
+a run's output alive while torch holds a reference, and returns the memory to its pool
+(in order on its own stream) when torch drops it. The loader's hand-off guard
+(tsn_dali.data.handoff) keeps it referenced until the kernels that read it are done.
+Pipelines are built once per (crops, out size, dtype, path, normalise), sized for the
+largest batch seen (smaller batches reuse them), and dropped by ``close()``.
 """
 from __future__ import annotations
 
+import logging
 import os
-import re
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Mapping, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from tsn_dali.data.decoding import decode_frames
 from tsn_dali.data.errors import VideoDecodeError
 from tsn_dali.data.executors import dali_pipeline as graph
-from tsn_dali.data.plan import ClipPlan
+from tsn_dali.data.executors.base import check_render_args
+from tsn_dali.data.executors.nvdec import NvdecSupport
+from tsn_dali.data.plan import ClipPlan, StreamFacts
+from tsn_dali.data.slicing import clip_input, unique_frames
 
-_TORCH_DTYPES = {"uint8": torch.uint8, "float16": torch.float16, "bfloat16": torch.bfloat16,
-                 "float32": torch.float32}
-MAX_PIPELINES = 4  # cached pipelines per executor (e.g. the full batch and an epoch's last one)
+logger = logging.getLogger(__name__)
+
+MAX_PIPELINES = 4  # cached pipelines per executor
+DECODE_MODES = ("native", "mmaction")
+RAWFRAME_CODECS = ("rawframes", "jpeg")
 
 
 def probe_codec(path: str) -> str:
-    """The video stream's codec name as PyAV names it ("h264", "vp9", ...); "rawframes"
-    for a folder; "" where the file cannot be opened (the decode step then says why)."""
+    """The codec of a video the plan carries no stream facts for ("rawframes" for a folder,
+    "" where the file cannot be opened: the decode step then says why)."""
     if os.path.isdir(path):
         return "rawframes"
     try:
@@ -51,32 +71,39 @@ def probe_codec(path: str) -> str:
         return ""
 
 
-def _first_line(exc: BaseException) -> str:
-    """One line from a DALI error: the text after "encountered:" (DALI's own message,
-    without its pipeline traceback and C++ context), else the first non-empty line."""
-    text = str(exc)
-    if "encountered:" in text:
-        text = text.split("encountered:", 1)[1].split("C++ context", 1)[0]
-        text = re.sub(r'^\s*Assert on ".*?" failed:\s*', "", text, flags=re.S)
-    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
-    return text[:300] or type(exc).__name__
+@dataclass
+class PreparedBatch:
+    """``prepare``'s result: per-sample graph inputs, the samples of each path, counters."""
+
+    plans: List[ClipPlan]
+    num_crops: int
+    out_size: Tuple[int, int]
+    dtype: str
+    normalise: bool
+    inputs: List[Dict[str, np.ndarray]]
+    paths: Dict[str, List[int]]  # "decoder" | "frames" -> sample positions
+    counts: Dict[str, int] = field(default_factory=dict)
 
 
 class DaliExecutor:
     """Carries out ClipPlans with DALI on ``device`` "cpu" (dali-cpu) or "cuda[:i]" (dali-gpu).
 
-    ``num_threads``: DALI's CPU worker threads; ``decode_workers``: threads decoding
-    outside DALI (dali-cpu, codecs DALI's CPU decoder lacks); ``prefetch``: passed to DALI
-    as prefetch_queue_depth, but render runs one batch per call synchronously, so it adds
-    no look-ahead (that is the loader's prefetch thread); ``codecs``: optional
-    {path: codec} hint (e.g. from the VideoIndex) that saves a PyAV probe per video.
+    ``num_threads``: DALI's CPU threads; ``decode_workers``: host threads that read and
+    slice clips and decode the frames path; ``decode_sessions``: concurrent NVDEC decodes
+    (dali-gpu); ``slice_gops``: feed the decoder GOP slices (False: whole files, for
+    comparison); ``decode``: "native" or "mmaction" (module docstring); ``nvdec``: the
+    NVDEC capability check (default: rules and one real decode per format);
+    ``filename_tmpl``: rawframe file names.
     """
 
-    def __init__(self, device="cpu", num_threads: int = 4, decode_workers: int = 4, prefetch: int = 2,
-                 codecs: Optional[Mapping[str, str]] = None):
+    def __init__(self, device="cpu", num_threads: int = 4, decode_workers: int = 4,
+                 decode_sessions: int = 16, slice_gops: bool = True, decode: str = "native",
+                 nvdec: Optional[NvdecSupport] = None, filename_tmpl: str = "img_{:05}.jpg"):
         self.device = torch.device(device)
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"dali executor: device {device!r}; expected 'cpu' or 'cuda[:index]'")
+        if decode not in DECODE_MODES:
+            raise ValueError(f"dali executor: decode {decode!r}; expected one of {', '.join(DECODE_MODES)}")
         self.dali_device = "gpu" if self.device.type == "cuda" else "cpu"
         self.name = "dali-gpu" if self.dali_device == "gpu" else "dali-cpu"
         self.device_id = None
@@ -85,91 +112,115 @@ class DaliExecutor:
             self.device = torch.device("cuda", self.device_id)
         self.num_threads = max(1, int(num_threads))
         self.decode_workers = max(1, int(decode_workers))
-        self.prefetch = max(1, int(prefetch))
-        self._codecs: Dict[str, str] = dict(codecs or {})
-        self._pipelines: "OrderedDict[tuple, object]" = OrderedDict()
+        self.decode_sessions = max(1, int(decode_sessions))
+        self.slice_gops = bool(slice_gops)
+        self.decode = decode
+        self.filename_tmpl = filename_tmpl
+        self.nvdec = nvdec if nvdec is not None else NvdecSupport(self.device_id or 0)
+        self.stats: Dict[str, int] = {"clips": 0, "decoder_clips": 0, "sliced_clips": 0,
+                                      "frames_path_clips": 0, "frames_fed": 0, "bytes_fed": 0}
+        self._pipelines: "OrderedDict[tuple, Tuple[int, object]]" = OrderedDict()
         self._pool: Optional[ThreadPoolExecutor] = None
-        self._lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._lock = threading.Lock()  # one DALI run at a time
 
-    # ------------------------------------------------------------------ choices
+    # ------------------------------------------------------------------ routing
 
-    def hint_codecs(self, codecs: Mapping[str, str]):
-        """Record {path: codec} (e.g. VideoInfo.codec from the index) to skip PyAV probes."""
-        self._codecs.update(codecs)
+    def route(self, plan: ClipPlan) -> Tuple[str, Optional[str]]:
+        """``("decoder" | "frames", reason)``: the path a sample takes (module docstring);
+        ``reason`` says why NVDEC cannot take a video (None otherwise)."""
+        codec = plan.codec or probe_codec(plan.path)
+        if codec in RAWFRAME_CODECS or os.path.isdir(plan.path) or self.decode == "mmaction":
+            return "frames", None
+        if self.dali_device == "cpu":
+            return ("decoder" if codec in graph.DALI_CODECS["cpu"] else "frames"), None
+        stream = plan.stream if plan.stream is not None else StreamFacts(codec=codec)
+        reason = self.nvdec.reason(stream, plan.path)
+        return ("frames", reason) if reason else ("decoder", None)
 
-    def codec(self, path: str) -> str:
-        if path not in self._codecs:
-            self._codecs[path] = probe_codec(path)
-        return self._codecs[path]
+    def check_videos(self, streams: Mapping[str, StreamFacts]) -> Dict[str, str]:
+        """{path: reason} for the videos NVDEC cannot decode (dali-gpu; they take the frames
+        path). Every format is tried once here, at start-up, rather than mid-epoch."""
+        if self.dali_device != "gpu" or self.decode == "mmaction":
+            return {}
+        out = {}
+        for path, stream in streams.items():
+            if stream.codec in RAWFRAME_CODECS:
+                continue
+            reason = self.nvdec.reason(stream, path)
+            if reason:
+                out[path] = reason
+        return out
 
-    def source_for(self, plans: Sequence[ClipPlan]) -> str:
-        """'decoder' where DALI's decoder on this device reads every video of the batch, else 'frames'."""
-        known = graph.DALI_CODECS[self.dali_device]
-        return "decoder" if all(self.codec(p.path) in known for p in plans) else "frames"
+    # ------------------------------------------------------------------ prepare
 
     def _map(self, fn, items):
         if len(items) == 1 or self.decode_workers == 1:
             return [fn(x) for x in items]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="tsn_dali-decode")
-        return list(self._pool.map(fn, items))
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="tsn_dali-decode")
+            pool = self._pool
+        return list(pool.map(fn, items))
 
-    # ------------------------------------------------------------------ inputs
+    def _sample(self, plan: ClipPlan, path: str, mean, std):
+        """One sample's graph inputs and counters for ``path`` ("decoder" | "frames")."""
+        if not os.path.exists(plan.path):
+            raise VideoDecodeError(plan.path, "file not found")
+        if path == "decoder":
+            clip = clip_input(plan.path, plan.frame_indices, plan.stream, slice_gops=self.slice_gops)
+            inputs = graph.plan_inputs(plan, order=clip.order, encoded=clip.data, positions=clip.positions,
+                                       mean=mean, std=std)
+            return inputs, {"frames_fed": clip.frames_fed, "bytes_fed": int(clip.data.size),
+                            "sliced_clips": int(clip.sliced), "decoder_clips": 1}
+        frames, order = unique_frames(plan.frame_indices)
+        decoded = np.ascontiguousarray(decode_frames(plan.path, frames, filename_tmpl=self.filename_tmpl))
+        return graph.plan_inputs(plan, order=order, frames=decoded, mean=mean, std=std), {"frames_path_clips": 1}
 
-    def _read_bytes(self, plan: ClipPlan) -> np.ndarray:
-        try:
-            data = np.fromfile(plan.path, dtype=np.uint8)
-        except OSError as exc:
-            raise VideoDecodeError(plan.path, f"cannot read file: {exc.strerror or exc}") from None
-        if data.size == 0:
-            raise VideoDecodeError(plan.path, "empty file")
-        return data
+    def prepare(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype: str = "uint8") -> PreparedBatch:
+        """Route, read, slice and (frames path) decode one batch (thread-safe)."""
+        plans, num_crops, out_size = check_render_args(plans, mean, std, dtype)
+        routes = [self.route(p)[0] for p in plans]
+        results = self._map(lambda i: self._sample(plans[i], routes[i], mean, std), list(range(len(plans))))
+        counts: Dict[str, int] = {"clips": len(plans)}
+        for _, c in results:
+            for k, v in c.items():
+                counts[k] = counts.get(k, 0) + v
+        paths: Dict[str, List[int]] = {}
+        for i, r in enumerate(routes):
+            paths.setdefault(r, []).append(i)
+        return PreparedBatch(plans, num_crops, out_size, dtype, mean is not None,
+                             [inputs for inputs, _ in results], paths, counts)
 
-    def _decode_outside(self, plan: ClipPlan) -> np.ndarray:
-        from tsn_dali.data.executors.reference import decode_frames
+    # ------------------------------------------------------------------ run
 
-        return np.ascontiguousarray(decode_frames(plan.path, plan.frame_indices))
-
-    def _sample_inputs(self, plans, source, mean, std):
-        def one(plan):
-            if not os.path.exists(plan.path):
-                raise VideoDecodeError(plan.path, "file not found")
-            if source == "decoder":
-                return graph.plan_inputs(plan, encoded=self._read_bytes(plan), mean=mean, std=std)
-            return graph.plan_inputs(plan, frames=self._decode_outside(plan), mean=mean, std=std)
-
-        return self._map(one, plans)
-
-    # ------------------------------------------------------------------ pipelines
-
-    def _pipeline(self, key):
-        pipe = self._pipelines.pop(key, None)
-        if pipe is None:
-            batch, num_crops, out_size, out_dtype, source, normalise = key
-            pipe = graph.build_pipeline(device=self.dali_device, batch_size=batch, num_crops=num_crops,
+    def _pipeline(self, key, batch: int):
+        """The cached pipeline for ``key`` that takes ``batch`` samples (built or rebuilt bigger)."""
+        size, pipe = self._pipelines.pop(key, (0, None))
+        if pipe is None or size < batch:
+            num_crops, out_size, out_dtype, source, normalise = key
+            threads = self.decode_sessions if (self.dali_device == "gpu" and source == "decoder") \
+                else self.num_threads
+            del pipe
+            size = max(batch, size)
+            pipe = graph.build_pipeline(device=self.dali_device, batch_size=size, num_crops=num_crops,
                                         out_size=out_size, out_dtype=out_dtype, source=source,
-                                        normalise=normalise, num_threads=self.num_threads,
-                                        device_id=self.device_id, prefetch=self.prefetch)
+                                        normalise=normalise, num_threads=threads, device_id=self.device_id)
             while len(self._pipelines) >= MAX_PIPELINES:
-                _, old = self._pipelines.popitem(last=False)
-                del old
-        self._pipelines[key] = pipe
+                self._pipelines.popitem(last=False)
+        self._pipelines[key] = (size, pipe)
         return pipe
 
-    def _drop(self, key):
-        self._pipelines.pop(key, None)
-
-    def _run(self, key, samples, names):
-        """Run one batch; returns the torch tensor [N, V, H, W, C] (see _to_torch)."""
-        pipe = self._pipeline(key)
-        graph.feed(pipe, samples, names)
+    def _run_samples(self, key, samples) -> torch.Tensor:
+        """One DALI run over ``samples`` -> torch ``[n, V, H, W, C]``."""
+        pipe = self._pipeline(key, len(samples))
+        graph.feed(pipe, samples, graph.input_names(key[0], key[3], key[4]))
         (out,) = pipe.run()
         return self._to_torch(out)
 
     def _to_torch(self, out) -> torch.Tensor:
-        """DALI's dense NFHWC output as a torch tensor: a DLPack view of DALI's own buffer
-        (no copy) where the pipeline runs with DALI's dynamic executor, whose outputs live
-        as long as a reference to them does; else one copy (feed_ndarray)."""
+        """DALI's dense output as torch: a DLPack view of DALI's own buffer where the dynamic
+        executor keeps outputs alive while referenced; else one copy (feed_ndarray)."""
         from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
         tensor = out.as_tensor()
@@ -185,66 +236,66 @@ class DaliExecutor:
         feed_ndarray(tensor, dst, cuda_stream=stream)
         return dst
 
-    def _find_bad_sample(self, key, plans, samples, names, error) -> VideoDecodeError:
-        """DALI failed a whole batch: render samples one at a time to name the failing video."""
-        single = (1,) + key[1:]
+    def _failing_sample(self, key, plans, samples, error) -> VideoDecodeError:
+        """DALI failed a run: run its samples one at a time to name the failing video."""
+        if len(plans) == 1:
+            return VideoDecodeError(plans[0].path, f"DALI: {graph.first_line(error)}")
         for plan, sample in zip(plans, samples):
             try:
-                self._run(single, [sample], names)
+                self._run_samples(key, [sample])
             except Exception as exc:  # DALI raises RuntimeError / IndexError / ValueError
-                self._drop(single)
-                return VideoDecodeError(plan.path, f"DALI: {_first_line(exc)}")
+                self._pipelines.pop(key, None)
+                return VideoDecodeError(plan.path, f"DALI: {graph.first_line(exc)}")
         paths = ", ".join(p.path for p in plans)
-        return VideoDecodeError(paths, f"DALI failed the batch but no single video: {_first_line(error)}")
+        return VideoDecodeError(paths, f"DALI failed the batch but no single video: {graph.first_line(error)}")
 
-    # ------------------------------------------------------------------ API
-
-    def render(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype="uint8") -> torch.Tensor:
-        """Plans -> ``[N, V, C, H, W]``: a permuted view of the ``[N, V, H, W, C]`` buffer DALI
-        wrote (each frame channels_last), on ``self.device``, views crop-major.
-
-        With mean/std: ``(x - mean) / std`` in ``dtype`` (float16/float32 written by DALI;
-        bfloat16 computed as float32 in DALI and cast in torch). Without: raw pixels,
-        uint8 unless ``dtype`` says otherwise (then cast by DALI, values unchanged).
-        """
-        plans = list(plans)
-        if not plans:
-            raise ValueError("render: expected at least one plan")
-        if dtype not in _TORCH_DTYPES:
-            raise ValueError(f"render: dtype {dtype!r}; expected one of {', '.join(_TORCH_DTYPES)}")
-        if (mean is None) != (std is None):
-            raise ValueError("render: give both mean and std, or neither")
-        normalise = mean is not None
-        if normalise and dtype == "uint8":
-            raise ValueError("render: mean/std need a float dtype (float16, bfloat16, float32), got uint8")
-        shapes = {(len(p.crops), len(p.frame_indices), tuple(int(v) for v in p.out_size)) for p in plans}
-        if len(shapes) != 1:
-            raise ValueError(f"render: plans give views of different shapes {sorted(shapes)}; "
-                             "expected one crop count, frame count and out_size per batch")
-        num_crops, _, out_size = shapes.pop()
-        out_dtype = "float32" if dtype == "bfloat16" else dtype
+    def run(self, prepared: PreparedBatch) -> torch.Tensor:
+        """The batch ``[N, V, C, H, W]`` (executors/base.py) from ``prepare``'s result."""
+        out_dtype = "float32" if prepared.dtype == "bfloat16" else prepared.dtype
+        parts = []
         with self._lock:
-            source = self.source_for(plans)
-            names = graph.input_names(num_crops, source, normalise)
-            samples = self._sample_inputs(plans, source, mean, std)
-            key = (len(plans), num_crops, out_size, out_dtype, source, normalise)
-            try:
-                buf = self._run(key, samples, names)
-            except Exception as exc:
-                self._drop(key)  # a DALI pipeline that raised is not reused
-                if len(plans) == 1:
-                    raise VideoDecodeError(plans[0].path, f"DALI: {_first_line(exc)}") from None
-                raise self._find_bad_sample(key, plans, samples, names, exc) from None
-        if dtype == "bfloat16":
+            for source, positions in sorted(prepared.paths.items()):
+                key = (prepared.num_crops, prepared.out_size, out_dtype, source, prepared.normalise)
+                samples = [prepared.inputs[i] for i in positions]
+                try:
+                    parts.append((positions, self._run_samples(key, samples)))
+                except Exception as exc:
+                    self._pipelines.pop(key, None)  # a pipeline that raised is not reused
+                    raise self._failing_sample(key, [prepared.plans[i] for i in positions], samples,
+                                               exc) from None
+            for k, v in prepared.counts.items():
+                self.stats[k] = self.stats.get(k, 0) + v
+        buf = parts[0][1]
+        if len(parts) > 1:  # two paths: put the samples back in plan order (one copy)
+            buf = torch.empty((len(prepared.plans),) + tuple(buf.shape[1:]), dtype=buf.dtype, device=buf.device)
+            for positions, part in parts:
+                buf[positions] = part
+        if prepared.dtype == "bfloat16":
             buf = buf.to(torch.bfloat16)
+        if buf is not parts[0][1]:
+            self._after_reading(parts)
         return buf.permute(0, 1, 4, 2, 3)
 
+    def _after_reading(self, views) -> None:
+        """DALI's buffers go back to its pool (on DALI's stream) when dropped: where torch
+        kernels queued here read them (the copies above), let those finish first."""
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+        del views
+
+    def render(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype: str = "uint8") -> torch.Tensor:
+        """Plans -> ``[N, V, C, H, W]``: ``run(prepare(...))`` (executors/base.py).
+
+        With mean/std: ``(x - mean) / std`` in ``dtype`` (float16/float32 written by DALI;
+        bfloat16 computed as float32 in DALI and cast in torch). Without: raw pixels.
+        """
+        return self.run(self.prepare(plans, mean=mean, std=std, dtype=dtype))
+
     def close(self):
-        """Tear down the cached DALI pipelines and the decode threads."""
+        """Tear down the cached DALI pipelines and the host threads."""
         with self._lock:
-            pipes = list(self._pipelines.values())
             self._pipelines.clear()
-            del pipes
+        with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
@@ -262,4 +313,4 @@ class DaliExecutor:
             pass
 
 
-__all__ = ["DaliExecutor", "probe_codec"]
+__all__ = ["DECODE_MODES", "DaliExecutor", "PreparedBatch", "probe_codec"]

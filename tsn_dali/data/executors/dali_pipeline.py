@@ -1,11 +1,14 @@
 """The DALI graph that carries out ClipPlans, one function for CPU and GPU.
 
-Per sample (one ClipPlan, T frames, K crops) the graph does, in the order of the
-ClipPlan docstring:
+Per sample (one ClipPlan, T frames of which U are distinct, K crops) the graph does, in
+the order of the ClipPlan docstring:
 
-    frames [T, H, W, C]  (DALI's video decoder at ``frames=frame_indices``, or frames
-                          decoded outside DALI and fed in, see ``source``)
+    frames [U, H, W, C]  (DALI's video decoder at sorted unique ``frame_positions`` of the
+                          clip's slice, tsn_dali.data.slicing; or frames decoded outside
+                          DALI and fed in, see ``source``)
     -> fn.resize to resize_to           (INTERP_LINEAR, antialias=False)
+    -> fn.sequence_rearrange            (``frame_order``: the plan's order and repeats,
+                                         [T, h, w, C], on the graph's device)
     -> for k in range(K):               (one branch per crop: DALI's crop, resize and
          fn.slice crops[k]               flip take per-sample arguments, not per-frame
          -> fn.resize to out_size        ones, so each crop is its own branch and its
@@ -31,6 +34,7 @@ every op on the GPU; only the small argument arrays stay on the host.
 """
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -47,10 +51,21 @@ SOURCES = ("decoder", "frames")  # frames decoded by DALI in the graph, or fed i
 OUT_DTYPES = ("uint8", "float16", "float32")  # what the graph writes (bfloat16: float32, cast in torch)
 
 
+def first_line(exc: BaseException) -> str:
+    """One line from a DALI error: the text after "encountered:" (DALI's own message,
+    without its pipeline traceback and C++ context), else the first non-empty line."""
+    text = str(exc)
+    if "encountered:" in text:
+        text = text.split("encountered:", 1)[1].split("C++ context", 1)[0]
+        text = re.sub(r'^\s*Assert on ".*?" failed:\s*', "", text, flags=re.S)
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text[:300] or type(exc).__name__
+
+
 def input_names(num_crops: int, source: str, normalise: bool) -> List[str]:
     """Names of the graph's external sources, in the order ``plan_inputs`` fills them."""
-    names = ["encoded", "frame_indices"] if source == "decoder" else ["frames"]
-    names.append("resize_hw")
+    names = ["encoded", "frame_positions"] if source == "decoder" else ["frames"]
+    names += ["frame_order", "resize_hw"]
     for k in range(num_crops):
         names += [f"crop{k}_start", f"crop{k}_shape", f"crop{k}_flip"]
     if normalise:
@@ -58,14 +73,17 @@ def input_names(num_crops: int, source: str, normalise: bool) -> List[str]:
     return names
 
 
-def plan_inputs(plan: ClipPlan, *, encoded: Optional[np.ndarray] = None,
-                frames: Optional[np.ndarray] = None, mean=None, std=None) -> Dict[str, np.ndarray]:
+def plan_inputs(plan: ClipPlan, *, order: np.ndarray, encoded: Optional[np.ndarray] = None,
+                positions: Optional[np.ndarray] = None, frames: Optional[np.ndarray] = None,
+                mean=None, std=None) -> Dict[str, np.ndarray]:
     """One sample's arrays for the graph's external sources, worked out from ``plan``.
 
-    ``frame_indices`` int32 [T]; ``resize_hw`` float32 [h, w] of ``resize_to``;
-    per crop ``k``: ``start`` int32 [x1, y1], ``shape`` int32 [x2 - x1, y2 - y1]
-    (fn.slice's ``axis_names="WH"`` order) and ``flip`` int32 0/1.
-    Exactly one of ``encoded`` (the file's bytes) or ``frames`` ([T, H, W, C] uint8).
+    Either ``encoded`` (the clip's bytes: a slice or the whole file) with ``positions``
+    (int32 sorted unique frame positions in it), or ``frames`` (``[U, H, W, C]`` uint8,
+    decoded outside DALI); ``order``: int32 ``[T]``, view ``t`` shows decoded frame
+    ``order[t]``. ``resize_hw`` float32 [h, w] of ``resize_to``; per crop ``k``: ``start``
+    int32 [x1, y1], ``shape`` int32 [x2 - x1, y2 - y1] (fn.slice's ``axis_names="WH"``
+    order) and ``flip`` int32 0/1.
     """
     crops = np.asarray(plan.crops, dtype=np.int64).reshape(-1, 4)
     flips = np.asarray(plan.crop_flips, dtype=bool).reshape(-1)
@@ -73,13 +91,19 @@ def plan_inputs(plan: ClipPlan, *, encoded: Optional[np.ndarray] = None,
         raise ValueError(f"{plan.path}: plan has {len(crops)} crops but {len(flips)} crop_flips")
     rw, rh = int(plan.resize_to[0]), int(plan.resize_to[1])
     out: Dict[str, np.ndarray] = {}
-    if encoded is not None:
+    if encoded is not None and positions is not None:
         out["encoded"] = encoded
-        out["frame_indices"] = np.ascontiguousarray(plan.frame_indices, dtype=np.int32).reshape(-1)
+        out["frame_positions"] = np.ascontiguousarray(positions, dtype=np.int32).reshape(-1)
+        decoded = len(out["frame_positions"])
     elif frames is not None:
         out["frames"] = frames
+        decoded = len(frames)
     else:
-        raise ValueError("plan_inputs: give encoded bytes or decoded frames")
+        raise ValueError("plan_inputs: give encoded bytes with positions, or decoded frames")
+    out["frame_order"] = np.ascontiguousarray(order, dtype=np.int32).reshape(-1)
+    if len(out["frame_order"]) != len(plan.frame_indices) or out["frame_order"].max() >= decoded:
+        raise ValueError(f"{plan.path}: frame_order {out['frame_order'].tolist()} does not map "
+                         f"{len(plan.frame_indices)} views onto {decoded} decoded frames")
     out["resize_hw"] = np.array([rh, rw], np.float32)
     for k, ((x1, y1, x2, y2), flip) in enumerate(zip(crops.tolist(), flips.tolist())):
         if not (0 <= x1 < x2 <= rw and 0 <= y1 < y2 <= rh):
@@ -118,17 +142,19 @@ def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dt
 
     if source == "decoder":
         encoded = arg("encoded", types.UINT8, 1)
-        indices = arg("frame_indices", types.INT32, 1)
+        positions = arg("frame_positions", types.INT32, 1)
         # pad_mode "none": an index past the end is an error, not a black frame
-        frames = fn.decoders.video(encoded, frames=indices, pad_mode="none",
+        frames = fn.decoders.video(encoded, frames=positions, pad_mode="none",
                                    device="mixed" if device == "gpu" else "cpu")
     else:
         frames = fn.external_source(name="frames", dtype=types.UINT8, ndim=4, layout="FHWC",
                                     device="cpu")
         if device == "gpu":
             frames = frames.gpu()
+    order = arg("frame_order", types.INT32, 1)
     resize_hw = arg("resize_hw", types.FLOAT, 1)
     frames = fn.resize(frames, size=resize_hw, interp_type=types.INTERP_LINEAR, antialias=False)
+    frames = fn.sequence_rearrange(frames, new_order=order)
     if normalise:
         mean, std = arg("mean", types.FLOAT, 1), arg("std", types.FLOAT, 1)
     else:
@@ -169,20 +195,23 @@ OUTPUTS_OUTLIVE_RUN = _dynamic_executor_available()
 
 def build_pipeline(*, device: str, batch_size: int, num_crops: int, out_size: Tuple[int, int],
                    out_dtype: str, source: str, normalise: bool, num_threads: int = 4,
-                   device_id: Optional[int] = None, prefetch: int = 1):
+                   device_id: Optional[int] = None):
     """A built DALI Pipeline around ``clip_graph``, fed with ``feed`` then ``run()``.
 
-    ``device_id`` None for CPU-only pipelines. The pipeline runs synchronously
-    (exec_pipelined=False): every run consumes exactly the one batch fed before it,
-    as render() needs. ``prefetch`` is handed to DALI as prefetch_queue_depth, which
-    has no look-ahead effect in that mode: look-ahead across batches is the loader's
-    prefetch thread calling render() early.
+    ``batch_size`` is the most samples a run takes (fewer may be fed). ``num_threads``:
+    DALI's worker threads; on ``mixed`` the video decoder also sizes its own pool of
+    concurrent NVDEC sessions from it (DALI 2.4, video_decoder_base.h). ``device_id``
+    None for CPU-only pipelines. Every ``run()`` consumes the one batch fed before it
+    (``exec_pipelined=False`` and a queue of one on the Python side). With DALI's dynamic
+    executor (DALI >= 1.40, used where available) the C++ side is still asynchronous and
+    pipelined, ``run()`` returns outputs synchronised with the host, and those outputs
+    live as long as a reference to them does: torch can view them through DLPack.
     """
     from nvidia.dali import Pipeline
 
     dynamic = {"exec_dynamic": True} if OUTPUTS_OUTLIVE_RUN else {}
     pipe = Pipeline(batch_size=int(batch_size), num_threads=max(1, int(num_threads)),
-                    device_id=device_id, prefetch_queue_depth=max(1, int(prefetch)),
+                    device_id=device_id, prefetch_queue_depth=1,
                     exec_async=False, exec_pipelined=False, **dynamic)
     with pipe:
         pipe.set_outputs(clip_graph(device=device, num_crops=num_crops, out_size=out_size,

@@ -1,7 +1,8 @@
 """The reference executor: what a user would run without DALI.
 
 A torch DataLoader whose worker processes decode each plan's frames with decord
-(``VideoReader.get_batch``, as MMAction2's DecordDecode) or PyAV, then apply the
+(``VideoReader.get_batch``, as MMAction2's DecordDecode) or PyAV (tsn_dali.data.decoding),
+then apply the
 plan's transforms in numpy/torch on the CPU, as MMAction2's pipeline does:
 
     resize the whole frame to ``plan.resize_to`` (bilinear)
@@ -19,7 +20,6 @@ and the speed baseline of the benchmarks.
 """
 from __future__ import annotations
 
-import os
 import threading
 from typing import List, Sequence, Tuple
 
@@ -27,116 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tsn_dali.data.decoding import DECODERS, decode_frames
 from tsn_dali.data.errors import VideoDecodeError
+from tsn_dali.data.executors.base import check_render_args, no_slow_path, normalise
 from tsn_dali.data.plan import ClipPlan
-
-DECODERS = ("auto", "decord", "pyav")
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def _import_decord():
-    """decord, or None where it is not installed.
-
-    PyAV is imported first: decord ships its own FFmpeg libraries, and when they are
-    loaded before PyAV's, PyAV's libvpx-vp9 encoder fails to open in that process.
-    """
-    import av  # noqa: F401  (load order, see above)
-
-    try:
-        import decord
-    except ImportError:
-        return None
-    decord.bridge.set_bridge("native")
-    return decord
-
-
-def decode_decord(path: str, frame_indices: Sequence[int]) -> np.ndarray:
-    """RGB frames ``[T, H, W, 3]`` uint8 at ``frame_indices`` (MMAction2 DecordDecode, accurate mode)."""
-    decord = _import_decord()
-    if decord is None:
-        raise VideoDecodeError(path, "decord is not installed")
-    try:
-        reader = decord.VideoReader(path, num_threads=1)
-        count = len(reader)
-        bad = [int(i) for i in frame_indices if not 0 <= int(i) < count]
-        if bad:
-            raise VideoDecodeError(path, f"frame {bad[0]} requested, decord sees {count} frames")
-        return reader.get_batch([int(i) for i in frame_indices]).asnumpy()
-    except VideoDecodeError:
-        raise
-    except Exception as exc:  # decord raises DECORDError and RuntimeError subclasses
-        raise VideoDecodeError(path, f"decord: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-
-
-def decode_pyav(path: str, frame_indices: Sequence[int]) -> np.ndarray:
-    """RGB frames ``[T, H, W, 3]`` uint8: frame ``i`` is the ``i``-th frame PyAV decodes."""
-    import av
-
-    wanted = sorted({int(i) for i in frame_indices})
-    if wanted and wanted[0] < 0:
-        raise VideoDecodeError(path, f"frame {wanted[0]} requested")
-    frames = {}
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise VideoDecodeError(path, "no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            want = set(wanted)
-            last = wanted[-1] if wanted else -1
-            count = 0
-            for count, frame in enumerate(container.decode(stream), start=1):
-                i = count - 1
-                if i in want:
-                    frames[i] = frame.to_ndarray(format="rgb24")
-                if i >= last:
-                    break
-    except VideoDecodeError:
-        raise
-    except Exception as exc:  # av.error.* and OSError
-        raise VideoDecodeError(path, f"PyAV: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    missing = [i for i in wanted if i not in frames]
-    if missing:
-        raise VideoDecodeError(path, f"frame {missing[0]} requested, PyAV decoded {count} frames")
-    return np.stack([frames[int(i)] for i in frame_indices])
-
-
-def decode_rawframes(directory: str, frame_indices: Sequence[int], filename_tmpl: str) -> np.ndarray:
-    """RGB frames from JPEG files ``directory/filename_tmpl.format(i)`` (MMAction2 RawFrameDecode)."""
-    from PIL import Image
-
-    out = []
-    for i in frame_indices:
-        file = os.path.join(directory, filename_tmpl.format(int(i)))
-        try:
-            with Image.open(file) as img:
-                out.append(np.asarray(img.convert("RGB")))
-        except (OSError, ValueError) as exc:
-            raise VideoDecodeError(file, f"cannot read frame: {exc}") from None
-    return np.stack(out)
-
-
-def decode_frames(path: str, frame_indices: Sequence[int], decoder: str = "auto",
-                  filename_tmpl: str = "img_{:05}.jpg") -> np.ndarray:
-    """Decode a plan's frames: a rawframe directory with PIL, a video with decord,
-    falling back to PyAV where decord is missing or fails (``decoder="auto"``)."""
-    if os.path.isdir(path):
-        return decode_rawframes(path, frame_indices, filename_tmpl)
-    if not os.path.isfile(path):
-        raise VideoDecodeError(path, "file not found")
-    if decoder == "pyav":
-        return decode_pyav(path, frame_indices)
-    if decoder == "decord":
-        return decode_decord(path, frame_indices)
-    try:
-        return decode_decord(path, frame_indices)
-    except VideoDecodeError as first:
-        try:
-            return decode_pyav(path, frame_indices)
-        except VideoDecodeError as second:
-            raise VideoDecodeError(path, f"{first.reason}; {second.reason}") from None
 
 
 # --------------------------------------------------------------------------- transforms
@@ -234,6 +128,7 @@ class ReferenceExecutor:
         self._sampler = _PlanSampler()
         self._lock = threading.Lock()
         self._loader = None
+        self.stats = {"clips": 0}
         if self.workers > 0:
             self._loader = torch.utils.data.DataLoader(
                 self._dataset, sampler=self._sampler, batch_size=None, collate_fn=_keep,
@@ -250,31 +145,36 @@ class ReferenceExecutor:
             self._sampler.plans = list(plans)
             return list(self._loader)
 
-    def render(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype="uint8") -> torch.Tensor:
+    def prepare(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype="uint8"):
+        """Nothing to do ahead: the workers read and decode inside ``run``."""
+        plans, _, _ = check_render_args(plans, mean, std, dtype)
+        return plans, mean, std, dtype
+
+    def run(self, prepared) -> torch.Tensor:
         """Plans -> ``[N, V, C, H, W]``, a permuted view of ``[N, V, H, W, C]`` on ``self.device``.
 
         With mean/std: ``(x - mean) / std`` computed in float32 and cast to ``dtype``;
         without: raw pixels (uint8 unless ``dtype`` says otherwise).
         Raises VideoDecodeError for the first plan whose video fails.
         """
-        plans = list(plans)
-        if not plans:
-            raise ValueError("render: expected at least one plan")
+        plans, mean, std, dtype = prepared
         results = self._views(plans)
         for views, error in results:
             if error is not None:
                 raise VideoDecodeError(*error)
-        shapes = {tuple(v.shape) for v, _ in results}
-        if len(shapes) != 1:
-            raise ValueError(f"render: plans give views of different shapes {sorted(shapes)}; "
-                             "expected one view count and out_size per batch")
-        buf = torch.empty((len(plans),) + shapes.pop(), dtype=torch.uint8,
+        buf = torch.empty((len(plans),) + tuple(results[0][0].shape), dtype=torch.uint8,
                           pin_memory=self.device.type == "cuda")
         for i, (views, _) in enumerate(results):
             buf[i].copy_(views)
+        self.stats["clips"] += len(plans)
         x = buf.to(self.device, non_blocking=True)
-        x = normalise(x, mean, std, dtype)
-        return x.permute(0, 1, 4, 2, 3)
+        return normalise(x, mean, std, dtype).permute(0, 1, 4, 2, 3)
+
+    def render(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype="uint8") -> torch.Tensor:
+        """``run(prepare(plans, ...))`` (executors/base.py)."""
+        return self.run(self.prepare(plans, mean=mean, std=std, dtype=dtype))
+
+    check_videos = staticmethod(no_slow_path)
 
     def close(self):
         loader, self._loader = self._loader, None
@@ -288,26 +188,3 @@ class ReferenceExecutor:
             self.close()
         except Exception:
             pass
-
-
-_DTYPES = {"uint8": torch.uint8, "float16": torch.float16, "bfloat16": torch.bfloat16,
-           "float32": torch.float32}
-
-
-def normalise(x: torch.Tensor, mean=None, std=None, dtype="uint8") -> torch.Tensor:
-    """``[..., C]`` uint8 -> ``(x - mean) / std`` in ``dtype`` (float32 arithmetic).
-
-    Without mean/std the pixels are only cast. uint8 output with mean/std is an error.
-    """
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype {dtype!r}; expected one of {', '.join(_DTYPES)}")
-    out = _DTYPES[dtype]
-    if mean is None and std is None:
-        return x if out == torch.uint8 else x.to(out)
-    if mean is None or std is None:
-        raise ValueError("normalise: give both mean and std, or neither")
-    if out == torch.uint8:
-        raise ValueError("normalise: mean/std need a float dtype (float16, bfloat16, float32), got uint8")
-    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device)
-    s = torch.as_tensor(std, dtype=torch.float32, device=x.device)
-    return ((x.float() - m) / s).to(out)

@@ -1,0 +1,4 @@
+"""``python -m tsn_dali.bench``: see the package docstring."""
+from tsn_dali.bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,253 @@
+"""``python -m tsn_dali.bench``: the parts, run one after another, and the command line."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from tsn_dali.bench.environment import device_slug, environment
+from tsn_dali.bench.measure import (attempt, bench_amp, build_tsn, make_loader, make_train_step,
+                                    measure_end_to_end, measure_loader, measure_model, open_executors,
+                                    parse_variant, plan_costs)
+from tsn_dali.bench.report import headline, markdown, write_outputs
+from tsn_dali.bench.videos import find_videos, generate_videos, reencode
+from tsn_dali.config import PROJECT_ROOT, RecipeError, load_recipe
+
+PARTS = ("loader", "model", "e2e", "gop")
+GOP_CODECS = ("h264", "vp9")
+
+
+def _log(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+class Run:
+    """One benchmark run: the recipe, the videos and their index, the executors, the result."""
+
+    def __init__(self, args, argv: Sequence[str]):
+        self.args = args
+        self.recipe = load_recipe(args.recipe, args.overrides)
+        self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cpu":
+            # Denormal floats (tiny gradients once a repeated batch is fitted) slow x86 CPUs
+            # down many times over; flushing them to zero keeps step times steady.
+            torch.set_flush_denormal(True)
+        self.bs = args.batch_size or self.recipe.loader.batch_size
+        self.test_bs = args.test_batch_size or self.recipe.loader.test_batch_size
+        self.iters, self.warmup, self.repeats = args.iters or 5, args.warmup, args.repeats
+        self.num_batches = self.warmup + self.iters * self.repeats
+        self.work = args.work_dir or os.path.join(tempfile.gettempdir(), "tsn_dali_bench")
+        self.variants = [parse_variant(v) for v in args.executors.split(",") if v.strip()]
+        self.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+        for p in self.parts:
+            if p not in PARTS:
+                raise ValueError(f"--parts: unknown part {p!r}; expected some of {', '.join(PARTS)}")
+        self.paths = self._videos()
+        self.index = self._index(self.paths)
+        self.result = {"env": environment(self.device, argv), "config": self._config(),
+                       "videos": [{k: v for k, v in self.index[p].to_json().items()
+                                   if k in ("path", "codec", "width", "height", "num_frames", "fps",
+                                            "keyframe_interval", "size", "pix_fmt")} for p in self.paths],
+                       "unavailable": {}, "loader": [], "model": [], "end_to_end": [], "gop": []}
+        self.executors = {}
+        self.steps = {}
+
+    def _videos(self) -> List[str]:
+        a = self.args
+        paths = find_videos(a.videos, a.prefix) if a.videos else []
+        if a.generate:
+            paths += generate_videos(os.path.join(self.work, f"generated_{a.generate_codec}"), a.generate,
+                                     a.generate_frames, gop=a.generate_gop, codec=a.generate_codec)
+        if not paths:
+            raise ValueError("--videos: expected at least one video (or --generate N)")
+        return paths
+
+    def _index(self, paths):
+        from tsn_dali.data.video_index import build_index
+
+        index = build_index(paths, cache_dir=os.path.join(self.work, "index"), workers=2, progress=False)
+        bad = [i for i in (index[p] for p in paths) if not i.ok]
+        if bad:
+            raise ValueError(f"--videos: {bad[0].path}: {bad[0].error or 'no frames'}")
+        return index
+
+    def _config(self) -> dict:
+        r, a = self.recipe, self.args
+        return {"recipe": r.source, "overrides": list(a.overrides), "backbone": r.model.backbone,
+                "num_segments": r.data.num_segments, "input_size": r.data.input_size,
+                "short_side": r.data.short_side, "train_pipeline": r.data.train_pipeline,
+                "test_pipeline": r.data.test_pipeline, "batch_size": self.bs, "test_batch_size": self.test_bs,
+                "iters": self.iters, "warmup": self.warmup, "repeats": self.repeats, "device": str(self.device),
+                "dtype": r.loader.dtype, "amp": bench_amp(r, self.device), "channels_last": True,
+                "prefetch": r.loader.prefetch, "num_threads": r.loader.num_threads,
+                "decode_workers": r.loader.decode_workers, "decode_sessions": r.loader.decode_sessions,
+                "reference_workers": a.reference_workers, "compile": bool(a.compile), "parts": self.parts,
+                "gop_codec": a.gop_codec, "gops": a.gops, "quick": bool(a.quick), "note": a.note or ""}
+
+    # ------------------------------------------------------------------ parts
+
+    def loader_part(self):
+        for split, batch in (("train", self.bs), ("test", self.test_bs)):
+            for v in self.variants:
+                if v.label not in self.executors:
+                    continue
+                _log(f"loader {v.label} {split} view")
+                loader = make_loader(self.recipe, split, self.paths, self.index, self.executors[v.label], batch,
+                                     self.num_batches, self.device, handoff=v.handoff)
+                entry = {"executor": v.label, "view": split, "batch_size": batch, **plan_costs(loader, self.index)}
+                self.result["loader"].append(attempt(entry, lambda: measure_loader(
+                    loader, self.warmup, self.iters, self.repeats, self.device)))
+
+    def model_part(self):
+        num_views = make_loader(self.recipe, "train", self.paths, self.index, None, self.bs, 1, self.device).num_views
+        for variant, compiled in [("eager", False)] + ([("compiled", True)] if self.args.compile else []):
+            _log(f"model {variant}")
+            torch.manual_seed(0)
+            entry = {"variant": variant, "batch_size": self.bs, "views_per_clip": num_views}
+
+            def model_run(compiled=compiled, variant=variant):
+                model, self.result["config"]["model_builder"] = build_tsn(self.recipe.model)
+                self.steps[variant] = make_train_step(model, self.recipe, self.device, compile=compiled)
+                return measure_model(self.steps[variant], self.bs, num_views, self.recipe.data.input_size,
+                                     self.recipe.model.num_classes, self.recipe.loader.dtype,
+                                     self.warmup + (2 if compiled else 0), self.iters, self.repeats, self.device)
+
+            self.result["model"].append(attempt(entry, model_run))
+
+    def e2e_part(self):
+        if "eager" not in self.steps:
+            self.model_part()
+        for v in self.variants:
+            if v.label not in self.executors or "eager" not in self.steps:
+                continue
+            _log(f"end to end {v.label}")
+            loader = make_loader(self.recipe, "train", self.paths, self.index, self.executors[v.label], self.bs,
+                                 self.num_batches, self.device, handoff=v.handoff)
+            entry = {"executor": v.label, "model": "eager", "batch_size": self.bs}
+            self.result["end_to_end"].append(attempt(entry, lambda: measure_end_to_end(
+                loader, self.steps["eager"], self.warmup, self.iters, self.repeats, self.device)))
+
+    def gop_part(self):
+        """The first ``--gop-videos`` videos as they are ('original') and re-encoded
+        (``--gop-codec``) with each ``--gops`` interval; loader only, train view."""
+        from tsn_dali.data.video_index import build_index
+
+        sources = self.paths[: self.args.gop_videos]
+        for gop in [g.strip() for g in self.args.gops.split(",") if g.strip()]:
+            if gop == "original":
+                paths = sources
+            else:
+                folder = os.path.join(self.work, f"gop{gop}_{self.args.gop_codec}")
+                _log(f"GOP {gop}: re-encoding {len(sources)} videos as {self.args.gop_codec}")
+                ext = ".webm" if self.args.gop_codec == "vp9" else ".mp4"
+                paths = [reencode(p, os.path.join(folder, f"{i:03d}_{Path(p).stem}{ext}"), int(gop),
+                                  self.args.gop_codec) for i, p in enumerate(sources)]
+            index = build_index(paths, cache_dir=os.path.join(self.work, "index"), workers=2, progress=False)
+            facts = {"gop": gop, "keyframe_interval": float(np.mean([index[p].keyframe_interval or 1 for p in paths])),
+                     "file_bytes": float(np.mean([index[p].size for p in paths]))}
+            for v in self.variants:
+                if v.label not in self.executors:
+                    continue
+                _log(f"GOP {gop} loader {v.label}")
+                loader = make_loader(self.recipe, "train", paths, index, self.executors[v.label], self.bs,
+                                     self.num_batches, self.device, handoff=v.handoff)
+                entry = {**facts, "executor": v.label, "view": "train", "batch_size": self.bs,
+                         **plan_costs(loader, index)}
+                self.result["gop"].append(attempt(entry, lambda: measure_loader(
+                    loader, self.warmup, self.iters, self.repeats, self.device)))
+
+    def __call__(self) -> dict:
+        self.executors, self.result["unavailable"] = open_executors(self.variants, self.recipe, self.device,
+                                                                    self.args.reference_workers)
+        for name, why in self.result["unavailable"].items():
+            _log(f"{name}: unavailable ({why})")
+        try:
+            for part in PARTS:
+                if part in self.parts and (part != "gop" or self.args.gop_videos > 0):
+                    getattr(self, f"{part}_part")()
+        finally:
+            for ex in self.executors.values():
+                try:
+                    ex.close()
+                except Exception:
+                    pass
+        self.result["headline"] = headline(self.result)
+        return self.result
+
+
+def run(args, argv: Sequence[str]) -> dict:
+    if args.quick:
+        args.repeats, args.warmup, args.iters = 1, 1, min(args.iters or 2, 2)
+        args.gop_videos = min(args.gop_videos, 2)
+    return Run(args, argv)()
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+    p = argparse.ArgumentParser(prog="python -m tsn_dali.bench",
+                                description="Loader, model and end-to-end clips/s of a recipe, side by side.")
+    p.add_argument("recipe", help="recipe YAML (e.g. recipes/k400_r50.yaml)")
+    p.add_argument("--videos", nargs="+", default=[], metavar="DIR_OR_LIST",
+                   help="folders of videos, video files or MMAction2 video lists")
+    p.add_argument("--prefix", default=None,
+                   help="folder the paths of a --videos list are relative to (default: the list's folder)")
+    p.add_argument("--generate", type=int, default=0, metavar="N",
+                   help="also generate N K400-like clips (340x256, 30 fps) in the work dir")
+    p.add_argument("--generate-frames", type=int, default=300, help="frames per generated clip (default 300)")
+    p.add_argument("--generate-codec", choices=GOP_CODECS, default="h264", help="codec of generated clips")
+    p.add_argument("--generate-gop", type=int, default=None, help="keyframe interval of generated clips "
+                   "(default: the encoder's long GOP)")
+    p.add_argument("--executors", default="dali-gpu,dali-cpu,reference",
+                   help="executors, each with +options: whole, copy, sessionsN, mmaction "
+                        "(e.g. dali-gpu,dali-gpu+whole,reference)")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"parts to run, some of {', '.join(PARTS)}")
+    p.add_argument("--reference-workers", type=int, default=16, help="DataLoader workers of the reference executor")
+    p.add_argument("--batch-size", type=int, default=None, help="train batch (default loader.batch_size)")
+    p.add_argument("--test-batch-size", type=int, default=None, help="test view batch (default loader.test_batch_size)")
+    p.add_argument("--iters", type=int, default=None, help="batches per timed window (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="batches before timing (default 2)")
+    p.add_argument("--repeats", type=int, default=3, help="timed windows (default 3)")
+    p.add_argument("--gop-videos", type=int, default=4, help="videos for the GOP comparison (0: skip it)")
+    p.add_argument("--gops", default="original,16", help="GOPs compared: 'original' and keyframe intervals "
+                   "(e.g. original,16,4,1; 1 is all-intra)")
+    p.add_argument("--gop-codec", choices=GOP_CODECS, default="h264", help="codec the GOP videos are re-encoded in")
+    p.add_argument("--device", default=None, help="cuda | cpu (default: cuda where available)")
+    p.add_argument("--compile", action="store_true", help="also measure the model under torch.compile")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<device>-<date>)")
+    p.add_argument("--work-dir", default=None, help="index cache and re-encoded videos (default: a temp folder)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override, as in python -m tsn_dali.config")
+    p.add_argument("--note", default=None, help="a line of context for the report (e.g. 'machine shared, under load')")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 1 warm-up, 2 iters, 2 GOP videos")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    for name in ("iters", "warmup", "repeats", "batch_size", "test_batch_size"):
+        value = getattr(args, name)
+        if value is not None and value <= 0 and not (name == "warmup" and value == 0):
+            print(f"error: --{name.replace('_', '-')}: expected a positive integer, got {value}", file=sys.stderr)
+            return 2
+    try:
+        result = run(args, argv)
+    except (RecipeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    device = torch.device(result["config"]["device"])
+    out = args.out or str(PROJECT_ROOT / "benchmarks" / "results" /
+                          f"{device_slug(device)}-{datetime.date.today().isoformat()}")
+    files = write_outputs(result, out)
+    print(markdown(result))
+    _log(f"wrote {', '.join(files.values())}")
+    return 0
+
+
+__all__ = ["PARTS", "Run", "main", "parse_args", "run"]

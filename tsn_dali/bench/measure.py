@@ -1,0 +1,265 @@
+"""What the benchmark measures: executors (and their variants), loaders, the model's step.
+
+An executor variant is a name and ``+``-joined options, e.g. ``dali-gpu+whole+copy``:
+
+- ``whole``: feed DALI's decoder whole files, not GOP slices (``slice_gops=False``);
+- ``copy``: hand batches over as torch-owned copies (``loader.handoff: copy``);
+- ``sessionsN``: N concurrent NVDEC decodes (``loader.decode_sessions``);
+- ``mmaction``: decode every video as MMAction2 does (decord), augment in DALI.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from tsn_dali.bench.environment import DecoderMonitor
+from tsn_dali.bench.stats import summarize, sync, windows
+from tsn_dali.engine.optim import build_optimizer
+from tsn_dali.engine.step import TrainStep
+
+EXECUTOR_NAMES = ("dali-gpu", "dali-cpu", "reference")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An executor and the loader options it is measured with (module docstring)."""
+
+    label: str
+    executor: str
+    slice_gops: bool = True
+    handoff: str = "view"
+    decode_sessions: Optional[int] = None
+    decode: str = "native"
+
+
+def parse_variant(text: str) -> Variant:
+    """``dali-gpu+whole+sessions4`` -> Variant (ValueError naming what is wrong)."""
+    name, *options = text.strip().split("+")
+    if name not in EXECUTOR_NAMES:
+        raise ValueError(f"--executors: unknown executor {name!r}; expected one of {', '.join(EXECUTOR_NAMES)}")
+    fields = {}
+    for opt in options:
+        if opt == "whole":
+            fields["slice_gops"] = False
+        elif opt == "copy":
+            fields["handoff"] = "copy"
+        elif opt == "mmaction":
+            fields["decode"] = "mmaction"
+        elif re.fullmatch(r"sessions\d+", opt):
+            fields["decode_sessions"] = int(opt[len("sessions"):])
+        else:
+            raise ValueError(f"--executors: {text}: unknown option {opt!r}; expected whole, copy, "
+                             "mmaction or sessionsN")
+    if fields and name == "reference":
+        raise ValueError(f"--executors: {text}: the reference executor takes no options")
+    return Variant(label=text.strip(), executor=name, **fields)
+
+
+def open_executors(variants: Sequence[Variant], recipe, device: torch.device, reference_workers: int):
+    """(executors by variant label, reasons for the unavailable ones). dali-gpu only on CUDA."""
+    from tsn_dali.data.executors import build_executor
+
+    cfg = recipe.loader
+    opened, unavailable = {}, {}
+    for v in variants:
+        if v.executor == "dali-gpu" and device.type != "cuda":
+            unavailable[v.label] = "no CUDA device (run with --device cuda on a GPU machine)"
+            continue
+        try:
+            opened[v.label] = build_executor(
+                v.executor, device=device, num_threads=cfg.num_threads, decode_workers=cfg.decode_workers,
+                decode_sessions=v.decode_sessions or cfg.decode_sessions, slice_gops=v.slice_gops,
+                decode=v.decode, reference_workers=reference_workers)
+        except Exception as exc:  # DALI missing, no NVDEC
+            unavailable[v.label] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return opened, unavailable
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def make_loader(recipe, split: str, paths: Sequence[str], index, executor, batch_size: int,
+                num_batches: int, device: torch.device, seed: int = 0, handoff: str = "view"):
+    """A ClipLoader over ``paths`` repeated to ``num_batches`` batches of ``batch_size``
+    (train: the train view, shuffled and randomly cropped per epoch; test: the test view)."""
+    from tsn_dali.data.annotations import VideoRecord
+    from tsn_dali.data.loader import ClipLoader
+    from tsn_dali.data.planner import ClipPlanner, load_pipeline
+
+    data = recipe.data
+    n = batch_size * num_batches
+    records = [VideoRecord(path=paths[i % len(paths)], label=i % recipe.model.num_classes, line=i + 1,
+                           source="<bench>") for i in range(n)]
+    planner = ClipPlanner(load_pipeline(getattr(data, f"{split}_pipeline"), data), seed)
+    return ClipLoader(records, index, planner, executor, batch_size=batch_size, train=split == "train",
+                      device=device, mean=data.mean, std=data.std, dtype=recipe.loader.dtype,
+                      prefetch=recipe.loader.prefetch, seed=seed, on_bad_video="error", handoff=handoff,
+                      eval_videos_per_run=recipe.loader.eval_videos_per_run)
+
+
+def frames_decoded(frame_indices: Sequence[int], keyframe_interval: Optional[float]) -> int:
+    """GOP-aware estimate of the frames a seeking decoder (decord) decodes to return
+    ``frame_indices``: with keyframes every ``G = round(keyframe_interval)`` frames, each
+    wanted frame ``f`` costs the frames ``[floor(f / G) * G, f]``, shared within a GOP
+    (the union of those ranges). ``None`` or ``<= 1`` (intra-only): the distinct frames.
+    Used for the reference executor only; the DALI executors count what they feed."""
+    wanted = sorted({int(f) for f in frame_indices})
+    g = int(round(keyframe_interval)) if keyframe_interval and keyframe_interval > 1 else 1
+    total, covered_to = 0, -1  # covered_to: last frame decoded so far
+    for f in wanted:
+        start = max((f // g) * g, covered_to + 1)
+        if f >= start:
+            total += f - start + 1
+            covered_to = f
+    return total
+
+
+def plan_costs(loader, index, max_plans: int = 64) -> dict:
+    """Views and frames sampled per clip, and the estimated frames decoded per clip (a
+    seeking decoder, ``frames_decoded``), over the loader's first plans (epoch 0)."""
+    sampled, decoded = [], []
+    views = 0
+    for s in range(min(max_plans, len(loader.records))):
+        plan = loader.plan(s, 0)
+        sampled.append(len(plan.frame_indices))
+        decoded.append(frames_decoded(plan.frame_indices, index[plan.path].keyframe_interval))
+        views = plan.num_views
+    return {"views_per_clip": views, "frames_sampled_per_clip": float(np.mean(sampled)),
+            "frames_decoded_per_clip": float(np.mean(decoded)), "frames_decoded_counted": False}
+
+
+def fed_costs(before: Dict[str, int], after: Dict[str, int]) -> dict:
+    """Per clip, from a DALI executor's counters over a run: frames and bytes fed to its
+    decoder, the share of clips sliced and of clips on the frames path."""
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    clips = max(delta.get("clips", 0), 1)
+    decoded = delta.get("decoder_clips", 0)
+    out = {"frames_path_share": delta.get("frames_path_clips", 0) / clips}
+    if decoded:
+        out.update(frames_decoded_per_clip=delta["frames_fed"] / decoded, frames_decoded_counted=True,
+                   bytes_per_clip=delta["bytes_fed"] / decoded, sliced_share=delta["sliced_clips"] / decoded)
+    return out
+
+
+def measure_loader(loader, warmup: int, iters: int, repeats: int, device: torch.device) -> dict:
+    """Clips/s of iterating ``loader`` (one pass; warm-up batches excluded); where the
+    executor counts what it feeds its decoder, those counts per clip; NVDEC utilisation."""
+    before = dict(loader.executor.stats)
+    it = iter(loader)
+
+    def step():
+        batch = next(it)
+        if batch.clips.device.type == "cuda":
+            torch.cuda.synchronize(batch.clips.device)
+
+    with DecoderMonitor(device) as monitor:
+        secs = windows(step, warmup, iters, repeats, device)
+    loader.close()
+    out = {"clips_per_s": summarize([iters * loader.batch_size / s for s in secs])}
+    if loader.executor.name != "reference":
+        out.update(fed_costs(before, loader.executor.stats))
+    if monitor.summary() is not None:
+        out["nvdec_utilisation"] = monitor.summary()
+    return out
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def build_tsn(model_cfg):
+    """(model, builder): the recipe's TSN from ``tsn_dali.models.build_model``."""
+    from tsn_dali.models import build_model
+
+    return build_model(model_cfg), "tsn_dali.models.build_model"
+
+
+def bench_amp(recipe, device: torch.device) -> str:
+    """The AMP setting measured: ``train.amp`` on CUDA; on CPU bf16 unless ``train.amp: off``
+    (CPU autocast has no fast fp16)."""
+    amp = recipe.train.amp
+    if amp == "off" or device.type == "cuda":
+        return amp
+    return "bf16"
+
+
+def make_train_step(model, recipe, device: torch.device, compile: bool = False) -> TrainStep:
+    """The trainer's own step (tsn_dali.engine.step.TrainStep) with its optimiser (fused SGD
+    on CUDA) for ``model``, channels_last, optionally torch.compile'd."""
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    net = torch.compile(model) if compile else model
+    amp = bench_amp(recipe, device)
+    optimizer = build_optimizer(model, recipe.train, recipe.train.lr, device)
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+    return TrainStep(net, optimizer, amp=amp, grad_clip=recipe.train.grad_clip, mean=recipe.data.mean,
+                     std=recipe.data.std, scaler=scaler)
+
+
+def synthetic_batch(batch_size: int, num_views: int, size: int, num_classes: int, dtype: str,
+                    device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Normalised-looking clips ``[N, V, C, H, W]`` (a view of NVHWC memory, as executors give)."""
+    torch_dtype = getattr(torch, dtype if dtype != "uint8" else "float32")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((batch_size, num_views, size, size, 3), generator=g).to(torch_dtype).to(device)
+    labels = torch.randint(0, num_classes, (batch_size,), generator=g).to(device)
+    return x.permute(0, 1, 4, 2, 3), labels
+
+
+def measure_model(train_step: TrainStep, batch_size: int, num_views: int, size: int, num_classes: int,
+                  dtype: str, warmup: int, iters: int, repeats: int, device: torch.device) -> dict:
+    """Clips/s of ``train_step`` on one synthetic batch, reused every step."""
+    clips, labels = synthetic_batch(batch_size, num_views, size, num_classes, dtype, device)
+    secs = windows(lambda: train_step(clips, labels), warmup, iters, repeats, device)
+    return {"clips_per_s": summarize([iters * batch_size / s for s in secs])}
+
+
+def measure_end_to_end(loader, train_step: TrainStep, warmup: int, iters: int, repeats: int,
+                       device: torch.device) -> dict:
+    """Training clips/s with ``loader`` feeding ``train_step``, and the share of each window's
+    time the host spent blocked in ``next(loader)``. As in tsn_dali.train, nothing inside a
+    window waits for the GPU (each window ends with one synchronize), so the host queues
+    steps ahead and a wait shows only when the loader falls behind."""
+    it = iter(loader)
+    waited = [0.0]
+
+    def step():
+        t0 = time.perf_counter()
+        batch = next(it)
+        waited[0] += time.perf_counter() - t0
+        train_step(batch.clips, batch.labels)
+
+    rates, shares = [], []
+    for _ in range(warmup):
+        step()
+    sync(device)
+    for _ in range(repeats):
+        waited[0] = 0.0
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            step()
+        sync(device)
+        secs = time.perf_counter() - t0
+        rates.append(iters * loader.batch_size / secs)
+        shares.append(waited[0] / secs)
+    loader.close()
+    return {"clips_per_s": summarize(rates), "data_wait_share": summarize(shares)}
+
+
+def attempt(entry: dict, fn) -> dict:
+    """``entry`` updated with ``fn()``, or with ``error`` where the measurement failed."""
+    try:
+        entry.update(fn())
+    except Exception as exc:
+        entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        print(f"  failed: {entry['error']}", file=sys.stderr)
+    return entry
+
+
+__all__ = ["EXECUTOR_NAMES", "Variant", "attempt", "bench_amp", "build_tsn", "fed_costs", "frames_decoded",
+           "make_loader", "make_train_step", "measure_end_to_end", "measure_loader", "measure_model",
+           "open_executors", "parse_variant", "plan_costs", "synthetic_batch"]

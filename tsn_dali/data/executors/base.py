@@ -1,0 +1,90 @@
+"""The executor contract: what every executor (dali-gpu, dali-cpu, reference) offers.
+
+An executor carries out ClipPlans and decides nothing (randomness lives in the planner).
+Rendering is two steps so that a loader can overlap them: ``prepare`` does the host-side
+work for a batch (reading, slicing, decoding outside the graph; thread-safe, several
+batches may be prepared at once) and ``run`` turns prepared inputs into the batch (one at
+a time). ``render`` is the two in a row.
+
+Output of ``run``/``render``: ``[N, V, C, H, W]``, a permuted view of an ``[N, V, H, W, C]``
+buffer (each frame channels_last) on ``executor.device``, views crop-major (ClipPlan
+docstring). With mean/std: ``(x - mean) / std`` in ``dtype``; without: raw pixels. A video
+that cannot be decoded raises VideoDecodeError naming it.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
+
+import torch
+
+from tsn_dali.data.plan import ClipPlan, StreamFacts
+
+# loader.dtype names -> torch dtypes (the one table; bfloat16 is written by torch, not DALI)
+TORCH_DTYPES = {"uint8": torch.uint8, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                "float32": torch.float32}
+
+
+@runtime_checkable
+class Executor(Protocol):
+    name: str
+    device: torch.device
+    stats: Dict[str, int]  # counters since construction (executor-specific keys)
+
+    def prepare(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype: str = "uint8"):
+        """Host-side work for one batch; returns what ``run`` takes."""
+
+    def run(self, prepared) -> torch.Tensor:
+        """The batch ``[N, V, C, H, W]`` from ``prepare``'s result."""
+
+    def render(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype: str = "uint8") -> torch.Tensor:
+        """``run(prepare(plans, ...))``."""
+
+    def check_videos(self, streams: Mapping[str, StreamFacts]) -> Dict[str, str]:
+        """{path: reason} for videos this executor renders on a slower path than its own
+        (e.g. what NVDEC cannot decode); empty where all take the usual path."""
+
+    def close(self) -> None:
+        """Release threads, worker processes and pipelines."""
+
+
+def check_render_args(plans: Sequence[ClipPlan], mean, std, dtype: str) -> Tuple[List[ClipPlan], int, Tuple[int, int]]:
+    """Validate one render call; returns ``(plans, num_crops, out_size)``.
+
+    One crop count, frame count and out_size per batch; mean and std both or neither;
+    mean/std need a float dtype.
+    """
+    plans = list(plans)
+    if not plans:
+        raise ValueError("render: expected at least one plan")
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"render: dtype {dtype!r}; expected one of {', '.join(TORCH_DTYPES)}")
+    if (mean is None) != (std is None):
+        raise ValueError("render: give both mean and std, or neither")
+    if mean is not None and dtype == "uint8":
+        raise ValueError("render: mean/std need a float dtype (float16, bfloat16, float32), got uint8")
+    shapes = {(len(p.crops), len(p.frame_indices), tuple(int(v) for v in p.out_size)) for p in plans}
+    if len(shapes) != 1:
+        raise ValueError(f"render: plans give views of different shapes {sorted(shapes)}; "
+                         "expected one crop count, frame count and out_size per batch")
+    num_crops, _, out_size = shapes.pop()
+    return plans, num_crops, out_size
+
+
+def normalise(x: torch.Tensor, mean=None, std=None, dtype: str = "uint8") -> torch.Tensor:
+    """``[..., C]`` pixels -> ``(x - mean) / std`` in ``dtype``, computed in float32 (the
+    rule the DALI graph's crop_mirror_normalize follows too). Without mean/std the
+    pixels are only cast."""
+    out = TORCH_DTYPES[dtype]
+    if mean is None:
+        return x if x.dtype == out else x.to(out)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device)
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device)
+    return ((x.float() - m) / s).to(out)
+
+
+def no_slow_path(streams: Mapping[str, StreamFacts]) -> Dict[str, str]:
+    """``check_videos`` for executors with one path for every video."""
+    return {}
+
+
+__all__ = ["Executor", "TORCH_DTYPES", "check_render_args", "no_slow_path", "normalise"]

@@ -1,0 +1,220 @@
+"""Keyframe-aware decoder input: only the packets a clip's frames need.
+
+DALI 2.4's ``fn.decoders.video(encoded, frames=...)`` neither indexes nor seeks: it decodes
+every sample from its first frame up to the largest wanted index, and an index lower
+than the one before (a repeat included) starts it again from the first frame. So a clip
+of 8 frames spread over a 300-frame video costs about 280 decoded frames, whatever the
+keyframe interval. This module cuts, for each clip, a small in-memory video holding
+only what its frames need, and tells the decoder where the frames are in it:
+
+1. The plan's frame indices become sorted unique ``frames`` plus ``order`` (view ``t``
+   is ``frames[order[t]]``); the order and the repeats are restored after decoding
+   (``fn.sequence_rearrange`` in the graph), so the decoder runs forward once.
+2. Each wanted frame lies in a GOP that starts at a keyframe of the index
+   (``VideoInfo.keyframes``: closed-GOP starts, so decoding from one needs nothing
+   before it). For every GOP some wanted frame lies in, the packets from its keyframe
+   up to the last wanted frame are copied (not re-encoded): in decode order, up to the
+   last packet shown no later than that frame. Where B-frames reorder packets the whole
+   GOP's packets are read to tell which those are. GOPs no wanted frame lies in are
+   left out.
+3. The packets go, with timestamps moved so that the pieces follow each other, into a
+   container of the source's own kind (MP4, Matroska/WebM or AVI, the ones DALI reads
+   H.264/HEVC/MPEG-4 from with its bit-stream filters) in memory.
+4. Frame ``f`` of GOP ``g`` is then at position ``offset(g) + f - keyframes[g]`` of the
+   slice, ``offset(g)`` being the packets of the pieces before it.
+
+A clip is sliced only where that feeds the decoder fewer frames than the whole file
+(up to its last wanted frame) would, and only for videos the index found
+``sliceable``; else the decoder gets the whole file. ``ClipSlice.frames_fed`` counts what
+the decoder decodes either way.
+"""
+from __future__ import annotations
+
+import bisect
+import io
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from tsn_dali.data.errors import VideoDecodeError
+
+# demuxer names (VideoInfo.container) -> the muxer that writes the same kind of container
+MUXERS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "matroska", "avi": "avi"}
+
+
+@dataclass(frozen=True)
+class ClipSlice:
+    """What the decoder gets for one clip.
+
+    ``data``: the encoded bytes (a slice, or the whole file); ``positions``: int32 sorted
+    unique frame positions to decode in ``data``; ``order``: int32 ``[T]``, view ``t`` of
+    the plan is decoded frame ``order[t]``; ``frames_fed``: frames the decoder decodes to
+    reach them (packets of the slice, or the last wanted frame + 1 for a whole file);
+    ``sliced``: whether ``data`` is a slice.
+    """
+
+    data: np.ndarray
+    positions: np.ndarray
+    order: np.ndarray
+    frames_fed: int
+    sliced: bool
+
+
+def unique_frames(frame_indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """``(frames, order)``: sorted unique frame numbers and, per plan index, its place in them."""
+    frames, order = np.unique(np.asarray(frame_indices, dtype=np.int64), return_inverse=True)
+    return frames, order.astype(np.int32).reshape(-1)
+
+
+def gop_groups(frames: Sequence[int], keyframes: Sequence[int]) -> List[Tuple[int, List[int]]]:
+    """Sorted ``frames`` grouped by the GOP they lie in: ``[(gop index, [frames]), ...]``.
+
+    GOP ``g`` holds frames ``keyframes[g] <= f < keyframes[g + 1]``; ``keyframes[0]`` is 0.
+    """
+    groups: List[Tuple[int, List[int]]] = []
+    for f in frames:
+        g = bisect.bisect_right(keyframes, int(f)) - 1
+        if g < 0:
+            raise ValueError(f"frame {f} lies before the first keyframe {keyframes[0]}")
+        if groups and groups[-1][0] == g:
+            groups[-1][1].append(int(f))
+        else:
+            groups.append((g, [int(f)]))
+    return groups
+
+
+def sliced_frame_count(frames: Sequence[int], keyframes: Sequence[int]) -> int:
+    """Frames a slice feeds the decoder without B-frame reordering: per touched GOP, its
+    keyframe up to its last wanted frame (with reordering a few more may be needed)."""
+    return sum(fs[-1] - keyframes[g] + 1 for g, fs in gop_groups(frames, keyframes))
+
+
+def decode_prefix(pts_in_decode_order: Sequence[int], frames_needed: int) -> int:
+    """How many packets of a GOP (in decode order) to feed so that its first
+    ``frames_needed`` frames in presentation order can be decoded: up to the last packet
+    shown among them (references are decoded before the frames that use them)."""
+    if not 1 <= frames_needed <= len(pts_in_decode_order):
+        raise ValueError(f"frames_needed {frames_needed}; the GOP has {len(pts_in_decode_order)} packets")
+    cutoff = sorted(pts_in_decode_order)[frames_needed - 1]
+    return max(i for i, p in enumerate(pts_in_decode_order) if p <= cutoff) + 1
+
+
+def worth_slicing(info, frames: Sequence[int]) -> bool:
+    """Slice where the index allows it and a slice feeds fewer frames than the whole file."""
+    if not getattr(info, "sliceable", False) or getattr(info, "container", "") not in MUXERS:
+        return False
+    keyframes = list(getattr(info, "keyframes", None) or [])
+    if not keyframes or keyframes[0] != 0 or int(frames[-1]) >= int(info.num_frames):
+        return False
+    return sliced_frame_count(frames, keyframes) < int(frames[-1]) + 1
+
+
+def whole_file(path: str) -> np.ndarray:
+    """The file's bytes (VideoDecodeError where it cannot be read or is empty)."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise VideoDecodeError(path, f"cannot read file: {exc.strerror or exc}") from None
+    if data.size == 0:
+        raise VideoDecodeError(path, "empty file")
+    return data
+
+
+def clip_input(path: str, frame_indices: Sequence[int], info=None, *, slice_gops: bool = True) -> ClipSlice:
+    """The decoder input for one clip (module docstring): a slice where that pays, else
+    the whole file. ``info`` is the video's VideoInfo (keyframes, container, frame count)."""
+    frames, order = unique_frames(frame_indices)
+    if slice_gops and info is not None and worth_slicing(info, frames):
+        data, positions, fed = _remux(path, info, frames)
+        return ClipSlice(data, positions, order, fed, True)
+    return ClipSlice(whole_file(path), frames.astype(np.int32), order, int(frames[-1]) + 1, False)
+
+
+def first_frame_clip(path: str, info) -> ClipSlice:
+    """A tiny clip of the video's first frame (its first GOP's first packets) where the
+    index allows slicing, else the whole file; for one test decode of a stream format."""
+    frames = np.zeros(1, np.int64)
+    if getattr(info, "sliceable", False) and getattr(info, "container", "") in MUXERS:
+        data, positions, fed = _remux(path, info, frames)
+        return ClipSlice(data, positions, np.zeros(1, np.int32), fed, True)
+    return ClipSlice(whole_file(path), frames.astype(np.int32), np.zeros(1, np.int32), 1, False)
+
+
+# --------------------------------------------------------------------------- remuxing
+
+
+def _gop_packets(container, stream, path, start_pts: int, size: int, needed: int, reordered: bool):
+    """Packets of the GOP that starts at ``start_pts`` (``size`` frames): all of them
+    where B-frames reorder, else the first ``needed``."""
+    container.seek(int(start_pts), stream=stream, backward=True, any_frame=False)
+    packets = []
+    want = size if reordered else needed
+    for packet in container.demux(stream):
+        if packet.size == 0 or packet.pts is None:
+            continue
+        if not packets:
+            if packet.pts != start_pts:
+                continue  # the seek landed before the keyframe
+            if not packet.is_keyframe:
+                raise VideoDecodeError(path, f"slice: the packet at pts {start_pts} is not a keyframe")
+        packets.append(packet)
+        if len(packets) >= want:
+            break
+    if len(packets) < needed:
+        raise VideoDecodeError(path, f"slice: {len(packets)} packets from the keyframe at pts "
+                                     f"{start_pts}, expected at least {needed}")
+    return packets
+
+
+def _remux(path: str, info, frames: np.ndarray):
+    """Copy the GOP pieces the ``frames`` need into an in-memory container (module docstring)."""
+    import av
+
+    keyframes, kf_pts = list(info.keyframes), list(info.keyframe_pts)
+    buf = io.BytesIO()
+    positions: List[int] = []
+    fed, cursor = 0, 0
+    try:
+        with av.open(path) as src:
+            stream = src.streams.video[0]
+            with av.open(buf, "w", format=MUXERS[info.container]) as out:
+                out_stream = out.add_stream_from_template(stream)
+                for g, wanted in gop_groups(frames, keyframes):
+                    end = keyframes[g + 1] if g + 1 < len(keyframes) else int(info.num_frames)
+                    needed = wanted[-1] - keyframes[g] + 1
+                    packets = _gop_packets(src, stream, path, kf_pts[g], end - keyframes[g], needed,
+                                           bool(info.reordered))
+                    packets = packets[:decode_prefix([p.pts for p in packets], needed)]
+                    cursor = _mux_piece(out, out_stream, packets, cursor)
+                    positions += [fed + f - keyframes[g] for f in wanted]
+                    fed += len(packets)
+    except VideoDecodeError:
+        raise
+    except FileNotFoundError:
+        raise VideoDecodeError(path, "file not found") from None
+    except Exception as exc:  # av.error.*: a damaged stream
+        raise VideoDecodeError(path, f"slice: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return np.frombuffer(buf.getvalue(), dtype=np.uint8), np.asarray(positions, np.int32), fed
+
+
+def _mux_piece(out, out_stream, packets, cursor: int) -> int:
+    """Mux one GOP piece with timestamps moved to start at ``cursor`` (decode time) and
+    keep their spacing; returns where the next piece starts (one frame after this one)."""
+    dts = [p.dts if p.dts is not None else p.pts for p in packets]
+    shift = cursor - min(dts)
+    pts_sorted = sorted(p.pts for p in packets)
+    steps = np.diff(pts_sorted)
+    step = int(np.median(steps)) if len(steps) else int(packets[0].duration or 1)
+    last = cursor
+    for packet, d in zip(packets, dts):
+        packet.pts, packet.dts = packet.pts + shift, d + shift
+        last = max(last, packet.pts, packet.dts)
+        packet.stream = out_stream
+        out.mux(packet)
+    return last + max(step, 1)
+
+
+__all__ = ["ClipSlice", "MUXERS", "clip_input", "decode_prefix", "first_frame_clip", "gop_groups",
+           "sliced_frame_count",
+           "unique_frames", "whole_file", "worth_slicing"]
