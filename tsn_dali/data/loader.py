@@ -30,13 +30,14 @@ import math
 import os
 import queue
 import threading
+import time
 import warnings
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 
-from tsn_dali.data.errors import VideoDecodeError
+from tsn_dali.data.errors import LoaderStalled, VideoDecodeError
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +86,17 @@ def eval_order(num_samples: int, batch_size: int, rank: int = 0, world_size: int
 
 
 class _Prefetcher:
-    """Runs ``fn`` over ``items`` in a background thread, at most ``depth`` results ahead."""
+    """Runs ``fn`` over ``items`` in a background thread, at most ``depth`` results ahead.
+
+    ``get(timeout)`` raises queue.Empty when no result came within ``timeout`` seconds and
+    marks the prefetcher ``stalled``; ``close(timeout)`` does not wait longer than that for
+    the thread (a hung render cannot be killed: the daemon thread is left behind).
+    """
 
     def __init__(self, fn, items, depth: int):
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
+        self.stalled = False
         self._thread = threading.Thread(target=self._run, args=(fn, list(items)), daemon=True,
                                         name="tsn_dali-prefetch")
         self._thread.start()
@@ -113,22 +120,41 @@ class _Prefetcher:
             return
         self._put(("end", None))
 
-    def get(self):
-        kind, value = self._queue.get()
+    def get(self, timeout: Optional[float] = None):
+        try:
+            kind, value = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            self.stalled = True
+            raise
         if kind == "error":
             raise value
         if kind == "end":
             raise StopIteration
         return value
 
-    def close(self):
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Stop the thread, waiting at most ``timeout`` s (None: until it stops); whether it did."""
         self._stop.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self._thread.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
             try:
                 self._queue.get(timeout=0.05)
             except queue.Empty:
                 pass
         self._thread.join()
+        return True
+
+
+def _close_time_boxed(close, timeout: float, what: str) -> None:
+    """Call ``close()`` in a daemon thread and wait at most ``timeout`` s for it: an executor
+    whose render hangs holds its lock, and its ``close`` would wait for it forever."""
+    thread = threading.Thread(target=close, daemon=True, name="tsn_dali-close")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        logger.warning("%s did not close within %g s (a render is still blocked); left it", what, timeout)
 
 
 # --------------------------------------------------------------------------- the loader
@@ -142,13 +168,18 @@ class ClipLoader:
     ``executor``: from ``build_executor``. ``train=True`` shuffles per epoch, drops the
     last incomplete batch and replaces videos that fail; else val/test order and padding.
     ``on_bad_video``: 'skip' (replace at train, skip at val/test) or 'error'.
+    ``stall_timeout``: seconds the consumer waits for the background thread's next batch
+    before raising LoaderStalled naming the batch's videos (None or 0: forever; needs
+    ``prefetch >= 1``). A render that hung is left in its daemon thread; ``close()`` does
+    not wait for it.
     """
 
     def __init__(self, records: Sequence, index, planner, executor, *, batch_size: int,
                  train: bool, rank: int = 0, world_size: int = 1, device="cpu",
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  dtype: str = "uint8", prefetch: int = 2, seed: int = 0,
-                 on_bad_video: str = "error", owns_executor: bool = False):
+                 on_bad_video: str = "error", owns_executor: bool = False,
+                 stall_timeout: Optional[float] = None):
         if not records:
             raise ValueError("ClipLoader: expected at least one usable video, got none")
         if not 0 <= rank < world_size:
@@ -172,12 +203,17 @@ class ClipLoader:
         self.seed = int(seed)
         self.on_bad_video = on_bad_video
         self.owns_executor = owns_executor
+        self.stall_timeout = float(stall_timeout) if stall_timeout else None
+        self.split = "train" if self.train else "eval"  # build_loader names it
         self.stats: Dict[str, list] = {"replaced": [], "skipped": [], "dropped": []}
         self.epoch = 0
         self._done = 0  # batches yielded in the current pass
         self._skip = 0  # batches to skip on the next pass (load_state_dict)
         self._bad: Dict[int, str] = {}  # sample -> reason, found while rendering
         self._active: Optional[_Prefetcher] = None
+        self._number = -1  # the batch (0-based) the render thread is on
+        self._rendering = (-1, [])  # (batch number, video paths) the render thread works on
+        self._hung = False  # a render thread was left blocked (stall): do not wait for it
         if self.train and len(self) == 0:
             raise ValueError(f"ClipLoader: {len(self.records)} videos over {world_size} rank(s) "
                              f"give no full batch of {batch_size}; expected at least "
@@ -231,42 +267,65 @@ class ClipLoader:
     def __iter__(self):
         epoch = self.epoch
         start, self._skip = self._skip, 0
-        todo = self.batch_samples(epoch)[start:]
+        batches = self.batch_samples(epoch)
+        todo = list(enumerate(batches))[start:]
         self._done = start
         self._stop_active()
         if self.prefetch <= 0:
-            for ids in todo:
-                batch = self._render(ids, epoch)
+            for number, ids in todo:
+                batch = self._render(ids, epoch, number)
                 self._done += 1
                 yield batch
             return
-        prefetcher = _Prefetcher(lambda ids: self._render(ids, epoch), todo, self.prefetch)
+        prefetcher = _Prefetcher(lambda item: self._render(item[1], epoch, item[0]), todo, self.prefetch)
         self._active = prefetcher
         try:
             while True:
                 try:
-                    batch = prefetcher.get()
+                    batch = prefetcher.get(self.stall_timeout)
                 except StopIteration:
                     return
+                except queue.Empty:
+                    raise self._stalled(epoch, batches) from None
                 self._done += 1
                 yield batch
         finally:
-            prefetcher.close()
+            self._close_prefetcher(prefetcher)
             if self._active is prefetcher:
                 self._active = None
 
     def close(self) -> None:
-        """Stop the prefetch thread (and the executor, where this loader built it)."""
+        """Stop the prefetch thread (and the executor, where this loader built it). After a
+        stall the blocked render is left behind and the executor's close is time-boxed."""
         self._stop_active()
         if self.owns_executor and self.executor is not None:
-            self.executor.close()
+            if self._hung:
+                _close_time_boxed(self.executor.close, 5.0, f"executor {self.executor_name}")
+            else:
+                self.executor.close()
 
     # ------------------------------------------------------------------ internals
 
     def _stop_active(self):
         active, self._active = self._active, None
         if active is not None:
-            active.close()
+            self._close_prefetcher(active)
+
+    def _close_prefetcher(self, prefetcher: _Prefetcher) -> None:
+        """Stop it; a render still running after ``stall_timeout`` (at once after a stall) is
+        left in its daemon thread."""
+        if not prefetcher.close(0.0 if prefetcher.stalled else self.stall_timeout):
+            self._hung = True
+            logger.warning("a render thread is still blocked in executor %s; left it running",
+                           self.executor_name)
+
+    def _stalled(self, epoch: int, batches) -> LoaderStalled:
+        """The error for a consumer that waited ``stall_timeout`` for batch ``self._done``."""
+        number, paths = self._rendering
+        if number != self._done:  # not started: name the batch it would render
+            paths = [self.records[s].path for s in batches[self._done] if s >= 0]
+        return LoaderStalled(self.stall_timeout, paths, split=self.split, epoch=epoch,
+                             batch=self._done + 1, num_batches=len(batches))
 
     def _plan(self, sample: int, epoch: int):
         rec = self.records[sample]
@@ -281,12 +340,14 @@ class ClipLoader:
                 out.append(int(s))
         return out
 
-    def _render(self, ids: np.ndarray, epoch: int) -> Batch:
+    def _render(self, ids: np.ndarray, epoch: int, number: int = -1) -> Batch:
+        self._number = number  # batch number (0-based) for _render_call's record
         if self.train:
             return self._render_train(ids, epoch)
         return self._render_eval(ids, epoch)
 
     def _render_call(self, plans):
+        self._rendering = (self._number, [p.path for p in plans])
         clips = self.executor.render(plans, mean=self.mean, std=self.std, dtype=self.dtype)
         if clips.device != self.device:
             clips = clips.to(self.device, non_blocking=True)  # keeps the channels_last strides
@@ -487,7 +548,9 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
     loader = ClipLoader(records, index, planner, executor, batch_size=batch_size,
                         train=split == "train", rank=rank, world_size=world_size, device=device,
                         mean=data.mean, std=data.std, dtype=dtype, prefetch=recipe.loader.prefetch,
-                        seed=seed, on_bad_video=policy, owns_executor=owns)
+                        seed=seed, on_bad_video=policy, owns_executor=owns,
+                        stall_timeout=recipe.loader.stall_timeout)
+    loader.split = split
     loader.stats["dropped"] = dropped
     loader.list_file = list_file
     return loader

@@ -1,0 +1,174 @@
+"""No silent stall: a render that gives no batch for ``loader.stall_timeout`` seconds raises
+LoaderStalled naming the batch's videos; train saves a resumable latest.pth and exits 75,
+test exits 75; nothing waits on the hung render (a blocking fake executor)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "helpers"))
+from stall import BlockingExecutor  # noqa: E402
+from tiny_clips import make_dataset, recipe_yaml  # noqa: E402
+from tiny_train import make_videos, train_recipe  # noqa: E402
+
+from tsn_dali.config import RecipeError, load_recipe  # noqa: E402
+from tsn_dali.data import LoaderStalled, build_loader, train_order  # noqa: E402
+from tsn_dali.data.executors import ReferenceExecutor  # noqa: E402
+from tsn_dali.data.loader import ClipLoader  # noqa: E402
+from tsn_dali.engine.checkpoint import load_checkpoint  # noqa: E402
+from tsn_dali.engine.signals import EXIT_STALLED  # noqa: E402
+
+import tsn_dali.train as train_mod  # noqa: E402
+
+# --------------------------------------------------------------------------- the loader
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    root = make_dataset(tmp_path_factory.mktemp("stall_clips"), 6)
+    return load_recipe(recipe_yaml(root, batch_size=2, extra="  stall_timeout: 0.5\n"))
+
+
+def _loader(recipe, executor, split="train"):
+    """A ClipLoader of ``split`` that owns ``executor`` (so that close() closes it)."""
+    ref = build_loader(recipe, split, executor=executor, progress=False)
+    return ClipLoader(ref.records, ref.index, ref.planner, executor, batch_size=2,
+                      train=split == "train", prefetch=1, stall_timeout=recipe.loader.stall_timeout,
+                      owns_executor=True)
+
+
+def test_stall_names_the_batch_and_close_does_not_wait(recipe):
+    executor = BlockingExecutor(ReferenceExecutor(workers=0), block_at=2)
+    loader = _loader(recipe, executor)
+    it = iter(loader)
+    first = next(it)
+    t0 = time.monotonic()
+    with pytest.raises(LoaderStalled) as err:
+        next(it)
+    waited = time.monotonic() - t0
+    assert 0.5 <= waited < 30  # at the timeout, not at the render's end (it never ends)
+    # the second batch of epoch 0's order: named in one line, as the render thread saw it
+    second = train_order(len(loader.records), 2, 0, 0)[2:4]
+    paths = [loader.records[s].path for s in second]
+    assert executor.paths == paths and err.value.paths == paths
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("loader stalled: no batch for 0.5 s (loader.stall_timeout)")
+    assert "train epoch 1, batch 2/3" in msg and msg.endswith(", ".join(paths))
+    assert loader.state_dict()["batches_done"] == 1 and first.samples.tolist() == \
+        train_order(len(loader.records), 2, 0, 0)[:2].tolist()
+
+    # close(): the executor's lock is held by the hung render; close is time-boxed, not stuck
+    t0 = time.monotonic()
+    loader.close()
+    assert time.monotonic() - t0 < 30
+    hung = [t for t in threading.enumerate() if t.name == "tsn_dali-prefetch" and t.is_alive()]
+    assert hung and all(t.daemon for t in hung)
+    executor.release.set()  # the render returns; its thread then stops (the loader was stopped)
+    for t in hung:
+        t.join(10)
+        assert not t.is_alive()
+
+
+def test_slow_renders_within_the_timeout_are_not_a_stall(recipe):
+    class Slow(ReferenceExecutor):
+        def render(self, plans, **kw):
+            time.sleep(0.1)
+            return super().render(plans, **kw)
+
+    loader = _loader(recipe, Slow(workers=0), "val")
+    loader.stall_timeout = 2.0
+    assert sum(1 for _ in loader) == len(loader) == 3
+    loader.close()
+
+
+def test_stall_timeout_field():
+    from tsn_dali.config import PROJECT_ROOT
+
+    k400 = PROJECT_ROOT / "recipes" / "k400_r50.yaml"
+    assert load_recipe(k400).loader.stall_timeout == 600.0
+    assert load_recipe(k400, ["loader.stall_timeout=null"]).loader.stall_timeout is None
+    with pytest.raises(RecipeError, match=r"loader.stall_timeout: expected seconds >= 0"):
+        load_recipe(k400, ["loader.stall_timeout=-1"])
+
+
+# --------------------------------------------------------------------------- train and test
+
+
+def _run(args, cwd, timeout=240):
+    """``tests/helpers/stall.py`` in a subprocess: the entry point with a blocking executor.
+    A run that did not end by itself fails here on the timeout instead of hanging the suite."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HERE.parent))
+    cmd = [sys.executable, str(HERE / "helpers" / "stall.py"), *map(str, args)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def _args(recipe, work, *extra):
+    return [str(recipe), "--work-dir", str(work), "--device", "cpu", "--seed", "0",
+            "--deterministic", "--no-progress", "--set", "loader.stall_timeout=1", *extra]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, one_thread):
+    """4 videos, batch 2, 2 epochs (2 steps each) and the uninterrupted run's checkpoint. One
+    intra-op thread here as in the subprocesses (OMP_NUM_THREADS=1): bitwise comparable."""
+    root = make_videos(tmp_path_factory.mktemp("stall_train"), num_videos=4)
+    recipe = train_recipe(root, epochs=2)
+    summary = train_mod.main(_args(recipe, root / "uninterrupted"))
+    return root, recipe, load_checkpoint(root / "uninterrupted" / "latest.pth"), summary
+
+
+# render calls in order: train epoch 1 batches 1-2, val batches 1-2, train epoch 2 ...
+@pytest.mark.parametrize("block_at, split, batch, done, step", [(2, "train", 2, 1, 1),
+                                                                (3, "val", 1, 2, 2)])
+def test_train_stall_saves_exits_75_and_resumes(tiny, tmp_path, block_at, split, batch, done, step):
+    root, recipe, reference, _ = tiny
+    work = tmp_path / "w"
+    run = _run([block_at, "train", *_args(recipe, work)], tmp_path)
+    assert run.returncode == EXIT_STALLED, run.stderr[-3000:]
+    line = run.stderr.strip().splitlines()[-1]
+    where = "train epoch 1, batch 2/2" if split == "train" else "val batch 1/2"
+    assert line.startswith(f"error: loader stalled: no batch for 1 s (loader.stall_timeout) at {where}, "
+                           "rendering 2 video(s): "), line
+    if split == "train":
+        named = [root / "videos" / f"v{s:03d}.mp4" for s in train_order(4, 2, 0, 0)[2:4]]
+    else:
+        named = [root / "videos" / "v000.mp4", root / "videos" / "v001.mp4"]
+    assert f"rendering 2 video(s): {named[0]}, {named[1]}; saved {work / 'latest.pth'}; " in line
+    assert line.endswith(f"--work-dir {work} --resume")
+
+    mid = load_checkpoint(work / "latest.pth")
+    # at the last finished batch of epoch 1 (a val stall: all of its batches, before validation)
+    assert mid["epoch"] == 0 and mid["step"] == step and mid["history"] == []
+    assert mid["loader"] == dict(mid["loader"], epoch=0, batches_done=done)
+    logged = [json.loads(x) for p in work.glob("train_*.jsonl") for x in p.read_text().splitlines()]
+    assert [(r["split"], r["batch"]) for r in logged if r["kind"] == "stalled"] == [(split, batch)]
+
+    # resumed with a working executor: the run ends as the uninterrupted one, bitwise
+    summary = train_mod.main(_args(recipe, work, "--resume"))
+    assert summary["stopped"] is None and [h["epoch"] for h in summary["history"]] == [1, 2]
+    ckpt = load_checkpoint(work / "latest.pth")
+    assert ckpt["step"] == reference["step"] == 4
+    for k, v in reference["model"].items():
+        assert (ckpt["model"][k] == v).all(), k
+    assert [h["loss"] for h in ckpt["history"]] == [h["loss"] for h in reference["history"]]
+    assert [h["top1"] for h in ckpt["history"]] == [h["top1"] for h in reference["history"]]
+
+
+def test_test_stall_exits_75_with_one_line(tiny, tmp_path):
+    root, recipe, _, _ = tiny
+    run = _run([1, "test", recipe, root / "uninterrupted" / "latest.pth", "--device", "cpu",
+                "--no-progress", "--set", "loader.stall_timeout=1"], tmp_path)
+    assert run.returncode == EXIT_STALLED, run.stderr[-3000:]
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1] == ("error: loader stalled: no batch for 1 s (loader.stall_timeout) at test "
+                         f"batch 1/2, rendering 2 video(s): {root / 'videos' / 'v000.mp4'}, "
+                         f"{root / 'videos' / 'v001.mp4'}")
+    assert "Traceback" not in run.stderr
