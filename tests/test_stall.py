@@ -172,3 +172,29 @@ def test_test_stall_exits_75_with_one_line(tiny, tmp_path):
                          f"batch 1/2, rendering 2 video(s): {root / 'videos' / 'v000.mp4'}, "
                          f"{root / 'videos' / 'v001.mp4'}")
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_one_rank_stalls_under_torchrun_and_one_process_resumes(tmp_path, one_thread):
+    """Rank 1's second train batch hangs while rank 0 waits in DDP's all-reduce: rank 1 saves
+    latest.pth itself (no collective), exits 75, torchrun stops rank 0; one process resumes."""
+    root = make_videos(tmp_path / "data", num_videos=8)  # 4 per rank: 2 steps per epoch
+    recipe = train_recipe(root, epochs=2)
+    work = tmp_path / "w"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HERE.parent), STALL_RANK="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(HERE / "helpers" / "stall.py"), "2", "train", *_args(recipe, work)]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert run.returncode != 0
+    assert "exitcode  : 75" in run.stderr, run.stderr[-3000:]
+    line = next(x for x in run.stderr.splitlines() if x.startswith("error: loader stalled"))
+    assert "at train epoch 1, batch 2/2, rendering 2 video(s): " in line
+    assert f"; saved {work / 'latest.pth'}; " in line
+    mid = load_checkpoint(work / "latest.pth")
+    assert mid["world_size"] == 2 and mid["step"] == 1 and mid["epoch"] == 0
+    assert mid["loader"] == dict(mid["loader"], epoch=0, batches_done=1, world_size=2)
+
+    # one process: 1 batch x 2 clips x 2 ranks = 4 samples done = 2 of its 4 batches
+    summary = train_mod.main(_args(recipe, work, "--resume"))
+    assert summary["world_size"] == 1 and summary["steps"] == 1 + 2 + 4
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]

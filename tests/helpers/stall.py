@@ -5,11 +5,12 @@ point with every executor it builds wrapped:
 
 blocks the BLOCK_AT-th render call of the process (1-based, counted over all executors) for
 ever, inside a non-daemon pool thread holding the executor's lock, as a DALI decode that hangs
-would.
+would. With STALL_RANK set (under torchrun), only that rank's executors block.
 """
 from __future__ import annotations
 
 import itertools
+import os
 import runpy
 import sys
 import threading
@@ -46,6 +47,8 @@ class BlockingExecutor:
 
 def main():
     block_at, entry, args = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+    if os.environ.get("STALL_RANK", os.environ.get("RANK", "0")) != os.environ.get("RANK", "0"):
+        block_at = 0  # never
     import tsn_dali.data.executors as executors
 
     build, counter = executors.build_executor, itertools.count(1)

@@ -154,7 +154,7 @@ def _close_time_boxed(close, timeout: float, what: str) -> None:
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        logger.warning("%s did not close within %g s (a render is still blocked); left it", what, timeout)
+        logger.info("%s did not close within %g s (a render is still blocked); left it", what, timeout)
 
 
 # --------------------------------------------------------------------------- the loader
@@ -300,7 +300,7 @@ class ClipLoader:
         self._stop_active()
         if self.owns_executor and self.executor is not None:
             if self._hung:
-                _close_time_boxed(self.executor.close, 5.0, f"executor {self.executor_name}")
+                _close_time_boxed(self.executor.close, 2.0, f"executor {self.executor_name}")
             else:
                 self.executor.close()
 
@@ -316,8 +316,9 @@ class ClipLoader:
         left in its daemon thread."""
         if not prefetcher.close(0.0 if prefetcher.stalled else self.stall_timeout):
             self._hung = True
-            logger.warning("a render thread is still blocked in executor %s; left it running",
-                           self.executor_name)
+            if not prefetcher.stalled:  # else LoaderStalled said it
+                logger.warning("a render thread is still blocked in executor %s; left it running",
+                               self.executor_name)
 
     def _stalled(self, epoch: int, batches) -> LoaderStalled:
         """The error for a consumer that waited ``stall_timeout`` for batch ``self._done``."""
