@@ -9,9 +9,11 @@
 # 2. benchmarks/gpu_check.py on them: dali-gpu vs dali-cpu frame identities (exit 1 on a
 #    mismatch, after the benchmark has run too);
 # 3. python -m tsn_dali.bench for recipes/k400_r50.yaml at batch 32 against the reference
-#    loader with 16 workers, eager and compiled; results in OUT_DIR/results.
-# Logs of both go to OUT_DIR. BENCH_ARGS replaces the bench's sizes and repeats (default
-# below); DEVICE=cpu dry-runs the whole script without a GPU (dali-gpu then listed as
+#    loader with 16 workers, eager and compiled; results in OUT_DIR/results;
+# 4. python -m tsn_dali.soak: train + val epochs with dali-gpu and reference, host RSS,
+#    threads and device memory after each epoch; results in OUT_DIR/soak.
+# Logs go to OUT_DIR. BENCH_ARGS replaces the bench's sizes and repeats, SOAK_ARGS the
+# soak's (defaults below); DEVICE=cpu dry-runs the whole script without a GPU (dali-gpu then listed as
 # unavailable, gpu_check comparing dali-cpu with itself), as tests/test_bench.py does.
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR [NUM_VIDEOS]}
@@ -20,6 +22,7 @@ clips=${CLIPS:-/tmp/k400like}
 out=$(realpath -m "$out"); clips=$(realpath -m "$clips")
 device=${DEVICE:-cuda}
 bench_args=${BENCH_ARGS:---reference-workers 16 --batch-size 32 --iters 10 --warmup 3 --repeats 3 --compile}
+soak_args=${SOAK_ARGS:---epochs 24 --warmup 8}
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -48,5 +51,9 @@ python -m tsn_dali.bench recipes/k400_r50.yaml --device "$device" \
   --executors dali-gpu,dali-cpu,reference --out "$out/results" $bench_args 2>&1 | tee "$out/bench.log"
 bench=${PIPESTATUS[0]}
 
-echo "gpu_run: gpu_check exit $check, bench exit $bench; results in $out"
-[[ $check == 0 && $bench == 0 ]]
+# shellcheck disable=SC2086
+python -m tsn_dali.soak --device "$device" --out "$out/soak" $soak_args 2>&1 | tee "$out/soak.log"
+soak=${PIPESTATUS[0]}
+
+echo "gpu_run: gpu_check exit $check, bench exit $bench, soak exit $soak; results in $out"
+[[ $check == 0 && $bench == 0 && $soak == 0 ]]

@@ -126,7 +126,8 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys):
 
 def test_gpu_run_script_dry_runs_on_cpu(tmp_path):
     """benchmarks/gpu_run.sh end to end with DEVICE=cpu: generates clips, checks frame
-    identities (dali-cpu against itself there), runs the bench; dali-gpu listed unavailable."""
+    identities (dali-cpu against itself there), runs the bench (dali-gpu listed unavailable)
+    and a tiny soak."""
     import subprocess
     import sys
 
@@ -134,7 +135,11 @@ def test_gpu_run_script_dry_runs_on_cpu(tmp_path):
     env = dict(os.environ, DEVICE="cpu", CLIPS=str(tmp_path / "clips"),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
                BENCH_ARGS=" ".join(["--quick", "--batch-size", "2", "--reference-workers", "1",
-                                    "--gop-videos", "0"] + TINY))
+                                    "--gop-videos", "0"] + TINY),
+               SOAK_ARGS=" ".join(["--executors", "reference", "--epochs", "3", "--warmup", "1",
+                                   "--videos", "16", "--frames", "8", "--width", "64", "--height", "48",
+                                   "--set", "train.amp='off'", "--set", "data.input_size=32",
+                                   "--set", "data.short_side=40", "--set", "loader.reference_workers=1"]))
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(script), str(out), "2"], env=env, capture_output=True, text=True,
                           timeout=600)
@@ -146,3 +151,5 @@ def test_gpu_run_script_dry_runs_on_cpu(tmp_path):
     assert {(e["executor"], e["view"]) for e in result["loader"]} == {
         ("dali-cpu", "train"), ("dali-cpu", "test"), ("reference", "train"), ("reference", "test")}
     assert all("clips_per_s" in e for e in result["loader"] + result["model"] + result["end_to_end"])
+    soak = json.loads((out / "soak" / "results.json").read_text())
+    assert [len(r["samples"]) for r in soak["runs"]] == [4]  # before + 3 epochs
