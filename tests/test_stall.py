@@ -48,8 +48,10 @@ def _loader(recipe, executor, split="train"):
 def test_stall_names_the_batch_and_close_does_not_wait(recipe):
     executor = BlockingExecutor(ReferenceExecutor(workers=0), block_at=2)
     loader = _loader(recipe, executor)
+    loader.stall_timeout = 120.0  # the first batch: however slow a loaded machine is
     it = iter(loader)
     first = next(it)
+    loader.stall_timeout = 0.5  # read at each wait
     t0 = time.monotonic()
     with pytest.raises(LoaderStalled) as err:
         next(it)
@@ -78,14 +80,17 @@ def test_stall_names_the_batch_and_close_does_not_wait(recipe):
 
 
 def test_slow_renders_within_the_timeout_are_not_a_stall(recipe):
+    """The timeout is per batch: 3 renders of 2+ s each pass a 5 s timeout."""
     class Slow(ReferenceExecutor):
         def render(self, plans, **kw):
-            time.sleep(0.1)
+            time.sleep(2.0)
             return super().render(plans, **kw)
 
     loader = _loader(recipe, Slow(workers=0), "val")
-    loader.stall_timeout = 2.0
+    loader.stall_timeout = 5.0
+    t0 = time.monotonic()
     assert sum(1 for _ in loader) == len(loader) == 3
+    assert time.monotonic() - t0 > loader.stall_timeout
     loader.close()
 
 
@@ -101,6 +106,8 @@ def test_stall_timeout_field():
 
 # --------------------------------------------------------------------------- train and test
 
+STALL = 5  # seconds: long enough for the renders that do not block, on a loaded machine
+
 
 def _run(args, cwd, timeout=240):
     """``tests/helpers/stall.py`` in a subprocess: the entry point with a blocking executor.
@@ -112,7 +119,7 @@ def _run(args, cwd, timeout=240):
 
 def _args(recipe, work, *extra):
     return [str(recipe), "--work-dir", str(work), "--device", "cpu", "--seed", "0",
-            "--deterministic", "--no-progress", "--set", "loader.stall_timeout=1", *extra]
+            "--deterministic", "--no-progress", "--set", f"loader.stall_timeout={STALL}", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +142,7 @@ def test_train_stall_saves_exits_75_and_resumes(tiny, tmp_path, block_at, split,
     assert run.returncode == EXIT_STALLED, run.stderr[-3000:]
     line = run.stderr.strip().splitlines()[-1]
     where = "train epoch 1, batch 2/2" if split == "train" else "val batch 1/2"
-    assert line.startswith(f"error: loader stalled: no batch for 1 s (loader.stall_timeout) at {where}, "
+    assert line.startswith(f"error: loader stalled: no batch for {STALL} s (loader.stall_timeout) at {where}, "
                            "rendering 2 video(s): "), line
     if split == "train":
         named = [root / "videos" / f"v{s:03d}.mp4" for s in train_order(4, 2, 0, 0)[2:4]]
@@ -165,10 +172,10 @@ def test_train_stall_saves_exits_75_and_resumes(tiny, tmp_path, block_at, split,
 def test_test_stall_exits_75_with_one_line(tiny, tmp_path):
     root, recipe, _, _ = tiny
     run = _run([1, "test", recipe, root / "uninterrupted" / "latest.pth", "--device", "cpu",
-                "--no-progress", "--set", "loader.stall_timeout=1"], tmp_path)
+                "--no-progress", "--set", f"loader.stall_timeout={STALL}"], tmp_path)
     assert run.returncode == EXIT_STALLED, run.stderr[-3000:]
     lines = run.stderr.strip().splitlines()
-    assert lines[-1] == ("error: loader stalled: no batch for 1 s (loader.stall_timeout) at test "
+    assert lines[-1] == (f"error: loader stalled: no batch for {STALL} s (loader.stall_timeout) at test "
                          f"batch 1/2, rendering 2 video(s): {root / 'videos' / 'v000.mp4'}, "
                          f"{root / 'videos' / 'v001.mp4'}")
     assert "Traceback" not in run.stderr
