@@ -15,13 +15,15 @@
 #           +copy (torch-owned copies), and the reference loader with 16 workers; NVDEC busy %
 #   train   the trainer's step alone (eager and torch.compile) and fed by dali-gpu (view, copy)
 #           and by the reference loader
+#   soak    python -m tsn_dali.soak: train + val epochs with dali-gpu and reference; host RSS,
+#           threads and device memory after each epoch
 # Results: OUT_DIR/<part>/ (results.json/.md/.png) and OUT_DIR/<part>.log. BENCH_ARGS replaces
-# the bench's sizes and repeats (default below), COMPILE= leaves torch.compile out; DEVICE=cpu
-# dry-runs every part without a GPU
+# the bench's sizes and repeats, SOAK_ARGS the soak's (defaults below), COMPILE= leaves
+# torch.compile out; DEVICE=cpu dry-runs every part without a GPU
 # (dali-gpu then listed as unavailable, gpu_check comparing dali-cpu with itself), as
 # tests/test_bench.py does.
 set -uo pipefail
-out=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR [all|clips|check|loader|train] [NUM_VIDEOS]}
+out=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR [all|clips|check|loader|train|soak] [NUM_VIDEOS]}
 part=${2:-all}
 num=${3:-64}
 clips=${CLIPS:-/tmp/k400like}
@@ -29,6 +31,7 @@ out=$(realpath -m "$out"); clips=$(realpath -m "$clips")
 device=${DEVICE:-cuda}
 bench_args=${BENCH_ARGS:---batch-size 32 --iters 10 --warmup 3 --repeats 3}
 compile=${COMPILE---compile}  # COMPILE= (empty) leaves torch.compile out of the train part
+soak_args=${SOAK_ARGS:---epochs 24 --warmup 8}
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -85,13 +88,21 @@ run_train() {
     --parts model,e2e --executors "$dali,$dali+copy,reference" $compile
 }
 
+run_soak() {
+  # shellcheck disable=SC2086
+  python -m tsn_dali.soak --device "$device" --out "$out/soak" $soak_args 2>&1 | tee "$out/soak.log"
+  return "${PIPESTATUS[0]}"
+}
+
 case $part in
-  all) run_clips || exit 2; run_check || status=1; run_loader || status=1; run_train || status=1 ;;
+  all) run_clips || exit 2; run_check || status=1; run_loader || status=1; run_train || status=1
+       run_soak || status=1 ;;
   clips) run_clips || exit 2 ;;
   check) run_check || status=1 ;;
   loader) run_loader || status=1 ;;
   train) run_train || status=1 ;;
-  *) echo "gpu_run: unknown part $part; expected all, clips, check, loader or train" >&2; exit 2 ;;
+  soak) run_soak || status=1 ;;
+  *) echo "gpu_run: unknown part $part; expected all, clips, check, loader, train or soak" >&2; exit 2 ;;
 esac
 echo "gpu_run: $part done (exit $status); results in $out"
 exit $status

@@ -137,14 +137,18 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys):
 def test_gpu_run_script_dry_runs_on_cpu(tmp_path):
     """benchmarks/gpu_run.sh, every part, with DEVICE=cpu: generates and prepares clips,
     checks frame identities (dali-cpu against itself there), runs the loader and train
-    parts with dali-cpu where dali-gpu would be."""
+    parts with dali-cpu where dali-gpu would be, and a tiny soak."""
     import subprocess
     import sys
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_run.sh"
     env = dict(os.environ, DEVICE="cpu", CLIPS=str(tmp_path / "clips"), COMPILE="",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-               BENCH_ARGS=" ".join(["--quick", "--batch-size", "2", "--reference-workers", "1"] + TINY))
+               BENCH_ARGS=" ".join(["--quick", "--batch-size", "2", "--reference-workers", "1"] + TINY),
+               SOAK_ARGS=" ".join(["--executors", "reference", "--epochs", "3", "--warmup", "1",
+                                   "--videos", "16", "--frames", "8", "--width", "64", "--height", "48",
+                                   "--set", "train.amp='off'", "--set", "data.input_size=32",
+                                   "--set", "data.short_side=40", "--set", "loader.reference_workers=1"]))
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(script), str(out), "all", "2"], env=env, capture_output=True, text=True,
                           timeout=900)
@@ -162,6 +166,8 @@ def test_gpu_run_script_dry_runs_on_cpu(tmp_path):
     train = json.loads((out / "train" / "results.json").read_text())
     assert [e["variant"] for e in train["model"]] == ["eager"]
     assert {e["executor"] for e in train["end_to_end"]} == {"dali-cpu", "dali-cpu+copy", "reference"}
+    soak = json.loads((out / "soak" / "results.json").read_text())
+    assert [len(r["samples"]) for r in soak["runs"]] == [4]  # before + 3 epochs
 
 
 def test_executor_variants_parse_and_reject_unknown_options():

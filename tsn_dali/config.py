@@ -101,6 +101,8 @@ class LoaderConfig:
     eval_videos_per_run: int = 8  # val/test: videos rendered per executor run
     reference_workers: int = 8  # torch DataLoader workers of the reference executor
     dtype: str = "float16"  # float16 | bfloat16 | float32 | uint8
+    # seconds without a batch from the render thread before the run stops (0 or null: off)
+    stall_timeout: Optional[float] = 600.0
 
 
 @dataclass
@@ -314,6 +316,10 @@ def _check_values(recipe: Recipe, where) -> None:
     for dotted in ("data.mean", "data.std"):
         if len(_get(recipe, dotted)) != 3:
             raise RecipeError(file, dotted, "expected 3 values (RGB)", lines.get(dotted))
+    stall = recipe.loader.stall_timeout
+    if stall is not None and not 0.0 <= stall < float("inf"):
+        raise RecipeError(file, "loader.stall_timeout", f"expected seconds >= 0 (0 or null: off), "
+                          f"got {stall!r}", lines.get("loader.stall_timeout"))
     if not 0.0 <= recipe.model.dropout < 1.0:
         raise RecipeError(file, "model.dropout", "expected 0 <= dropout < 1", lines.get("model.dropout"))
     ms = recipe.train.milestones

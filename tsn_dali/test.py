@@ -24,11 +24,13 @@ import numpy as np
 import torch
 
 from tsn_dali.config import load_recipe
+from tsn_dali.data.errors import LoaderStalled
 from tsn_dali.engine import distributed as dist_utils
 from tsn_dali.engine.checkpoint import (CheckpointError, check_state_dict, load_checkpoint,
                                         model_state_from)
 from tsn_dali.engine.logs import progress_bar
 from tsn_dali.engine.metrics import mean_class_accuracy, top_k_accuracy
+from tsn_dali.engine.signals import EXIT_STALLED, run_cli
 from tsn_dali.engine.step import AMP_DTYPES, autocast, prepare_clips
 from tsn_dali.train import build_model, user_errors
 
@@ -84,7 +86,7 @@ def compute_metrics(scores: np.ndarray, labels: np.ndarray, topk) -> Dict[str, f
 @torch.no_grad()
 def run_test(args) -> dict:
     info = dist_utils.setup_distributed(args.device)
-    loader = None
+    loader = bar = None
     try:
         overrides = list(args.overrides)
         if args.executor:
@@ -160,6 +162,8 @@ def run_test(args) -> dict:
         dist_utils.barrier(info)
         return metrics
     finally:
+        if bar is not None:
+            bar.close()  # idempotent; after a stall the error line then starts a line of its own
         if loader is not None:
             loader.close()
         dist_utils.cleanup(info)
@@ -186,7 +190,8 @@ def report(recipe, m: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     """Command line entry; returns the metrics dict (top1, top5, mean_class_accuracy in percent,
-    num_videos, clips_per_s, ...). User errors print one line and exit 1."""
+    num_videos, clips_per_s, ...). User errors print one line and exit 1; a loader that gives
+    no batch for ``loader.stall_timeout`` seconds, one line naming the batch's videos, exit 75."""
     args = build_parser().parse_args(argv)
     if args.dump and not args.dump.endswith((".pkl", ".pickle")):
         print(f"error: --dump {args.dump}: expected a .pkl or .pickle file name", file=sys.stderr)
@@ -196,7 +201,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    except LoaderStalled as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_STALLED) from None
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

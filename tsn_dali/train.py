@@ -8,7 +8,10 @@ MultiStep LR stepped per epoch, validation every ``train.val_interval`` epochs w
 top-1 kept as ``best.pth``. On top of it: AMP (bf16, or fp16 with a GradScaler),
 channels_last, resumable checkpoints written atomically (``latest.pth`` every epoch,
 ``epoch_N.pth`` every ``train.checkpoint_interval``), mid-epoch save on SIGINT/SIGTERM, and
-the ``train.nan_policy`` for a loss that is not finite.
+the ``train.nan_policy`` for a loss that is not finite. A loader that gives no batch for
+``loader.stall_timeout`` seconds stops the run: the rank that waited saves a resumable
+``latest.pth`` at its last finished batch (no collective: the other ranks may be blocked) and
+exits 75 with one line naming the stalled batch's videos.
 
 Parameter groups: one, weight decay on every parameter including biases and BN, as
 mmengine's DefaultOptimWrapperConstructor does without ``paramwise_cfg``. NVIDIA apex is not
@@ -36,13 +39,14 @@ import numpy as np
 import torch
 
 from tsn_dali.config import RecipeError, load_recipe, recipe_to_yaml
+from tsn_dali.data.errors import LoaderStalled
 from tsn_dali.engine import distributed as dist_utils
 from tsn_dali.engine.checkpoint import (FORMAT, VERSION, CheckpointError, check_state_dict,
                                         link_or_copy, load_checkpoint, rng_state, save_checkpoint,
                                         set_rng_state, unwrap)
 from tsn_dali.engine.logs import RunLog, progress_bar
 from tsn_dali.engine.optim import build_optimizer, build_scheduler, scaled_lr, set_lr
-from tsn_dali.engine.signals import StopRequest
+from tsn_dali.engine.signals import EXIT_STALLED, StopRequest, run_cli
 from tsn_dali.engine.step import AMP_DTYPES, TrainStep, autocast, prepare_clips
 
 
@@ -296,21 +300,23 @@ def train(args) -> dict:
                 print(f"tsn_dali.train: {len(dropped)} train video(s) left out "
                       f"(data.on_bad_video=skip), listed in {log.path}", flush=True)
 
+        def training_state(epoch_done: int, loader_state, partial_epoch=None) -> dict:
+            return {"format": FORMAT, "version": VERSION, "model": unwrap(model).state_dict(),
+                    "recipe": recipe.to_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "epoch": epoch_done, "step": step, "loader": loader_state,
+                    "rng": rng_state(), "seed": seed, "best_top1": best_top1,
+                    "world_size": info.world_size, "batch_size": batch_size,
+                    "history": history, "partial_epoch": partial_epoch,
+                    "meta": {"torch": str(torch.__version__), "time": time.time()}}
+
         def checkpoint(epoch_done: int, loader_state, partial_epoch=None) -> None:
             """Rank 0 writes latest.pth; every rank learns whether it worked."""
             error = None
             if is_main:
-                state = {"format": FORMAT, "version": VERSION, "model": unwrap(model).state_dict(),
-                         "recipe": recipe.to_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(),
-                         "scaler": scaler.state_dict() if scaler is not None else None,
-                         "epoch": epoch_done, "step": step, "loader": loader_state,
-                         "rng": rng_state(), "seed": seed, "best_top1": best_top1,
-                         "world_size": info.world_size, "batch_size": batch_size,
-                         "history": history, "partial_epoch": partial_epoch,
-                         "meta": {"torch": str(torch.__version__), "time": time.time()}}
                 try:
-                    save_checkpoint(state, latest)
+                    save_checkpoint(training_state(epoch_done, loader_state, partial_epoch), latest)
                 except CheckpointError as exc:
                     error = str(exc)
             error = dist_utils.broadcast_object(error, info)
@@ -322,6 +328,7 @@ def train(args) -> dict:
                             std=recipe.data.std, scaler=scaler)
         skip_bad = cfg.nan_policy == "skip"  # needs each loss on the host before its update
         stopped = None
+        epoch, bar, losses, skipped, pending = start_epoch, None, [], 0, []  # read after a stall
         reported_replaced = 0  # replaced-video entries already written to the log
         for epoch in range(start_epoch, cfg.epochs):
             train_loader.set_epoch(epoch)
@@ -466,6 +473,19 @@ def train(args) -> dict:
                 f"stopped by {stopped}: saved {latest}; continue with: python -m tsn_dali.train "
                 f"{args.recipe} --work-dir {work_dir} --resume", stop.exit_code)
         return summary
+    except LoaderStalled as exc:
+        if log is None:  # not in the epoch loop: nothing to save
+            raise
+        if bar is not None:
+            bar.close()
+        losses += [v for v in (float(x) for x, _, _ in pending) if math.isfinite(v)]
+        saved = save_after_stall(lambda: training_state(epoch, train_loader.state_dict(),
+                                                        {"losses": losses, "skipped": skipped}),
+                                 latest, pending)
+        log.write({"kind": "stalled", "epoch": epoch + 1, "split": exc.split, "batch": exc.batch,
+                   "step": step, "videos": exc.paths, "seconds": exc.seconds, "checkpoint": saved})
+        raise TrainingStopped(f"error: {exc}; {saved}; continue with: python -m tsn_dali.train "
+                              f"{args.recipe} --work-dir {work_dir} --resume", EXIT_STALLED) from None
     finally:
         stop.uninstall()
         for loader in loaders:
@@ -475,6 +495,19 @@ def train(args) -> dict:
         if before is not None:
             restore_determinism(before)
         dist_utils.cleanup(info)
+
+
+def save_after_stall(state_fn, latest: Path, pending) -> str:
+    """Write ``latest.pth`` from this rank alone (the others may be blocked in a collective);
+    not when an unchecked loss is not finite. Returns what happened, for the one-line message."""
+    values = [float(x) for x, _, _ in pending]
+    if not all(math.isfinite(v) for v in values):
+        return f"{latest} not written (a loss since the last check is not finite)"
+    try:
+        save_checkpoint(state_fn(), latest)
+    except CheckpointError as err:
+        return str(err)
+    return f"saved {latest}"
 
 
 def make_loader(recipe, split, info, seed, progress):
@@ -487,7 +520,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     """Command line entry. Returns the summary: work_dir, best_top1, history (per epoch:
     epoch, loss, top1, lr, clips_per_s, data_wait_share), checkpoint (latest.pth).
 
-    User errors print one line and exit 1; SIGINT/SIGTERM save and exit 130/143.
+    User errors print one line and exit 1; SIGINT/SIGTERM save and exit 130/143; a stalled
+    loader saves and exits 75 (EXIT_STALLED).
     """
     args = build_parser().parse_args(argv)
     try:
@@ -501,4 +535,4 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

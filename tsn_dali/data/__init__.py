@@ -13,7 +13,7 @@ import importlib
 _EXPORTS = {
     "tsn_dali.data.annotations": ("AnnotationError", "VideoRecord", "read_label_map",
                                   "read_rawframe_list", "read_video_list"),
-    "tsn_dali.data.errors": ("VideoDecodeError",),
+    "tsn_dali.data.errors": ("LoaderStalled", "VideoDecodeError"),
     "tsn_dali.data.executors": ("EXECUTORS", "ReferenceExecutor", "build_executor"),
     "tsn_dali.data.loader": ("Batch", "ClipLoader", "build_loader", "eval_order", "train_order"),
     "tsn_dali.data.plan": ("ClipPlan",),

@@ -19,3 +19,20 @@ class PipelineError(ValueError):
         self.file, self.key, self.line, self.message = str(file), key, line, message
         where = f"{file}:{line}" if line else str(file)
         super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+class LoaderStalled(RuntimeError):
+    """No batch came from the loader's render thread for ``seconds`` (``loader.stall_timeout``).
+
+    ``paths`` are the videos of the batch it was rendering; ``split``, ``epoch`` (0-based),
+    ``batch`` (1-based) and ``num_batches`` say where. ``str(err)`` is one line.
+    """
+
+    def __init__(self, seconds: float, paths, *, split: str = "train", epoch: int = 0,
+                 batch: int = 0, num_batches: int = 0):
+        self.seconds, self.paths = float(seconds), [str(p) for p in paths]
+        self.split, self.epoch, self.batch, self.num_batches = split, int(epoch), int(batch), int(num_batches)
+        where = f"{split} epoch {self.epoch + 1}, batch {self.batch}/{self.num_batches}" \
+            if split == "train" else f"{split} batch {self.batch}/{self.num_batches}"
+        super().__init__(f"loader stalled: no batch for {self.seconds:g} s (loader.stall_timeout) at "
+                         f"{where}, rendering {len(self.paths)} video(s): {', '.join(self.paths)}")

@@ -20,18 +20,24 @@ permutation (``stats['replaced']``); at val/test time its slot gets ``samples ==
 (``stats['skipped']``) under ``on_bad_video: skip``, else VideoDecodeError is raised.
 The policy is ``recipe.data.on_bad_video`` for train and val, ``recipe.test.on_bad_video``
 for test. Failures take one retry path (``_render``), whichever stage found them.
+
+No silent stall: the consumer waits at most ``stall_timeout`` seconds for each batch, then
+raises LoaderStalled naming the batch's videos. A render that hung cannot be stopped: its
+daemon thread is left behind, and ``close()`` does not wait for it.
 """
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 
-from tsn_dali.data.errors import VideoDecodeError
+from tsn_dali.data.errors import LoaderStalled, VideoDecodeError
 from tsn_dali.data.handoff import HandoffGuard
 from tsn_dali.data.order import BatchOrder, epoch_permutation, eval_order, train_order
 from tsn_dali.data.prefetch import Prefetcher
@@ -64,7 +70,9 @@ class ClipLoader:
     ``executor``: from ``build_executor`` (executors/base.py). ``train=True`` shuffles per
     epoch, drops the last incomplete batch and replaces videos that fail; else val/test
     order and padding. ``on_bad_video``: 'skip' (replace at train, skip at val/test) or
-    'error'. ``handoff``: 'view' or 'copy' (tsn_dali.data.handoff).
+    'error'. ``handoff``: 'view' or 'copy' (tsn_dali.data.handoff). ``stall_timeout``:
+    seconds the consumer waits for a batch before LoaderStalled (None or 0: forever; needs
+    ``prefetch >= 1``).
     """
 
     def __init__(self, records: Sequence, index, planner, executor, *, batch_size: int,
@@ -72,7 +80,8 @@ class ClipLoader:
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  dtype: str = "uint8", prefetch: int = 2, seed: int = 0,
                  on_bad_video: str = "error", owns_executor: bool = False, handoff: str = "view",
-                 eval_videos_per_run: int = 8):
+                 eval_videos_per_run: int = 8, stall_timeout: Optional[float] = None,
+                 split: Optional[str] = None):
         if not records:
             raise ValueError("ClipLoader: expected at least one usable video, got none")
         if not 0 <= rank < world_size:
@@ -103,8 +112,11 @@ class ClipLoader:
         self.batches_per_run = 1 if self.train else max(1, int(eval_videos_per_run) // self.batch_size)
         self.stats: Dict[str, list] = {"replaced": [], "skipped": [], "dropped": [], "frames_path": []}
         self.list_file: Optional[str] = None
+        self.stall_timeout = float(stall_timeout) if stall_timeout else None
+        self.split = split or ("train" if self.train else "val")
         self._bad: Dict[int, str] = {}  # sample -> reason, found while rendering
         self._active: Optional[Prefetcher] = None
+        self._hung = False  # a render thread was left blocked (a stall): never wait for it
         if self.train and len(self) == 0:
             raise ValueError(f"ClipLoader: {len(self.records)} videos over {world_size} rank(s) "
                              f"give no full batch of {batch_size}; expected at least "
@@ -165,10 +177,14 @@ class ClipLoader:
             guard.close()
 
     def close(self) -> None:
-        """Stop the prefetch thread (and the executor, where this loader built it)."""
+        """Stop the prefetch thread (and the executor, where this loader built it). After a
+        stall the blocked render is left behind and the executor's close is time-boxed."""
         self._stop_active()
         if self.owns_executor and self.executor is not None:
-            self.executor.close()
+            if self._hung:
+                _close_time_boxed(self.executor.close, 2.0, f"executor {self.executor_name}")
+            else:
+                self.executor.close()
 
     # ------------------------------------------------------------------ rendering
 
@@ -183,21 +199,38 @@ class ClipLoader:
                                 self.prefetch)
         self._active = prefetcher
         try:
-            while True:
+            for ids in groups:
                 try:
-                    batches = prefetcher.get()
+                    batches = prefetcher.get(self.stall_timeout)
                 except StopIteration:
                     return
+                except queue.Empty:
+                    raise self._stalled(ids, epoch) from None
                 yield batches
         finally:
-            prefetcher.close()
+            self._close_prefetcher(prefetcher)
             if self._active is prefetcher:
                 self._active = None
 
     def _stop_active(self):
         active, self._active = self._active, None
         if active is not None:
-            active.close()
+            self._close_prefetcher(active)
+
+    def _close_prefetcher(self, prefetcher: Prefetcher) -> None:
+        """Stop it; a render still running after ``stall_timeout`` (at once after a stall)
+        is left in its daemon thread."""
+        if not prefetcher.close(0.0 if prefetcher.stalled else (self.stall_timeout or 5.0)):
+            self._hung = True
+            if not prefetcher.stalled:  # else LoaderStalled said it
+                logger.warning("a render thread is still blocked in executor %s; left it running",
+                               self.executor_name)
+
+    def _stalled(self, ids, epoch: int) -> LoaderStalled:
+        """The error for a consumer that waited ``stall_timeout`` for the group ``ids``."""
+        paths = [self.records[int(s)].path for s in ids if s >= 0]
+        return LoaderStalled(self.stall_timeout, paths, split=self.split, epoch=epoch,
+                             batch=self.order.done + 1, num_batches=len(self))
 
     def _split(self, batch: Batch) -> List[Batch]:
         """A render group's batch cut into loader batches of ``batch_size``."""
@@ -323,6 +356,16 @@ class ClipLoader:
             pass
 
 
+def _close_time_boxed(close, timeout: float, what: str) -> None:
+    """Call ``close()`` in a daemon thread and wait at most ``timeout`` s for it: an executor
+    whose render hangs holds its lock, and its ``close`` would wait for it forever."""
+    thread = threading.Thread(target=close, daemon=True, name="tsn_dali-close")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        logger.info("%s did not close within %g s (a render is still blocked); left it", what, timeout)
+
+
 # --------------------------------------------------------------------------- from a recipe
 
 
@@ -436,7 +479,8 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
                         train=split == "train", rank=rank, world_size=world_size, device=device,
                         mean=data.mean, std=data.std, dtype=dtype, prefetch=cfg.prefetch,
                         seed=seed, on_bad_video=policy, owns_executor=owns, handoff=cfg.handoff,
-                        eval_videos_per_run=cfg.eval_videos_per_run)
+                        eval_videos_per_run=cfg.eval_videos_per_run, stall_timeout=cfg.stall_timeout,
+                        split=split)
     loader.stats["dropped"] = dropped
     loader.stats["frames_path"] = _slow_path_videos(executor, records, index, rank == 0)
     loader.list_file = list_file

@@ -33,6 +33,7 @@ class Prefetcher:
         self._depth = max(1, int(depth))
         self._queue: queue.Queue = queue.Queue(maxsize=self._depth)
         self._stop = threading.Event()
+        self.stalled = False  # a get() timed out
         self._pool = ThreadPoolExecutor(max(1, int(workers)), thread_name_prefix=f"{name}-prepare")
         self._thread = threading.Thread(target=self._run, daemon=True, name=name)
         self._thread.start()
@@ -76,24 +77,33 @@ class Prefetcher:
         self._put(("end", None))
 
     def get(self, timeout: Optional[float] = None):
-        """The next result (``queue.Empty`` after ``timeout`` seconds without one)."""
-        kind, value = self._queue.get(timeout=timeout)
+        """The next result (``queue.Empty``, and ``stalled`` set, after ``timeout`` seconds
+        without one)."""
+        try:
+            kind, value = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            self.stalled = True
+            raise
         if kind == "error":
             raise value
         if kind == "end":
             raise StopIteration
         return value
 
-    def close(self, timeout: float = 5.0):
-        """Stop: drain the queue so the thread can leave, wait up to ``timeout`` for it."""
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop: drain the queue so the thread can leave, wait up to ``timeout`` seconds for
+        it; whether it stopped (a hung render cannot be stopped: its daemon thread stays)."""
         self._stop.set()
         deadline = time.monotonic() + timeout
-        while self._thread.is_alive() and time.monotonic() < deadline:
+        while self._thread.is_alive():
             try:
                 self._queue.get(timeout=0.05)
             except queue.Empty:
                 pass
+            if time.monotonic() >= deadline:
+                break
         self._pool.shutdown(wait=False, cancel_futures=True)
+        return not self._thread.is_alive()
 
 
 __all__ = ["Prefetcher"]
