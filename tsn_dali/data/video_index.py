@@ -19,10 +19,7 @@ file's size and mtime, so a changed file is probed again.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional
 
@@ -30,8 +27,7 @@ from typing import Dict, Iterable, List, Optional
 # open in that process (seen with av 18 and decord 0.6.0).
 import av  # noqa: F401
 
-CACHE_NAME = "video_index.json"
-CACHE_VERSION = 1
+CACHE_NAME = "video_index.json"  # the format: tsn_dali.data.index_cache
 
 
 @dataclass
@@ -207,76 +203,9 @@ class VideoIndex:
         return "\n".join(lines)
 
 
-def _load_cache(cache_file: str) -> Dict[str, dict]:
-    try:
-        with open(cache_file, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
-        return {}
-    entries = data.get("videos")
-    return entries if isinstance(entries, dict) else {}
+def build_index(paths, cache_dir=None, workers=None, progress: bool = True, **kwargs) -> VideoIndex:
+    """Probe every path once, reusing ``<cache_dir>/video_index.json``; under torchrun the
+    ranks share the probing. Defined in ``tsn_dali.data.index_cache`` (see there)."""
+    from tsn_dali.data.index_cache import build_index as build
 
-
-def _save_cache(cache_file: str, entries: Dict[str, dict]) -> None:
-    """Write atomically (temp file + rename) so concurrent builders never read half a file."""
-    folder = os.path.dirname(cache_file)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".video_index.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"version": CACHE_VERSION, "videos": entries}, fh)
-        os.replace(tmp, cache_file)
-    except OSError:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _cached(entry: Optional[dict], path: str) -> Optional[VideoInfo]:
-    if not entry:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if entry.get("size") != st.st_size or entry.get("mtime") != float(st.st_mtime):
-        return None
-    fields = {k: entry[k] for k in VideoInfo.__dataclass_fields__ if k in entry}
-    fields["path"] = path
-    return VideoInfo(**fields)
-
-
-def build_index(paths, cache_dir=None, workers: int = 4, progress: bool = True) -> VideoIndex:
-    """Probe every path once (threads, tqdm bar), reusing ``<cache_dir>/video_index.json``.
-
-    Entries whose size and mtime still match are taken from the cache; the rest are
-    probed and written back. Missing files are never cached.
-    """
-    from tqdm import tqdm
-
-    paths = [str(p) for p in paths]
-    cache_file = os.path.join(str(cache_dir), CACHE_NAME) if cache_dir else None
-    entries = _load_cache(cache_file) if cache_file else {}
-    infos: Dict[str, VideoInfo] = {}
-    todo = []
-    for path in dict.fromkeys(paths):
-        hit = _cached(entries.get(os.path.abspath(path)), path)
-        if hit is not None:
-            infos[path] = hit
-        else:
-            todo.append(path)
-    if todo:
-        with ThreadPoolExecutor(max(1, int(workers))) as pool, \
-                tqdm(total=len(todo), desc="probing videos", unit="video",
-                     disable=not progress) as bar:
-            for path, info in zip(todo, pool.map(probe_video, todo)):
-                infos[path] = info
-                bar.update(1)
-        if cache_file:
-            for path in todo:
-                info = infos[path]
-                if info.error != "file not found":
-                    entries[os.path.abspath(path)] = info.to_json()
-            _save_cache(cache_file, entries)
-    return VideoIndex(infos[p] for p in dict.fromkeys(paths))
+    return build(paths, cache_dir=cache_dir, workers=workers, progress=progress, **kwargs)
