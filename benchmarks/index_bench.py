@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import av  # noqa: E402,F401  (PyAV before decord)
 
-from tsn_dali.data import index_cache  # noqa: E402
+from tsn_dali.data import index_build, index_cache  # noqa: E402
 from tsn_dali.data.video_index import VideoInfo  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def _peak_mib() -> float:
 
 
 def probe_throughput(paths, repeats: int, cores: int) -> dict:
-    from tsn_dali.data.index_cache import build_index
+    from tsn_dali.data.index_build import build_index
 
     out = {"videos": len(paths), "cores": cores, "runs": {}}
     for workers in sorted({1, cores}):
@@ -130,7 +130,7 @@ import gc, json, os, sys, time
 sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
 import av
 from index_bench import WiderInfo, _rss_mib, _peak_mib
-from tsn_dali.data import index_cache, video_index
+from tsn_dali.data import index_build, index_cache, video_index
 if {wide!r}:
     index_cache.VideoInfo = WiderInfo
 def no_probe(path):
@@ -140,7 +140,7 @@ paths = json.load(open({paths!r}))
 gc.collect()
 rss0 = _rss_mib()
 start = time.perf_counter()
-index = index_cache.build_index(paths, cache_dir={cache!r}, progress=False)
+index = index_build.build_index(paths, cache_dir={cache!r}, progress=False)
 total = time.perf_counter() - start
 assert index.stats["probed"] == 0 and len(index) == len(paths)
 gc.collect()
@@ -149,7 +149,7 @@ rss_index, peak = _rss_mib(), _peak_mib()
 t0 = time.perf_counter()
 cache = index_cache.IndexCache({cache!r}).load()
 t1 = time.perf_counter()
-hits, todo = index_cache.check_cached(paths, cache, index_cache.default_workers())
+hits, todo = index_cache.check_cached(paths, cache, index_build.default_workers())
 t2 = time.perf_counter()
 again = video_index.VideoIndex(hits[p] for p in paths)
 t3 = time.perf_counter()
@@ -181,7 +181,7 @@ def _rank_main(rank, world, work, cache, listing, out):
     import torch.distributed as dist
 
     from tsn_dali.data import video_index
-    from tsn_dali.data.index_cache import build_index
+    from tsn_dali.data.index_build import build_index
 
     video_index.probe_video = lambda path: (_ for _ in ()).throw(AssertionError(path))
     paths = json.load(open(listing))
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    cores = index_cache.default_workers()
+    cores = index_build.default_workers()
     res = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": _cpu_name(), "cores": cores,
            "load_start": [round(x, 2) for x in os.getloadavg()], "entries": args.entries,
            "repeats": args.repeats, "note": args.note,

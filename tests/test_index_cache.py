@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tsn_dali.data import index_cache, video_index
-from tsn_dali.data.index_cache import IndexCache, build_index, info_fields, read_rows
+from tsn_dali.data import index_build, index_cache, video_index
+from tsn_dali.data.index_build import build_index
+from tsn_dali.data.index_cache import IndexCache, info_fields, read_rows
 from tsn_dali.data.video_index import VideoInfo
 
 
@@ -129,6 +130,6 @@ def test_a_save_keeps_rows_another_process_wrote_meanwhile(tmp_path):
 def test_default_workers_are_cores_per_local_rank(monkeypatch):
     cores = len(os.sched_getaffinity(0))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
-    assert index_cache.default_workers() == cores
+    assert index_build.default_workers() == cores
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores * 4))
-    assert index_cache.default_workers() == 1
+    assert index_build.default_workers() == 1

@@ -91,3 +91,16 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     assert run.returncode == 0, run.stderr
     assert f"{18 - kept} probed here, {kept} from the cache" in run.stdout, run.stdout
     assert os.listdir(partial) == []
+
+
+def test_under_torchrun_two_ranks_build_one_cache(tmp_path):
+    root, recipe = _dataset(tmp_path / "data", n=8)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "tsn_dali.index", str(recipe), "--split", "train", "--no-progress"],
+                         env=ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("tsn_dali.index: 10 videos (train)") == 1  # rank 0 reports
+    assert "8 usable, 2 bad" in run.stdout and "5 probed here" in run.stdout  # its half
+    cache = root / ".tsn_dali_index"
+    assert sorted(p.name for p in cache.iterdir() if not p.name == "partial") == ["bad_videos.txt", "video_index.json"]
+    assert len(read_rows(str(cache / "video_index.json"), info_fields())[1]) == 9  # all but the missing one

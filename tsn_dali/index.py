@@ -25,7 +25,8 @@ import av  # noqa: F401  (PyAV before decord: see tsn_dali.data.video_index)
 
 from tsn_dali.config import RecipeError, load_recipe, resolve_data_path
 from tsn_dali.data.annotations import AnnotationError, read_video_list
-from tsn_dali.data.index_cache import SAVE_EVERY, IndexBuildError, build_index, index_cache_dir
+from tsn_dali.data.index_build import SAVE_EVERY, IndexBuildError, build_index
+from tsn_dali.data.index_cache import index_cache_dir
 
 SPLITS = ("train", "val", "test")
 SHOWN = 20  # bad videos printed; all of them go to the report file

@@ -285,7 +285,7 @@ def check_videos(paths: List[str], mode: str, index_cache: Optional[str], worker
     """{path: reason} of the videos the index cannot use (``mode`` 'probe'), or {} ('exists')."""
     if mode != "probe" or not paths:
         return {}
-    from tsn_dali.data.index_cache import build_index
+    from tsn_dali.data.index_build import build_index
 
     index = build_index(paths, cache_dir=index_cache, workers=workers, progress=progress)
     return {info.path: info.error or "no frames" for info in index.bad}

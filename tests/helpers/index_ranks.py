@@ -78,7 +78,7 @@ def run_rank(rank: int, world_size: int, work: str, mode: str, timeout_s: float,
             dist.all_reduce(total)  # the group is still alive after both builds
             result["all_reduce"] = total.item()
         else:
-            from tsn_dali.data.index_cache import build_index
+            from tsn_dali.data.index_build import build_index
 
             paths = sorted(str(p) for p in (work / "data" / "videos").iterdir())
             build_index(paths, cache_dir=work / "data" / "cache", workers=1, progress=False,

@@ -207,7 +207,7 @@ class VideoIndex:
 
 def build_index(paths, cache_dir=None, workers=None, progress: bool = True, **kwargs) -> VideoIndex:
     """Probe every path once, reusing ``<cache_dir>/video_index.json``; under torchrun the
-    ranks share the probing. Defined in ``tsn_dali.data.index_cache`` (see there)."""
-    from tsn_dali.data.index_cache import build_index as build
+    ranks share the probing. Defined in ``tsn_dali.data.index_build`` (see there)."""
+    from tsn_dali.data.index_build import build_index as build
 
     return build(paths, cache_dir=cache_dir, workers=workers, progress=progress, **kwargs)
