@@ -133,3 +133,22 @@ def test_default_workers_are_cores_per_local_rank(monkeypatch):
     assert index_build.default_workers() == cores
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores * 4))
     assert index_build.default_workers() == 1
+
+
+def test_what_killed_runs_leave_is_swept_after_a_day(tmp_path):
+    paths = _files(tmp_path / "v", 1)
+    cache = tmp_path / "cache"
+    (cache / "partial").mkdir(parents=True)
+    old_tmp, new_tmp = cache / ".tmp-old.json", cache / "partial" / ".tmp-new.json"
+    old_build = cache / "build-20260101-000000-abcdef12"
+    old_build.mkdir()
+    (old_build / "rank0.progress").write_text("{}")
+    for p in (old_tmp, new_tmp):
+        p.write_text("half a file")
+    day_ago = os.path.getmtime(new_tmp) - 2 * 24 * 3600
+    for p in (old_tmp, old_build):
+        os.utime(p, (day_ago, day_ago))
+    build_index(paths, cache_dir=cache, workers=1, progress=False)  # a save sweeps temp files
+    assert not old_tmp.exists() and new_tmp.exists() and old_build.exists()
+    index_cache.sweep(str(cache), index_build.BUILD_PREFIX)  # rank 0 does this when a build starts
+    assert not old_build.exists() and (cache / "video_index.json").exists()

@@ -34,8 +34,8 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from tsn_dali.data import video_index
-from tsn_dali.data.index_cache import (IndexCache, check_cached, info_fields, info_row, read_rows,
-                                       row_info, write_rows, list_folder)
+from tsn_dali.data.index_cache import (IndexCache, check_cached, info_fields, info_row, list_folder,
+                                       read_rows, row_info, sweep, write_rows)
 from tsn_dali.data.video_index import VideoIndex, VideoInfo
 
 BUILD_PREFIX = "build-"
@@ -214,6 +214,7 @@ def _agree_token(rank: int, cache: IndexCache) -> str:
 
     token = [None]
     if rank == 0:
+        sweep(cache.folder, BUILD_PREFIX)  # folders of killed builds, a day old
         token[0] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         folder = os.path.join(cache.folder, BUILD_PREFIX + token[0])
         os.makedirs(folder, exist_ok=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -194,6 +195,21 @@ class IndexCache:
             except OSError:
                 pass
         self._partials_read = []
+        sweep(self.folder, ".tmp-")
+        sweep(self.partial_dir, ".tmp-")
+
+
+def sweep(folder: str, prefix: str, older_than: float = 24 * 3600.0) -> None:
+    """Remove what killed runs left in ``folder``: entries named ``prefix*`` (temp files,
+    build folders) untouched for ``older_than`` seconds."""
+    now = time.time()
+    for name in list_folder(folder):
+        path = os.path.join(folder, name)
+        try:
+            if name.startswith(prefix) and now - os.stat(path).st_mtime > older_than:
+                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+        except OSError:
+            pass
 
 
 def list_folder(folder: str) -> List[str]:
