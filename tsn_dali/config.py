@@ -83,6 +83,7 @@ class DataConfig:
     test_pipeline: str = "tsn_test_tencrop"
     on_bad_video: str = "skip"  # train time: skip (replace and count) | error
     index_cache: Optional[str] = None  # default: <root>/.tsn_dali_index/
+    index_workers: Optional[int] = None  # probe threads per rank; default: cores per local rank
 
 
 @dataclass
@@ -320,6 +321,9 @@ def _check_values(recipe: Recipe, where) -> None:
     if stall is not None and not 0.0 <= stall < float("inf"):
         raise RecipeError(file, "loader.stall_timeout", f"expected seconds >= 0 (0 or null: off), "
                           f"got {stall!r}", lines.get("loader.stall_timeout"))
+    if recipe.data.index_workers is not None and recipe.data.index_workers <= 0:
+        raise RecipeError(file, "data.index_workers", "expected a positive integer or null",
+                          lines.get("data.index_workers"))
     if not 0.0 <= recipe.model.dropout < 1.0:
         raise RecipeError(file, "model.dropout", "expected 0 <= dropout < 1", lines.get("model.dropout"))
     ms = recipe.train.milestones

@@ -27,6 +27,9 @@ Outputs are written to a temporary name and renamed when complete, so a rerun sk
 what is done (an interrupted run loses only the videos in flight). A video that cannot
 be read is reported and left out of the new list; the rest go on. Exit status 0 when
 every video was written, 1 when some failed (listed in ``<out>/prepare_failed.txt``).
+
+``python -m tsn_dali.prepare lists DATASET ...`` writes the lists themselves from Kinetics'
+or Something-Something V2's official annotation files (``tsn_dali.prepare_lists``).
 """
 from __future__ import annotations
 
@@ -220,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lists"]:  # python -m tsn_dali.prepare lists ...: official annotations to lists
+        from tsn_dali.prepare_lists import main as lists_main
+
+        return lists_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.gop < 0 or (args.short_side is not None and args.short_side < 2):
         print("error: --gop must be >= 0 and --short-side >= 2", file=sys.stderr)

@@ -389,25 +389,17 @@ def _rawframe_index(records, filename_tmpl: str, start_index: int):
 
 
 def _build_index(recipe, records, progress: bool, rank: int, world_size: int):
-    """The video index (cached on disk); under torch.distributed rank 0 probes first."""
-    from tsn_dali.config import resolve_data_path
+    """The video index (cached on disk); under torch.distributed the ranks share the
+    probing and hand their shares over through the cache folder (no long collective)."""
+    from tsn_dali.data.index_cache import index_cache_dir
     from tsn_dali.data.video_index import build_index
 
     data = recipe.data
     if data.format == "rawframes":
         return _rawframe_index(records, data.filename_tmpl, data.start_index)
-    cache = resolve_data_path(recipe, data.index_cache) if data.index_cache else \
-        os.path.join(data.root, ".tsn_dali_index")
-    paths = [r.path for r in records]
-    dist = torch.distributed
-    shared = world_size > 1 and dist.is_available() and dist.is_initialized()
-    if shared and rank != 0:
-        dist.barrier()  # rank 0 fills the cache first
-    index = build_index(paths, cache_dir=cache, workers=recipe.loader.decode_workers,
-                        progress=progress and rank == 0)
-    if shared and rank == 0:
-        dist.barrier()
-    return index
+    cache = index_cache_dir(recipe)
+    return build_index([r.path for r in records], cache_dir=cache, workers=data.index_workers,
+                       progress=progress and rank == 0, rank=rank, world_size=world_size)
 
 
 def bad_video_policy(recipe, split: str) -> str:

@@ -31,17 +31,13 @@ file's size and mtime, so a changed file is probed again.
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tsn_dali.data.decoding import import_decord  # PyAV before decord (its docstring)
 
-CACHE_NAME = "video_index.json"
-CACHE_VERSION = 2  # 2: keyframes and stream facts
+CACHE_NAME = "video_index.json"  # the format: tsn_dali.data.index_cache
 
 
 @dataclass
@@ -233,7 +229,9 @@ class VideoIndex:
         self._by_path: Dict[str, VideoInfo] = {}
         for info in self.infos:
             self._by_path[info.path] = info
-            self._by_path[os.path.abspath(info.path)] = info
+            key = os.path.abspath(info.path)
+            if key != info.path:  # an absolute path is kept once (240,000 of them: ~30 MiB)
+                self._by_path[key] = info
 
     def __getitem__(self, path) -> VideoInfo:
         path = str(path)
@@ -263,76 +261,9 @@ class VideoIndex:
         return "\n".join(lines)
 
 
-def _load_cache(cache_file: str) -> Dict[str, dict]:
-    try:
-        with open(cache_file, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
-        return {}
-    entries = data.get("videos")
-    return entries if isinstance(entries, dict) else {}
+def build_index(paths, cache_dir=None, workers=None, progress: bool = True, **kwargs) -> VideoIndex:
+    """Probe every path once, reusing ``<cache_dir>/video_index.json``; under torchrun the
+    ranks share the probing. Defined in ``tsn_dali.data.index_build`` (see there)."""
+    from tsn_dali.data.index_build import build_index as build
 
-
-def _save_cache(cache_file: str, entries: Dict[str, dict]) -> None:
-    """Write atomically (temp file + rename) so concurrent builders never read half a file."""
-    folder = os.path.dirname(cache_file)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".video_index.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"version": CACHE_VERSION, "videos": entries}, fh)
-        os.replace(tmp, cache_file)
-    except OSError:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _cached(entry: Optional[dict], path: str) -> Optional[VideoInfo]:
-    if not entry:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if entry.get("size") != st.st_size or entry.get("mtime") != float(st.st_mtime):
-        return None
-    fields = {k: entry[k] for k in VideoInfo.__dataclass_fields__ if k in entry}
-    fields["path"] = path
-    return VideoInfo(**fields)
-
-
-def build_index(paths, cache_dir=None, workers: int = 4, progress: bool = True) -> VideoIndex:
-    """Probe every path once (threads, tqdm bar), reusing ``<cache_dir>/video_index.json``.
-
-    Entries whose size and mtime still match are taken from the cache; the rest are
-    probed and written back. Missing files are never cached.
-    """
-    from tqdm import tqdm
-
-    paths = [str(p) for p in paths]
-    cache_file = os.path.join(str(cache_dir), CACHE_NAME) if cache_dir else None
-    entries = _load_cache(cache_file) if cache_file else {}
-    infos: Dict[str, VideoInfo] = {}
-    todo = []
-    for path in dict.fromkeys(paths):
-        hit = _cached(entries.get(os.path.abspath(path)), path)
-        if hit is not None:
-            infos[path] = hit
-        else:
-            todo.append(path)
-    if todo:
-        with ThreadPoolExecutor(max(1, int(workers))) as pool, \
-                tqdm(total=len(todo), desc="probing videos", unit="video",
-                     disable=not progress) as bar:
-            for path, info in zip(todo, pool.map(probe_video, todo)):
-                infos[path] = info
-                bar.update(1)
-        if cache_file:
-            for path in todo:
-                info = infos[path]
-                if info.error != "file not found":
-                    entries[os.path.abspath(path)] = info.to_json()
-            _save_cache(cache_file, entries)
-    return VideoIndex(infos[p] for p in dict.fromkeys(paths))
+    return build(paths, cache_dir=cache_dir, workers=workers, progress=progress, **kwargs)
