@@ -8,8 +8,8 @@ one after another on the same machine and the same videos:
   through the ClipLoader a training run uses (prefetch included); frames sampled per
   clip and a GOP-aware estimate of the frames a decoder must decode (``frames_decoded``);
 - model only: clips/s of the trainer's own step (tsn_dali.engine.step: forward, backward,
-  grad clip, SGD, fused on CUDA) on synthetic input (AMP: bf16 on CPU, the recipe's
-  ``train.amp`` on CUDA; channels_last), and with ``torch.compile`` where ``--compile``;
+  grad clip, SGD, fused on CUDA) on synthetic input (AMP: the recipe's ``train.amp`` resolved
+  per device as the trainer does; channels_last), and with ``torch.compile`` where ``--compile``;
 - end to end: training clips/s with each executor feeding that step, and the share of
   time the host spent blocked waiting for data;
 - decode cost vs GOP: the videos re-encoded (H.264) with keyframes every 16 frames and
@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from tsn_dali.config import PROJECT_ROOT, RecipeError, load_recipe
+from tsn_dali.engine.amp import resolve_amp
 from tsn_dali.engine.optim import build_optimizer
 from tsn_dali.engine.step import TrainStep
 
@@ -201,12 +202,9 @@ def build_tsn(model_cfg):
 
 
 def bench_amp(recipe, device: torch.device) -> str:
-    """The AMP setting measured: ``train.amp`` on CUDA; on CPU bf16 unless ``train.amp: off``
-    (CPU autocast has no fast fp16)."""
-    amp = recipe.train.amp
-    if amp == "off" or device.type == "cuda":
-        return amp
-    return "bf16"
+    """The AMP setting measured: ``train.amp`` resolved as the trainer does
+    (tsn_dali.engine.amp.resolve_amp: ``auto`` is bf16 or fp16 on CUDA, bf16 or off on CPU)."""
+    return resolve_amp(recipe.train.amp, device).amp
 
 
 def make_train_step(model, recipe, device: torch.device, compile: bool = False) -> TrainStep:

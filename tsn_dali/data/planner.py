@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import yaml
 
-from ..config import PIPELINES_DIR, DataConfig, RecipeError
+from ..config import PIPELINES_DIR, DataConfig, RecipeError, YamlLoader
 from . import geometry, sampling
 from .plan import ClipPlan
 
@@ -106,7 +106,7 @@ def load_pipeline(name_or_path, data_cfg: DataConfig) -> List[Tuple[str, dict]]:
     file = str(path)
     text = path.read_text()
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=YamlLoader)  # YAML 1.2 booleans: 'off' is a string
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise RecipeError(file, "", f"not valid YAML: {getattr(exc, 'problem', exc)}",
@@ -124,7 +124,7 @@ def load_pipeline(name_or_path, data_cfg: DataConfig) -> List[Tuple[str, dict]]:
         if op not in OPS:
             raise RecipeError(file, op, f"unknown op{_closest(op, OPS)}; valid ops: "
                               f"{', '.join(OPS)}", line)
-        params = yaml.safe_load(yaml.serialize(params_node)) if params_node is not None else None
+        params = yaml.load(yaml.serialize(params_node), Loader=YamlLoader) if params_node is not None else None
         params = params or {}
         if not isinstance(params, dict):
             raise RecipeError(file, op, "expected a mapping of parameters", line)
@@ -138,6 +138,10 @@ def load_pipeline(name_or_path, data_cfg: DataConfig) -> List[Tuple[str, dict]]:
                                   f"valid: {', '.join(spec)}", param_lines.get(name, line))
         params = {k: _substitute(v, variables, file, f"{op}.{k}", param_lines.get(k, line))
                   for k, v in params.items()}
+        for name, value in params.items():
+            if isinstance(spec[name], bool) and not isinstance(value, bool):
+                raise RecipeError(file, f"{op}.{name}", f"expected true or false, got {value!r}",
+                                  param_lines.get(name, line))
         if op in SAMPLING_OPS:
             params.setdefault("start_index", data_cfg.start_index)
         missing = [k for k, v in spec.items() if v is REQUIRED and k not in params]
