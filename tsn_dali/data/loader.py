@@ -477,7 +477,7 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
         executor = build_executor(cfg.executor, device=device, num_threads=cfg.num_threads,
                                   decode_workers=cfg.decode_workers, prefetch=cfg.prefetch,
                                   reference_workers=cfg.reference_workers,
-                                  filename_tmpl=data.filename_tmpl)
+                                  filename_tmpl=data.filename_tmpl, decode=cfg.decode)
     if hasattr(executor, "hint_codecs"):  # DALI: route by the index's codec, no re-probe
         executor.hint_codecs({r.path: index[r.path].codec for r in records})
     dtype = dtype or recipe.loader.dtype

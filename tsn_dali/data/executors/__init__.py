@@ -17,6 +17,7 @@ import torch
 from tsn_dali.data.executors.reference import ReferenceExecutor
 
 EXECUTORS = ("auto", "dali-gpu", "dali-cpu", "reference")
+DECODES = ("native", "mmaction")  # loader.decode: DALI decodes what it can | decord decodes all
 
 
 def _dali_importable() -> Optional[str]:
@@ -69,13 +70,18 @@ def resolve_executor_name(name: str, device="cpu") -> str:
 
 def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_workers: int = 4,
                    prefetch: int = 2, reference_workers: Optional[int] = None,
-                   filename_tmpl: str = "img_{:05}.jpg"):
+                   filename_tmpl: str = "img_{:05}.jpg", decode: str = "native"):
     """An executor by name: 'dali-gpu' | 'dali-cpu' | 'reference' | 'auto'.
 
     ``device`` is where the rendered batches should land (``auto`` picks dali-gpu only
     for a CUDA device). ``reference_workers`` is the reference executor's DataLoader
     worker count (default ``decode_workers``); ``filename_tmpl`` names rawframe files.
+    ``decode``: "native" (DALI decodes the codecs its decoder reads) or "mmaction" (every
+    video decoded with decord, as MMAction2's DecordDecode, and fed to DALI as frames; the
+    reference executor always decodes so).
     """
+    if decode not in DECODES:
+        raise ValueError(f"loader.decode: {decode!r}; expected one of {', '.join(DECODES)}")
     resolved = resolve_executor_name(name, device)
     if resolved == "reference":
         workers = decode_workers if reference_workers is None else reference_workers
@@ -87,10 +93,10 @@ def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_work
         if dev.type != "cuda":
             dev = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
         return DaliExecutor(device=str(dev) if dev.index else "cuda", num_threads=num_threads,
-                            decode_workers=decode_workers, prefetch=prefetch)
+                            decode_workers=decode_workers, prefetch=prefetch, decode=decode)
     return DaliExecutor(device="cpu", num_threads=num_threads, decode_workers=decode_workers,
-                        prefetch=prefetch)
+                        prefetch=prefetch, decode=decode)
 
 
-__all__ = ["EXECUTORS", "ReferenceExecutor", "build_executor", "mixed_decoder_available",
+__all__ = ["DECODES", "EXECUTORS", "ReferenceExecutor", "build_executor", "mixed_decoder_available",
            "resolve_executor_name"]

@@ -69,11 +69,13 @@ class DaliExecutor:
     outside DALI (dali-cpu, codecs DALI's CPU decoder lacks); ``prefetch``: passed to DALI
     as prefetch_queue_depth, but render runs one batch per call synchronously, so it adds
     no look-ahead (that is the loader's prefetch thread); ``codecs``: optional
-    {path: codec} hint (e.g. from the VideoIndex) that saves a PyAV probe per video.
+    {path: codec} hint (e.g. from the VideoIndex) that saves a PyAV probe per video;
+    ``decode``: "native", or "mmaction" to decode every video outside DALI (decord, as
+    MMAction2's DecordDecode) whatever its codec.
     """
 
     def __init__(self, device="cpu", num_threads: int = 4, decode_workers: int = 4, prefetch: int = 2,
-                 codecs: Optional[Mapping[str, str]] = None):
+                 codecs: Optional[Mapping[str, str]] = None, decode: str = "native"):
         self.device = torch.device(device)
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"dali executor: device {device!r}; expected 'cpu' or 'cuda[:index]'")
@@ -86,6 +88,7 @@ class DaliExecutor:
         self.num_threads = max(1, int(num_threads))
         self.decode_workers = max(1, int(decode_workers))
         self.prefetch = max(1, int(prefetch))
+        self.decode = decode
         self._codecs: Dict[str, str] = dict(codecs or {})
         self._pipelines: "OrderedDict[tuple, object]" = OrderedDict()
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -103,7 +106,10 @@ class DaliExecutor:
         return self._codecs[path]
 
     def source_for(self, plans: Sequence[ClipPlan]) -> str:
-        """'decoder' where DALI's decoder on this device reads every video of the batch, else 'frames'."""
+        """'decoder' where DALI's decoder on this device reads every video of the batch, else 'frames'
+        ('frames' always with decode="mmaction")."""
+        if self.decode == "mmaction":
+            return "frames"
         known = graph.DALI_CODECS[self.dali_device]
         return "decoder" if all(self.codec(p.path) in known for p in plans) else "frames"
 
