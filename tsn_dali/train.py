@@ -5,10 +5,11 @@
 The loop follows MMAction2's TSN schedule (configs/_base_/schedules/sgd_100e.py): SGD with
 momentum and weight decay on every parameter, gradient-norm clipping (max_norm 40), a
 MultiStep LR stepped per epoch, validation every ``train.val_interval`` epochs with the best
-top-1 kept as ``best.pth``. On top of it: AMP (bf16, or fp16 with a GradScaler),
-channels_last, resumable checkpoints written atomically (``latest.pth`` every epoch,
-``epoch_N.pth`` every ``train.checkpoint_interval``), mid-epoch save on SIGINT/SIGTERM, and
-the ``train.nan_policy`` for a loss that is not finite.
+top-1 kept as ``best.pth``. On top of it: AMP (``train.amp: auto`` picks bf16, fp16 with a
+GradScaler, or off per device: tsn_dali.engine.amp), channels_last, resumable checkpoints
+written atomically (``latest.pth`` every epoch, ``epoch_N.pth`` every
+``train.checkpoint_interval``), mid-epoch save on SIGINT/SIGTERM, and the
+``train.nan_policy`` for a loss that is not finite.
 
 Parameter groups: one, weight decay on every parameter including biases and BN, as
 mmengine's DefaultOptimWrapperConstructor does without ``paramwise_cfg``. NVIDIA apex is not
