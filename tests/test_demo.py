@@ -28,14 +28,14 @@ def test_demo_recipe_matches_generated_dataset():
     assert recipe.data.train_prefix == video_dir("train")
     assert recipe.data.test_prefix == video_dir("val")
     assert class_name(class_specs(1)[0]) == "red_circle"
-    # the test protocol is multi-view: 5 segment centres x 3 crops of 128 px
+    # the test protocol is multi-view: 5 segment centres x 3 crops of 96 px (the short side)
     ops = load_pipeline(recipe.data.test_pipeline, recipe.data)
     info = VideoInfo(path="v.webm", num_frames=spec.frames, width=spec.width, height=spec.height,
                      fps=spec.fps, codec="vp9", keyframe_interval=None, size=1, mtime=0.0, error=None)
     plan = ClipPlanner(ops).plan(0, "v.webm", 0, info)
     assert plan.num_views == 15
     assert list(plan.frame_indices) == [4, 14, 24, 33, 43]  # 48 frames / 5 segments, centres
-    assert plan.out_size == (128, 128)
+    assert plan.out_size == (96, 96) and plan.resize_to == (spec.width, spec.height)
 
 
 def test_loader_description_names_the_decoder():

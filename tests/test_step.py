@@ -93,10 +93,12 @@ def test_bench_measures_the_trainers_step():
     """The benchmark builds the same TrainStep, with the trainer's optimiser."""
     from tsn_dali.bench import make_train_step
     from tsn_dali.config import load_recipe
+    from tsn_dali.engine.amp import resolve_amp
 
     recipe = load_recipe("demo.yaml")
     step = make_train_step(Tiny(), recipe, torch.device("cpu"))
-    assert isinstance(step, TrainStep) and step.amp == "bf16"
+    # train.amp: auto, resolved as the trainer resolves it (bf16 or off on a CPU)
+    assert isinstance(step, TrainStep) and step.amp == resolve_amp("auto", "cpu").amp
     assert step.grad_clip == recipe.train.grad_clip
     group = step.optimizer.param_groups[0]
     assert group["momentum"] == recipe.train.momentum and group["weight_decay"] == recipe.train.weight_decay

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,9 @@ class LoaderConfig:
     dtype: str = "float16"  # float16 | bfloat16 | float32 | uint8
     # seconds without a batch from the render thread before the run stops (0 or null: off)
     stall_timeout: Optional[float] = 600.0
+    # native: DALI decodes what it can (VP9/VP8/MJPEG on CPU; NVDEC codecs on GPU); mmaction:
+    # every video decoded with decord as MMAction2's DecordDecode and fed to DALI as frames
+    decode: str = "native"
 
 
 @dataclass
@@ -121,7 +125,7 @@ class TrainConfig:
     gamma: float = 0.1
     val_interval: int = 1
     checkpoint_interval: int = 1
-    amp: str = "bf16"  # bf16 | fp16 | off
+    amp: str = "auto"  # auto (per device: tsn_dali.engine.amp) | bf16 | fp16 | off
     channels_last: bool = True
     compile: bool = False
     nan_policy: str = "stop"  # stop | skip
@@ -182,7 +186,8 @@ CHOICES = {
     "loader.executor": ("auto", "dali-gpu", "dali-cpu", "reference"),
     "loader.dtype": ("float16", "bfloat16", "float32", "uint8"),
     "loader.handoff": ("view", "copy"),
-    "train.amp": ("bf16", "fp16", "off"),
+    "loader.decode": ("native", "mmaction"),
+    "train.amp": ("auto", "bf16", "fp16", "off"),
     "train.nan_policy": ("stop", "skip"),
     "test.on_bad_video": ("error", "skip"),
 }
@@ -198,8 +203,29 @@ POSITIVE = {
 # --------------------------------------------------------------------------- YAML with lines
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping key (dotted path -> line)."""
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader whose booleans are YAML 1.2's: only ``true`` / ``false`` (any case).
+
+    PyYAML follows YAML 1.1, where ``on``, ``off``, ``yes``, ``no``, ``y`` and ``n`` are
+    booleans too, so ``amp: off`` would reach a string field as ``False``. Recipes, pipelines
+    and ``--set`` values are read with this loader: ``off`` stays the string "off".
+    """
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def load_yaml(text: str):
+    """Parse YAML text with ``YamlLoader`` (YAML 1.2 booleans)."""
+    return yaml.load(text, Loader=YamlLoader)
+
+
+class _LineLoader(YamlLoader):
+    """YamlLoader that remembers the line of every mapping key (dotted path -> line)."""
 
 
 def _load_yaml_with_lines(path: Path) -> Tuple[Any, Dict[str, int]]:
@@ -222,7 +248,7 @@ def _load_yaml_with_lines(path: Path) -> Tuple[Any, Dict[str, int]]:
 
     if node is not None:
         walk(node, "")
-    data = yaml.load(text, Loader=yaml.SafeLoader)
+    data = load_yaml(text)
     return data, lines
 
 
@@ -400,13 +426,14 @@ def _read_with_bases(path: Path, seen=()) -> Tuple[dict, Dict[str, int], Dict[st
 
 
 def parse_override(text: str) -> Tuple[str, Any]:
-    """``key.sub=value`` -> (``key.sub``, YAML-parsed value)."""
+    """``key.sub=value`` -> (``key.sub``, YAML-parsed value; ``off``/``on``/``yes``/``no`` stay
+    strings, as in recipe files)."""
     if "=" not in text:
         raise RecipeError("--set", text, "expected key=value, e.g. --set train.lr=0.02")
     key, raw = text.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value

@@ -26,12 +26,13 @@ import torch
 from tsn_dali.config import load_recipe
 from tsn_dali.data.errors import LoaderStalled
 from tsn_dali.engine import distributed as dist_utils
+from tsn_dali.engine.amp import AMP_CHOICES, resolve_amp
 from tsn_dali.engine.checkpoint import (CheckpointError, check_state_dict, load_checkpoint,
                                         model_state_from)
 from tsn_dali.engine.logs import progress_bar
 from tsn_dali.engine.metrics import mean_class_accuracy, top_k_accuracy
 from tsn_dali.engine.signals import EXIT_STALLED, run_cli
-from tsn_dali.engine.step import AMP_DTYPES, autocast, prepare_clips
+from tsn_dali.engine.step import autocast, prepare_clips
 from tsn_dali.train import build_model, user_errors
 
 
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--executor", help="auto | dali-gpu | dali-cpu | reference (sets loader.executor)")
-    p.add_argument("--amp", choices=tuple(AMP_DTYPES), help="autocast dtype (default: train.amp)")
+    p.add_argument("--amp", choices=AMP_CHOICES,
+                   help="autocast dtype (default: train.amp; auto picks per device)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -92,7 +94,10 @@ def run_test(args) -> dict:
         if args.executor:
             overrides.append(f"loader.executor={args.executor}")
         recipe = load_recipe(args.recipe, overrides)
-        amp = args.amp or recipe.train.amp
+        amp_choice = resolve_amp(args.amp or recipe.train.amp, info.device)
+        if amp_choice.warning and info.is_main:
+            print(f"tsn_dali.test: warning: {amp_choice.warning}", file=sys.stderr, flush=True)
+        amp = amp_choice.amp
         model = build_model(recipe.model)
         kind = load_weights(model, args.checkpoint, recipe)
         model = model.to(info.device)
@@ -150,6 +155,7 @@ def run_test(args) -> dict:
                         "views_per_s": len(order) * views / max(seconds, 1e-9),
                         "seconds": seconds, "checkpoint": str(args.checkpoint),
                         "checkpoint_kind": kind, "executor": loader.executor_name,
+                        "amp": amp_choice.describe(),
                         "reported_top1": recipe.reported.top1, "reported_top5": recipe.reported.top5,
                         "samples": order, "skipped": skipped, "dump": args.dump})
         if info.is_main:
@@ -175,7 +181,8 @@ def report(recipe, m: dict) -> str:
         return "-" if v is None else f"{v:.2f}"
     lines = [f"{recipe.name}: {m['num_videos']} videos x {m['num_views']} views on "
              f"{m['world_size']} process(es), {m['clips_per_s']:.2f} clips/s "
-             f"({m['views_per_s']:.1f} views/s), executor {m['executor']}",
+             f"({m['views_per_s']:.1f} views/s), executor {m['executor']}"
+             + (f", amp {m['amp']}" if m.get("amp") else ""),
              f"{'metric':<22}{'ours':>10}{'reported':>10}"]
     for k in [k for k in m if k.startswith("top")]:
         lines.append(f"{k:<22}{fmt(m[k]):>10}{fmt(m.get('reported_' + k)):>10}")

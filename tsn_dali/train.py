@@ -5,10 +5,11 @@
 The loop follows MMAction2's TSN schedule (configs/_base_/schedules/sgd_100e.py): SGD with
 momentum and weight decay on every parameter, gradient-norm clipping (max_norm 40), a
 MultiStep LR stepped per epoch, validation every ``train.val_interval`` epochs with the best
-top-1 kept as ``best.pth``. On top of it: AMP (bf16, or fp16 with a GradScaler),
-channels_last, resumable checkpoints written atomically (``latest.pth`` every epoch,
-``epoch_N.pth`` every ``train.checkpoint_interval``), mid-epoch save on SIGINT/SIGTERM, and
-the ``train.nan_policy`` for a loss that is not finite. A loader that gives no batch for
+top-1 kept as ``best.pth``. On top of it: AMP (``train.amp: auto`` picks bf16, fp16 with a
+GradScaler, or off per device: tsn_dali.engine.amp), channels_last, resumable checkpoints
+written atomically (``latest.pth`` every epoch, ``epoch_N.pth`` every
+``train.checkpoint_interval``), mid-epoch save on SIGINT/SIGTERM, and the
+``train.nan_policy`` for a loss that is not finite. A loader that gives no batch for
 ``loader.stall_timeout`` seconds stops the run: the rank that waited saves a resumable
 ``latest.pth`` at its last finished batch (no collective: the other ranks may be blocked) and
 exits 75 with one line naming the stalled batch's videos.
@@ -41,13 +42,14 @@ import torch
 from tsn_dali.config import RecipeError, load_recipe, recipe_to_yaml
 from tsn_dali.data.errors import LoaderStalled
 from tsn_dali.engine import distributed as dist_utils
+from tsn_dali.engine.amp import AMP_CHOICES, resolve_amp
 from tsn_dali.engine.checkpoint import (FORMAT, VERSION, CheckpointError, check_state_dict,
                                         link_or_copy, load_checkpoint, rng_state, save_checkpoint,
                                         set_rng_state, unwrap)
 from tsn_dali.engine.logs import RunLog, progress_bar
 from tsn_dali.engine.optim import build_optimizer, build_scheduler, scaled_lr, set_lr
 from tsn_dali.engine.signals import EXIT_STALLED, StopRequest, run_cli
-from tsn_dali.engine.step import AMP_DTYPES, TrainStep, autocast, prepare_clips
+from tsn_dali.engine.step import TrainStep, autocast, prepare_clips
 
 
 class TrainingStopped(Exception):
@@ -91,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lr * batch_size * world_size / train.base_batch_size")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="continue from CKPT (no value: <work-dir>/latest.pth if present)")
-    p.add_argument("--amp", choices=tuple(AMP_DTYPES), help="mixed precision (default: train.amp)")
+    p.add_argument("--amp", choices=AMP_CHOICES,
+                   help="mixed precision (default: train.amp; auto picks per device)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set train.lr=0.02 (repeatable)")
     p.add_argument("--pretrained", help="local ImageNet backbone weights (sets model.pretrained)")
@@ -246,7 +249,10 @@ def train(args) -> dict:
         base_lr = scaled_lr(cfg, batch_size, info.world_size, args.auto_scale_lr)
         optimizer = build_optimizer(model, cfg, base_lr, info.device)
         scheduler = build_scheduler(optimizer, cfg)
-        scaler = torch.amp.GradScaler(info.device.type) if cfg.amp == "fp16" else None
+        amp_choice = resolve_amp(cfg.amp, info.device)
+        if amp_choice.warning and is_main:
+            print(f"tsn_dali.train: warning: {amp_choice.warning}", file=sys.stderr, flush=True)
+        scaler = torch.amp.GradScaler(info.device.type) if amp_choice.amp == "fp16" else None
 
         start_epoch, step, best_top1, history = 0, 0, None, []
         partial = {}  # a mid-epoch checkpoint's running epoch figures (losses, skipped steps)
@@ -290,7 +296,7 @@ def train(args) -> dict:
         if is_main:
             print(f"tsn_dali.train: {recipe.name} on {info.world_size} x {info.device.type}, "
                   f"{len(train_loader)} steps/epoch of {batch_size * info.world_size} clips, "
-                  f"lr {base_lr:g}, amp {cfg.amp}, executor {train_loader.executor_name}, "
+                  f"lr {base_lr:g}, amp {amp_choice.describe()}, executor {train_loader.executor_name}, "
                   f"work dir {work_dir}" + (f", resumed from {resume_path} at epoch {start_epoch + 1}"
                                             if resume_path else ""), flush=True)
         dropped = train_loader.stats.get("dropped", [])
@@ -323,7 +329,7 @@ def train(args) -> dict:
             if error:
                 raise CheckpointError(error)
 
-        amp = cfg.amp
+        amp = amp_choice.amp
         step_fn = TrainStep(net, optimizer, amp=amp, grad_clip=cfg.grad_clip, mean=recipe.data.mean,
                             std=recipe.data.std, scaler=scaler)
         skip_bad = cfg.nan_policy == "skip"  # needs each loss on the host before its update

@@ -20,6 +20,7 @@ import torch
 
 from tsn_dali.bench.environment import DecoderMonitor
 from tsn_dali.bench.stats import summarize, sync, windows
+from tsn_dali.engine.amp import resolve_amp
 from tsn_dali.engine.optim import build_optimizer
 from tsn_dali.engine.step import TrainStep
 
@@ -180,12 +181,9 @@ def build_tsn(model_cfg):
 
 
 def bench_amp(recipe, device: torch.device) -> str:
-    """The AMP setting measured: ``train.amp`` on CUDA; on CPU bf16 unless ``train.amp: off``
-    (CPU autocast has no fast fp16)."""
-    amp = recipe.train.amp
-    if amp == "off" or device.type == "cuda":
-        return amp
-    return "bf16"
+    """The AMP setting measured: ``train.amp`` resolved as the trainer does
+    (tsn_dali.engine.amp.resolve_amp: ``auto`` is bf16 or fp16 on CUDA, bf16 or off on CPU)."""
+    return resolve_amp(recipe.train.amp, device).amp
 
 
 def make_train_step(model, recipe, device: torch.device, compile: bool = False) -> TrainStep:

@@ -461,8 +461,8 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
     if executor is None:
         executor = build_executor(cfg.executor, device=device, num_threads=cfg.num_threads,
                                   decode_workers=cfg.decode_workers, decode_sessions=cfg.decode_sessions,
-                                  slice_gops=cfg.slice_gops, reference_workers=cfg.reference_workers,
-                                  filename_tmpl=data.filename_tmpl)
+                                  slice_gops=cfg.slice_gops, decode=cfg.decode,
+                                  reference_workers=cfg.reference_workers, filename_tmpl=data.filename_tmpl)
     dtype = dtype or cfg.dtype
     batch_size = cfg.test_batch_size if split == "test" else cfg.batch_size
     if not records:

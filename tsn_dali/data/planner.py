@@ -21,7 +21,7 @@ from typing import Dict, List
 import numpy as np
 import yaml
 
-from tsn_dali.config import PIPELINES_DIR, DataConfig
+from tsn_dali.config import PIPELINES_DIR, DataConfig, YamlLoader
 from tsn_dali.data.errors import PipelineError
 from tsn_dali.data.ops import OPS, Op, PlanState, check_pipeline
 from tsn_dali.data.plan import ClipPlan, StreamFacts
@@ -70,7 +70,7 @@ def _resolve_path(name_or_path) -> Path:
 def _read_nodes(path: Path):
     """The pipeline's YAML node list (PipelineError with the line where it is not one)."""
     try:
-        root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+        root = yaml.compose(path.read_text(), Loader=YamlLoader)  # YAML 1.2 booleans: 'off' is a string
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise PipelineError(str(path), "", f"not valid YAML: {getattr(exc, 'problem', exc)}",
@@ -89,7 +89,7 @@ def _build_op(file: str, item, variables, data_cfg: DataConfig) -> Op:
     name = key_node.value
     if name not in OPS:
         raise PipelineError(file, name, f"unknown op{_closest(name, OPS)}; valid ops: {', '.join(OPS)}", line)
-    params = yaml.safe_load(yaml.serialize(params_node)) if params_node is not None else None
+    params = yaml.load(yaml.serialize(params_node), Loader=YamlLoader) if params_node is not None else None
     params = params or {}
     if not isinstance(params, dict):
         raise PipelineError(file, name, "expected a mapping of parameters", line)
@@ -101,6 +101,10 @@ def _build_op(file: str, item, variables, data_cfg: DataConfig) -> Op:
             raise PipelineError(file, f"{name}.{param}", f"unknown parameter{_closest(param, spec)}; "
                                 f"valid: {', '.join(spec)}", lines.get(param, line))
     params = {k: _substitute(v, variables, file, f"{name}.{k}", lines.get(k, line)) for k, v in params.items()}
+    for param, value in params.items():
+        if isinstance(spec[param], bool) and not isinstance(value, bool):
+            raise PipelineError(file, f"{name}.{param}", f"expected true or false, got {value!r}",
+                                lines.get(param, line))
     if OPS[name].kind == "sampling":
         params.setdefault("start_index", data_cfg.start_index)
     missing = [k for k, v in spec.items() if v is dataclasses.MISSING and k not in params]

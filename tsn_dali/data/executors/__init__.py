@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from tsn_dali.data.executors.base import Executor
+from tsn_dali.data.executors.base import DECODES, Executor
 from tsn_dali.data.executors.reference import ReferenceExecutor
 
 EXECUTORS = ("auto", "dali-gpu", "dali-cpu", "reference")
@@ -81,6 +81,8 @@ def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_work
     ``decode`` are the DALI executors' (DaliExecutor); ``filename_tmpl`` names rawframe
     files.
     """
+    if decode not in DECODES:
+        raise ValueError(f"loader.decode: {decode!r}; expected one of {', '.join(DECODES)}")
     resolved = resolve_executor_name(name, device)
     if resolved == "reference":
         workers = decode_workers if reference_workers is None else reference_workers
@@ -98,5 +100,5 @@ def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_work
                         filename_tmpl=filename_tmpl)
 
 
-__all__ = ["EXECUTORS", "Executor", "ReferenceExecutor", "build_executor", "nvdec_unusable",
+__all__ = ["DECODES", "EXECUTORS", "Executor", "ReferenceExecutor", "build_executor", "nvdec_unusable",
            "resolve_executor_name"]

@@ -19,6 +19,9 @@ import torch
 
 from tsn_dali.data.plan import ClipPlan, StreamFacts
 
+# loader.decode: DALI decodes what its decoder reads | decord decodes every video (MMAction2)
+DECODES = ("native", "mmaction")
+
 # loader.dtype names -> torch dtypes (the one table; bfloat16 is written by torch, not DALI)
 TORCH_DTYPES = {"uint8": torch.uint8, "float16": torch.float16, "bfloat16": torch.bfloat16,
                 "float32": torch.float32}
@@ -87,4 +90,4 @@ def no_slow_path(streams: Mapping[str, StreamFacts]) -> Dict[str, str]:
     return {}
 
 
-__all__ = ["Executor", "TORCH_DTYPES", "check_render_args", "no_slow_path", "normalise"]
+__all__ = ["DECODES", "Executor", "TORCH_DTYPES", "check_render_args", "no_slow_path", "normalise"]

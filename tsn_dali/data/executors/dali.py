@@ -45,7 +45,7 @@ import torch
 from tsn_dali.data.decoding import decode_frames
 from tsn_dali.data.errors import VideoDecodeError
 from tsn_dali.data.executors import dali_pipeline as graph
-from tsn_dali.data.executors.base import check_render_args
+from tsn_dali.data.executors.base import DECODES, check_render_args
 from tsn_dali.data.executors.nvdec import NvdecSupport
 from tsn_dali.data.plan import ClipPlan, StreamFacts
 from tsn_dali.data.slicing import clip_input, unique_frames
@@ -53,7 +53,6 @@ from tsn_dali.data.slicing import clip_input, unique_frames
 logger = logging.getLogger(__name__)
 
 MAX_PIPELINES = 4  # cached pipelines per executor
-DECODE_MODES = ("native", "mmaction")
 RAWFRAME_CODECS = ("rawframes", "jpeg")
 
 
@@ -102,8 +101,8 @@ class DaliExecutor:
         self.device = torch.device(device)
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"dali executor: device {device!r}; expected 'cpu' or 'cuda[:index]'")
-        if decode not in DECODE_MODES:
-            raise ValueError(f"dali executor: decode {decode!r}; expected one of {', '.join(DECODE_MODES)}")
+        if decode not in DECODES:
+            raise ValueError(f"loader.decode: {decode!r}; expected one of {', '.join(DECODES)}")
         self.dali_device = "gpu" if self.device.type == "cuda" else "cpu"
         self.name = "dali-gpu" if self.dali_device == "gpu" else "dali-cpu"
         self.device_id = None
@@ -313,4 +312,4 @@ class DaliExecutor:
             pass
 
 
-__all__ = ["DECODE_MODES", "DaliExecutor", "PreparedBatch", "probe_codec"]
+__all__ = ["DaliExecutor", "PreparedBatch", "probe_codec"]
