@@ -31,7 +31,6 @@ from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import av  # noqa: E402,F401  (PyAV before decord: see tsn_dali.data.video_index)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -66,7 +65,7 @@ def train_once(data_root: str, ex: Dict[str, str], seed: int, work: Path, device
     if (work / "latest.pth").is_file():
         argv.append("--resume")
     t0 = time.perf_counter()
-    summary = tsn_train.main(argv + recipe_args(data_root, ex, device, extra))
+    summary = tsn_train.run(argv + recipe_args(data_root, ex, device, extra))
     summary["seconds"] = time.perf_counter() - t0
     return summary
 
@@ -75,7 +74,7 @@ def test_once(data_root: str, ex: Dict[str, str], checkpoint: str, device: str,
               extra: Sequence[str]) -> dict:
     from tsn_dali import test as tsn_test
 
-    m = tsn_test.main([str(RECIPE), checkpoint] + recipe_args(data_root, ex, device, extra))
+    m = tsn_test.run([str(RECIPE), checkpoint] + recipe_args(data_root, ex, device, extra))
     return {k: m[k] for k in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_views",
                               "executor", "amp")}
 

@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import av  # noqa: F401  (before decord)
 import numpy as np
 import torch
 

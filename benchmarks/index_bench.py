@@ -36,7 +36,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import av  # noqa: E402,F401  (PyAV before decord)
 
 from tsn_dali.data import index_build, index_cache  # noqa: E402
 from tsn_dali.data.video_index import VideoInfo  # noqa: E402

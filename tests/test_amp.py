@@ -3,7 +3,6 @@ bf16 and on GPUs with and without it (capability checks stubbed), explicit value
 a warning where slow, and the trainer's start-up line saying what was chosen and why."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,7 @@ from tsn_dali.engine.amp import AMP_CHOICES, cpu_bf16_feature, resolve_amp
 from tsn_dali.engine.step import AMP_DTYPES
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "helpers"))
-from tiny_train import make_videos, train_recipe  # noqa: E402
+from helpers.tiny_train import make_videos, train_recipe  # noqa: E402
 
 AVX2_ONLY = {"architecture": "x86_64", "avx2": True, "avx512_f": False, "avx512_bf16": False,
              "amx_bf16": False}
@@ -121,7 +119,7 @@ def test_train_startup_line_says_what_was_chosen_and_why(tiny, tmp_path, monkeyp
     import tsn_dali.train as train_mod
 
     stub_cpu(monkeypatch, AVX2_ONLY)
-    summary = train_mod.main([str(tiny), "--work-dir", str(tmp_path / "w"), "--device", "cpu",
+    summary = train_mod.run([str(tiny), "--work-dir", str(tmp_path / "w"), "--device", "cpu",
                               "--amp", amp, "--max-steps", "1", "--no-progress"])
     out, err = capsys.readouterr()
     start = [x for x in out.splitlines() if x.startswith("tsn_dali.train: tiny on")]

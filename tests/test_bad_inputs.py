@@ -18,11 +18,10 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import av  # noqa: F401  (PyAV before decord)
+import av
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.bad_videos import write_audio_only, write_zero_frame_video  # noqa: E402
 from helpers.tiny_train import PROJECT, make_videos, train_recipe  # noqa: E402
 
@@ -195,7 +194,7 @@ def test_training_survives_bad_videos_and_logs_them(dataset, tmp_path):
     root, bad, _ = dataset
     from tsn_dali import train
 
-    summary = train.main([str(_recipe(root)), "--device", "cpu", "--work-dir", str(tmp_path / "wd"),
+    summary = train.run([str(_recipe(root)), "--device", "cpu", "--work-dir", str(tmp_path / "wd"),
                           "--seed", "0"])
     assert len(summary["history"]) == 1 and np.isfinite(summary["history"][0]["loss"])
     assert summary["stats"]["dropped"] == len(bad)
@@ -219,7 +218,7 @@ def test_video_failing_at_decode_time_is_replaced_and_counted(dataset, tmp_path)
 
     from tsn_dali import train
 
-    summary = train.main([str(recipe_path), "--device", "cpu", "--work-dir", str(tmp_path / "wd"),
+    summary = train.run([str(recipe_path), "--device", "cpu", "--work-dir", str(tmp_path / "wd"),
                           "--seed", "0"])
     assert summary["history"][0]["bad_videos_replaced"] >= 1
     log = [json.loads(l) for l in Path(summary["log"]).read_text().splitlines()]
@@ -232,16 +231,14 @@ def test_test_split_errors_on_bad_videos_unless_told_to_skip(dataset, tmp_path, 
     from tsn_dali import test, train
 
     recipe_path = _recipe(root)
-    summary = train.main([str(recipe_path), "--device", "cpu", "--work-dir", str(tmp_path / "wd"),
+    summary = train.run([str(recipe_path), "--device", "cpu", "--work-dir", str(tmp_path / "wd"),
                           "--seed", "0"])
-    with pytest.raises(SystemExit) as err:
-        test.main([str(recipe_path), summary["checkpoint"], "--device", "cpu"])
-    assert err.value.code == 1
+    assert test.main([str(recipe_path), summary["checkpoint"], "--device", "cpu"]) == 1
     message = capsys.readouterr().err.strip().splitlines()[-1]
     # the first problem met: the list names a file that does not exist (file and line)
     assert message.startswith(f"error: {root / 'test.txt'}:5: ") and "missing.mp4" in message
 
-    metrics = test.main([str(recipe_path), summary["checkpoint"], "--device", "cpu",
+    metrics = test.run([str(recipe_path), summary["checkpoint"], "--device", "cpu",
                          "--set", "test.on_bad_video=skip", "--dump", str(tmp_path / "r.pkl")])
     assert metrics["num_videos"] == 4 + len(odd)
     assert {_name(r) for r in metrics["skipped"]} == set(bad.values())

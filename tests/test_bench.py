@@ -7,7 +7,6 @@ import os
 import shutil
 from pathlib import Path
 
-import av  # noqa: F401  (PyAV before decord)
 import pytest
 import torch
 

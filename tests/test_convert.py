@@ -1,6 +1,4 @@
 """MMAction2 TSN checkpoints -> tsn_dali: key mapping, strict loading, the CLI."""
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,8 +7,7 @@ from tsn_dali.config import ModelConfig, RECIPES_DIR, recipe_from_dict
 from tsn_dali.convert import main as convert_main
 from tsn_dali.models import build_model, convert_mmaction_state_dict
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
-from mmengine_pickle import save_mmengine_checkpoint  # noqa: E402
+from helpers.mmengine_pickle import save_mmengine_checkpoint  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import av  # noqa: F401  (before decord: see tsn_dali.data.executors.reference)
+import av
 import numpy as np
 import pytest
 import torch

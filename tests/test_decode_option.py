@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av  # noqa: F401  (before decord: see tsn_dali.data.executors.reference)
 import numpy as np
 import pytest
 import torch

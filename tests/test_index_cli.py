@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "helpers"))
-from tiny_clips import make_dataset, recipe_yaml  # noqa: E402
+from helpers.tiny_clips import make_dataset, recipe_yaml  # noqa: E402
 
 from tsn_dali.data.index_cache import info_fields, read_rows  # noqa: E402
 
@@ -52,13 +51,13 @@ def test_builds_the_cache_and_reports_bad_videos(tmp_path):
     assert again.returncode == 0 and "1 probed here, 7 from the cache" in again.stdout, again.stdout
 
 
-def test_usage_and_recipe_errors_exit_1_with_one_line(tmp_path):
+def test_recipe_errors_exit_1_and_usage_errors_2_with_one_line(tmp_path):
     root, recipe = _dataset(tmp_path / "data")
     run = _index(recipe, "--set", "data.index_workers=0", cwd=tmp_path)
     assert run.returncode == 1 and run.stderr.strip().count("\n") == 0
     assert "data.index_workers" in run.stderr and "Traceback" not in run.stderr
     run = _index(recipe, "--split", "everything", cwd=tmp_path)
-    assert run.returncode == 1 and "invalid choice" in run.stderr
+    assert run.returncode == 2 and "invalid choice" in run.stderr  # usage: argparse's status
     (root / "val.txt").write_text("v000.mp4 0\nv001.mp4\n")
     run = _index(recipe, "--split", "val", cwd=tmp_path)
     assert run.returncode == 1 and "val.txt:2:" in run.stderr and "Traceback" not in run.stderr

@@ -3,17 +3,14 @@ collective waiting while a slowed rank probes (process-group timeout of a few se
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch.multiprocessing as mp
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "helpers"))
-from index_ranks import run_rank  # noqa: E402
-from tiny_clips import make_dataset, recipe_yaml  # noqa: E402
+from helpers.index_ranks import run_rank  # noqa: E402
+from helpers.tiny_clips import make_dataset, recipe_yaml  # noqa: E402
 
 from tsn_dali.data.index_cache import info_fields, read_rows  # noqa: E402
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
-from tiny_clips import make_dataset, recipe_yaml  # noqa: E402
+from helpers.tiny_clips import make_dataset, recipe_yaml  # noqa: E402
 
 from tsn_dali.config import load_recipe  # noqa: E402
 from tsn_dali.data import VideoDecodeError, build_loader, eval_order, train_order  # noqa: E402
+from tsn_dali.data.errors import DatasetError  # noqa: E402
 from tsn_dali.data.executors import ReferenceExecutor  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ def test_bad_videos_in_the_index_are_dropped_or_raise(tmp_path):
     tl = build_loader(load_recipe(path), "train", progress=False)
     assert len(tl.records) == 4 and all("v001" not in r.path for r in tl.records)
     assert [d["path"] for d in tl.stats["dropped"]] == [str(root / "videos" / "v001.mp4")]
-    with pytest.raises(VideoDecodeError, match=r"train.txt: 1 bad video.*v001.mp4"):
+    with pytest.raises(DatasetError, match=r"train.txt: 1 bad video.*v001.mp4"):
         build_loader(load_recipe(path, overrides=["data.on_bad_video=error"]), "train", progress=False)
 
 

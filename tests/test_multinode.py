@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "helpers"))
-from tiny_train import make_videos, train_recipe  # noqa: E402
+from helpers.tiny_train import make_videos, train_recipe  # noqa: E402
 
 import tsn_dali.train as train_mod  # noqa: E402
 from tsn_dali.engine.checkpoint import load_checkpoint  # noqa: E402
@@ -94,7 +93,7 @@ def test_two_nodes_train_resume_on_one_node_and_test(tmp_path):
     assert len(ckpt["history"]) == 1 and 0 <= ckpt["history"][0]["top1"] <= 100
 
     # resume on ONE node, one process: 4 samples done = 2 of its 3 batches; 1 step left
-    summary = train_mod.main([str(a) for a in args[2:]] + ["--resume"])
+    summary = train_mod.run([str(a) for a in args[2:]] + ["--resume"])
     assert summary["world_size"] == 1 and summary["steps"] == 4 and summary["stopped"] is None
     ckpt = load_checkpoint(work / "latest.pth")
     assert ckpt["world_size"] == 1 and ckpt["epoch"] == 2 and [h["epoch"] for h in ckpt["history"]] == [1, 2]

@@ -164,7 +164,7 @@ def test_chained_reencode_writes_short_gop_copies_and_their_lists(kinetics, caps
     assert "re-encoded train: 3 written" in capsys.readouterr().out
 
 
-def test_annotation_and_usage_errors_are_one_line_exit_1(kinetics, sthv2, capsys):
+def test_annotation_errors_exit_1_and_usage_errors_exit_2_in_one_line(kinetics, sthv2, capsys):
     ann = kinetics / "annotations"
     (ann / "kinetics_train.csv").write_text("label,youtube_id,time_start\nabseiling,x,1\n")
     assert main(["kinetics400", "--root", str(kinetics)]) == 1
@@ -173,15 +173,16 @@ def test_annotation_and_usage_errors_are_one_line_exit_1(kinetics, sthv2, capsys
                   "time_end, split; time_end missing (header: label,youtube_id,time_start)"
     (ann / "kinetics_train.csv").write_text("label,youtube_id,time_start,time_end\nabseiling,x,1,2\nabseiling,y,1,later\n")
     assert main(["kinetics400", "--root", str(kinetics)]) == 1
-    assert f"kinetics_train.csv:3: time_end: expected seconds, got 'later'" in capsys.readouterr().err
+    assert "kinetics_train.csv:3: time_end: expected seconds, got 'later'" in capsys.readouterr().err
     os.remove(ann / "kinetics_train.csv")
     assert main(["kinetics400", "--root", str(kinetics)]) == 1
     assert "no train annotations: expected one of kinetics_train.csv, train.csv" in capsys.readouterr().err
-    assert main(["sthv2", "--root", str(sthv2), "--splits", "train,test"]) == 1
+    assert main(["sthv2", "--root", str(sthv2), "--splits", "train,test"]) == 2
     assert "test file has no labels" in capsys.readouterr().err
-    assert main(["sthv2", "--root", str(sthv2), "--short-side", "64"]) == 1
-    assert main(["kinetics800"]) == 1
-    assert "invalid choice" in capsys.readouterr().err
+    assert main(["sthv2", "--root", str(sthv2), "--short-side", "64"]) == 2
+    with pytest.raises(SystemExit) as exit_:  # argparse's own usage error
+        main(["kinetics800"])
+    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
 def test_the_reencode_command_is_unchanged_and_lists_dispatches(kinetics, tmp_path):
@@ -197,4 +198,6 @@ def test_the_reencode_command_is_unchanged_and_lists_dispatches(kinetics, tmp_pa
                           str(kinetics), "--check", "exists", "--no-progress"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and "train 4 listed, 1 missing" in run.stdout, run.stderr
-    assert prepare_main(["lists", "--help"]) == 0
+    with pytest.raises(SystemExit) as exit_:  # argparse prints the help and exits 0
+        prepare_main(["lists", "--help"])
+    assert exit_.value.code == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import av  # noqa: F401  (before decord: decord's FFmpeg breaks PyAV's VP9 encoder otherwise)
 import numpy as np
 import pytest
 import torch

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "helpers"))
-from tiny_train import make_videos, train_recipe  # noqa: E402
+from helpers.tiny_train import make_videos, train_recipe  # noqa: E402
 
 from tsn_dali.models import build_model  # noqa: E402
 
@@ -32,7 +30,7 @@ def setup(tmp_path_factory):
     root = make_videos(tmp_path_factory.mktemp("resume"), num_videos=4)
     recipe = train_recipe(root, epochs=EPOCHS)
     work = root / "uninterrupted"
-    summary = train_mod.main(_args(recipe, work))
+    summary = train_mod.run(_args(recipe, work))
     return recipe, build_model, load_checkpoint(work / "latest.pth"), summary
 
 
@@ -56,13 +54,13 @@ def _assert_same_run(ckpt, reference):
 def test_max_steps_then_resume_is_bitwise_equal(setup, builder, tmp_path):
     recipe, _, reference, _ = setup
     work = tmp_path / "w"
-    first = train_mod.main(_args(recipe, work, "--max-steps", "3"))
+    first = train_mod.run(_args(recipe, work, "--max-steps", "3"))
     assert first["stopped"] == "max_steps" and first["steps"] == 3
     mid = load_checkpoint(work / "latest.pth")
     # stopped after batch 1 of epoch 2 (0-based epoch 1): the loader state says so
     assert mid["epoch"] == 1 and mid["loader"]["epoch"] == 1 and mid["loader"]["batches_done"] == 1
     assert len(mid["history"]) == 1
-    second = train_mod.main(_args(recipe, work, "--resume"))
+    second = train_mod.run(_args(recipe, work, "--resume"))
     assert second["stopped"] is None and [h["epoch"] for h in second["history"]] == [1, 2]
     _assert_same_run(load_checkpoint(work / "latest.pth"), reference)
 
@@ -86,9 +84,7 @@ def test_sigterm_saves_mid_epoch_and_resume_is_bitwise_equal(setup, monkeypatch,
 
     monkeypatch.setattr(train_mod, "build_model", builder_that_signals)
     work = tmp_path / "w"
-    with pytest.raises(SystemExit) as exit_:
-        train_mod.main(_args(recipe, work))
-    assert exit_.value.code == 143
+    assert train_mod.main(_args(recipe, work)) == 143
     err = capsys.readouterr().err
     assert "stopped by SIGTERM" in err and "--resume" in err
     mid = load_checkpoint(work / "latest.pth")
@@ -99,18 +95,16 @@ def test_sigterm_saves_mid_epoch_and_resume_is_bitwise_equal(setup, monkeypatch,
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers put back
 
     monkeypatch.setattr(train_mod, "build_model", real_builder)
-    train_mod.main(_args(recipe, work, "--resume"))
+    train_mod.run(_args(recipe, work, "--resume"))
     _assert_same_run(load_checkpoint(work / "latest.pth"), reference)
 
 
 def test_resume_auto_without_checkpoint_starts_fresh_and_bad_path_errors(setup, builder, tmp_path,
                                                                          capsys):
     recipe = setup[0]
-    fresh = train_mod.main(_args(recipe, tmp_path / "empty", "--resume", "--max-steps", "1"))
+    fresh = train_mod.run(_args(recipe, tmp_path / "empty", "--resume", "--max-steps", "1"))
     assert fresh["steps"] == 1 and fresh["history"] == []  # no latest.pth there: a new run
-    with pytest.raises(SystemExit) as exit_:
-        train_mod.main(_args(recipe, tmp_path / "w", "--resume", str(tmp_path / "nope.pth")))
-    assert exit_.value.code == 1
+    assert train_mod.main(_args(recipe, tmp_path / "w", "--resume", str(tmp_path / "nope.pth"))) == 1
     line = capsys.readouterr().err.strip()
     assert line == f"error: {tmp_path / 'nope.pth'}: --resume checkpoint file not found"
 

@@ -31,7 +31,7 @@ def test_sample_reads_this_process():
 
 def test_tiny_soak_records_every_epoch(tmp_path):
     out = tmp_path / "out"
-    results = soak.main(["--executors", "reference", "--epochs", "3", "--warmup", "1", "--videos", "16",
+    results = soak.run(["--executors", "reference", "--epochs", "3", "--warmup", "1", "--videos", "16",
                          "--frames", "8", "--width", "64", "--height", "48", "--data", str(tmp_path / "data"),
                          "--out", str(out), "--set", "train.amp='off'", "--set", "data.input_size=32",
                          "--set", "data.short_side=40", "--set", "loader.batch_size=4",

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "helpers"))
-from stall import BlockingExecutor  # noqa: E402
-from tiny_clips import make_dataset, recipe_yaml  # noqa: E402
-from tiny_train import make_videos, train_recipe  # noqa: E402
+from helpers.stall import BlockingExecutor  # noqa: E402
+from helpers.tiny_clips import make_dataset, recipe_yaml  # noqa: E402
+from helpers.tiny_train import make_videos, train_recipe  # noqa: E402
 
 from tsn_dali.config import RecipeError, load_recipe  # noqa: E402
 from tsn_dali.data import LoaderStalled, build_loader, train_order  # noqa: E402
@@ -128,7 +127,7 @@ def tiny(tmp_path_factory, one_thread):
     intra-op thread here as in the subprocesses (OMP_NUM_THREADS=1): bitwise comparable."""
     root = make_videos(tmp_path_factory.mktemp("stall_train"), num_videos=4)
     recipe = train_recipe(root, epochs=2)
-    summary = train_mod.main(_args(recipe, root / "uninterrupted"))
+    summary = train_mod.run(_args(recipe, root / "uninterrupted"))
     return root, recipe, load_checkpoint(root / "uninterrupted" / "latest.pth"), summary
 
 
@@ -159,7 +158,7 @@ def test_train_stall_saves_exits_75_and_resumes(tiny, tmp_path, block_at, split,
     assert [(r["split"], r["batch"]) for r in logged if r["kind"] == "stalled"] == [(split, batch)]
 
     # resumed with a working executor: the run ends as the uninterrupted one, bitwise
-    summary = train_mod.main(_args(recipe, work, "--resume"))
+    summary = train_mod.run(_args(recipe, work, "--resume"))
     assert summary["stopped"] is None and [h["epoch"] for h in summary["history"]] == [1, 2]
     ckpt = load_checkpoint(work / "latest.pth")
     assert ckpt["step"] == reference["step"] == 4
@@ -202,6 +201,6 @@ def test_one_rank_stalls_under_torchrun_and_one_process_resumes(tmp_path, one_th
     assert mid["loader"] == dict(mid["loader"], epoch=0, batches_done=1, world_size=2)
 
     # one process: 1 batch x 2 clips x 2 ranks = 4 samples done = 2 of its 4 batches
-    summary = train_mod.main(_args(recipe, work, "--resume"))
+    summary = train_mod.run(_args(recipe, work, "--resume"))
     assert summary["world_size"] == 1 and summary["steps"] == 1 + 2 + 4
     assert [h["epoch"] for h in summary["history"]] == [1, 2]

@@ -5,7 +5,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-import av  # noqa: F401  (PyAV before decord)
+import av
 import numpy as np
 import pytest
 

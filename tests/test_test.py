@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +10,8 @@ import pytest
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "helpers"))
-from mmengine_pickle import save_mmengine_checkpoint  # noqa: E402
-from tiny_train import make_videos, train_recipe  # noqa: E402
+from helpers.mmengine_pickle import save_mmengine_checkpoint  # noqa: E402
+from helpers.tiny_train import make_videos, train_recipe  # noqa: E402
 
 from tsn_dali.models import build_model  # noqa: E402
 
@@ -47,7 +45,7 @@ def patched(setup, monkeypatch):
 def test_dump_and_printed_accuracy_match_returned_metrics(patched, tmp_path, capsys):
     root, recipe_path, recipe, _, model, ckpt = patched
     dump = tmp_path / "out" / "result.pkl"
-    metrics = test_mod.main([str(recipe_path), str(ckpt), "--dump", str(dump), "--device", "cpu",
+    metrics = test_mod.run([str(recipe_path), str(ckpt), "--dump", str(dump), "--device", "cpu",
                              "--no-progress"])
     out = capsys.readouterr().out
     assert metrics["num_videos"] == NUM_VIDEOS and metrics["samples"] == list(range(NUM_VIDEOS))
@@ -96,9 +94,7 @@ def test_wrong_class_count_is_one_line_error(patched, tmp_path, capsys):
     cfg.num_classes = 4
     bad = tmp_path / "four_classes.pth"
     torch.save({"model": builder(cfg).state_dict()}, bad)
-    with pytest.raises(SystemExit) as exit_:
-        test_mod.main([str(recipe_path), str(bad), "--device", "cpu", "--no-progress"])
-    assert exit_.value.code == 1
+    assert test_mod.main([str(recipe_path), str(bad), "--device", "cpu", "--no-progress"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {bad}: ")
     assert "[4" in err and "model.num_classes=3" in err
@@ -111,8 +107,7 @@ def test_truncated_and_foreign_checkpoints_are_one_line_errors(patched, tmp_path
     foreign = tmp_path / "foreign.pth"
     torch.save({"weights": torch.zeros(2)}, foreign)
     for path, words in ((cut, "truncated or corrupt"), (foreign, "expected a tsn_dali checkpoint")):
-        with pytest.raises(SystemExit):
-            test_mod.main([str(recipe_path), str(path), "--device", "cpu", "--no-progress"])
+        assert test_mod.main([str(recipe_path), str(path), "--device", "cpu", "--no-progress"]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith(f"error: {path}: ") and words in err
 
@@ -130,10 +125,10 @@ def test_mmaction2_checkpoint_is_converted(patched, tmp_path):
         pytest.skip("model keys not in torchvision ResNet naming")
     mm_path = tmp_path / "mmaction.pth"
     save_mmengine_checkpoint(mm_path, mm)  # with objects of a class not importable here
-    ours = test_mod.main([str(recipe_path), str(ckpt), "--device", "cpu", "--no-progress",
+    ours = test_mod.run([str(recipe_path), str(ckpt), "--device", "cpu", "--no-progress",
                           "--set", "data.test_pipeline=tsn_val"])
     with pytest.warns(UserWarning, match="MMAction2 checkpoint"):
-        theirs = test_mod.main([str(recipe_path), str(mm_path), "--device", "cpu", "--no-progress",
+        theirs = test_mod.run([str(recipe_path), str(mm_path), "--device", "cpu", "--no-progress",
                                 "--set", "data.test_pipeline=tsn_val"])
     assert theirs["checkpoint_kind"] == "mmaction2"
     assert theirs["top1"] == ours["top1"] and theirs["mean_class_accuracy"] == ours["mean_class_accuracy"]
@@ -169,7 +164,7 @@ def test_real_clips_are_scored_once_each(patched, tmp_path):
     (tmp_path / "real.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(names)))
     recipe = train_recipe(tmp_path, short_side=32, input_size=28)
     dump = tmp_path / "real.pkl"
-    metrics = test_mod.main([str(recipe), str(ckpt), "--device", "cpu", "--no-progress",
+    metrics = test_mod.run([str(recipe), str(ckpt), "--device", "cpu", "--no-progress",
                              "--dump", str(dump), "--set", f"data.root={videos}",
                              "--set", f"data.test_list={tmp_path / 'real.txt'}",
                              "--set", f"data.test_prefix={videos}"])

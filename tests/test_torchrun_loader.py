@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "helpers"))
-from tiny_clips import make_dataset, recipe_yaml  # noqa: E402
+from helpers.tiny_clips import make_dataset, recipe_yaml  # noqa: E402
 
 
 def test_two_ranks_under_torchrun(tmp_path):

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "helpers"))
-from tiny_train import make_videos, train_recipe  # noqa: E402
+from helpers.tiny_train import make_videos, train_recipe  # noqa: E402
 
 import tsn_dali.train as train_mod  # noqa: E402
 from tsn_dali.engine.checkpoint import load_checkpoint  # noqa: E402
@@ -45,7 +44,7 @@ def test_two_process_train_then_test(tmp_path):
     assert len(list(work.glob("train_*.jsonl"))) == 1  # rank 0 alone writes the log
 
     # Continue on ONE process: 4 samples done = 2 of its 3 batches of 2; lr rescaled to 1 x 2.
-    summary = train_mod.main(train[2:] + ["--resume"])
+    summary = train_mod.run(train[2:] + ["--resume"])
     assert summary["world_size"] == 1 and summary["steps"] == 4
     ckpt = load_checkpoint(work / "latest.pth")
     assert ckpt["world_size"] == 1 and ckpt["epoch"] == 2 and ckpt["step"] == 4

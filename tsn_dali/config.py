@@ -526,20 +526,17 @@ def resolve_data_path(recipe: Recipe, rel: str) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m tsn_dali.config RECIPE [--set k=v ...]``: validate and print the resolved recipe."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(prog="python -m tsn_dali.config", description=main.__doc__)
     parser.add_argument("recipe")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    from tsn_dali import cli
+
     args = parser.parse_args(argv)
-    try:
-        recipe = load_recipe(args.recipe, args.overrides)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(recipe_to_yaml(recipe), end="")
-    return 0
+    return cli.run_main(lambda: print(recipe_to_yaml(load_recipe(args.recipe, args.overrides)), end=""))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from tsn_dali import cli, config  # the module itself, whose RecipeError tsn_dali.cli knows
+
+    raise SystemExit(cli.entry(config.main))

@@ -11,12 +11,13 @@ objects replaced by empty stand-ins (mmengine need not be installed).
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import List, Optional
 
 
+from tsn_dali import cli
 from tsn_dali.config import RecipeError, load_recipe
-from tsn_dali.engine.checkpoint import CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
+from tsn_dali.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tsn_dali.models.weights import check_state_dict
 from tsn_dali.models import build_model, convert_mmaction_state_dict
 
 
@@ -59,16 +60,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     mm.add_argument("--allow-pickle", action="store_true",
                     help="read pickled non-tensor objects (trusted files only)")
     args = parser.parse_args(argv)
-    try:
-        out = convert_mmaction_checkpoint(args.src, args.dst, args.recipe, args.allow_pickle,
-                                          args.overrides)
-    except (CheckpointError, RecipeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"{args.dst}: {len(out['model'])} tensors, backbone {out['recipe']['model']['backbone']}, "
-          f"{out['model']['fc.weight'].shape[0]} classes")
-    return 0
+
+    def convert():
+        out = convert_mmaction_checkpoint(args.src, args.dst, args.recipe, args.allow_pickle, args.overrides)
+        print(f"{args.dst}: {len(out['model'])} tensors, backbone {out['recipe']['model']['backbone']}, "
+              f"{out['model']['fc.weight'].shape[0]} classes")
+
+    return cli.run_main(convert)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.entry(main))

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import av  # noqa: F401  (PyAV before decord: see tsn_dali.data.video_index)
 import torch
 
+from tsn_dali import cli
 from tsn_dali.config import RECIPES_DIR
 from tsn_dali.data.synthetic import SyntheticSpec, generate
 
@@ -186,12 +186,12 @@ def run(args) -> dict:
     quiet = ["--no-progress"] if not progress else []
 
     t0 = time.perf_counter()
-    summary = tsn_train.main([str(RECIPE), "--work-dir", str(work_dir), "--seed", str(args.seed)]
+    summary = tsn_train.run([str(RECIPE), "--work-dir", str(work_dir), "--seed", str(args.seed)]
                              + common + quiet)
     times["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    metrics = tsn_test.main([str(RECIPE), summary["checkpoint"]] + common + quiet)
+    metrics = tsn_test.run([str(RECIPE), summary["checkpoint"]] + common + quiet)
     times["test"] = time.perf_counter() - t0
     times["total"] = time.perf_counter() - t_all
 
@@ -213,15 +213,12 @@ def run(args) -> dict:
             "data_dir": data["out"], "plot": str(plot), "report": str(report)}
 
 
-def main(argv: Optional[List[str]] = None) -> dict:
-    """Command line entry; returns what ``run`` returns. Bad arguments print one line."""
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m tsn_dali.demo``: the exit status (tsn_dali.cli); bad arguments (an executor
+    name, dataset parameters) print one line and give 2."""
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except ValueError as exc:  # bad executor name, bad dataset parameters, bad recipe value
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+    return cli.run_main(lambda: run(args), usage_errors=(ValueError,))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli.entry(main))

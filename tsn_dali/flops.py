@@ -24,7 +24,6 @@ writes benchmarks/results/flops.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from math import prod
 from pathlib import Path
@@ -33,7 +32,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tsn_dali.config import PROJECT_ROOT, Recipe, RecipeError, list_recipes, load_recipe
+from tsn_dali import cli
+from tsn_dali.config import PROJECT_ROOT, Recipe, list_recipes, load_recipe
 
 aten = torch.ops.aten
 
@@ -297,11 +297,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("recipes", nargs="*", help="recipe files (default: every recipe in recipes/)")
     parser.add_argument("--out", default=str(RESULTS), help=f"markdown file (default {RESULTS})")
     args = parser.parse_args(argv)
-    try:
-        rows = recipe_rows([Path(p) for p in args.recipes] or None)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return cli.run_main(lambda: write_table(args))
+
+
+def write_table(args) -> int:
+    """Print and write the table; 1 where a row is off MMAction2's reported FLOPs."""
+    rows = recipe_rows([Path(p) for p in args.recipes] or None)
     print(markdown(rows), end="")
     if args.out:
         out = Path(args.out)
@@ -313,4 +314,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.entry(main))

@@ -21,10 +21,11 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-import av  # noqa: F401  (PyAV before decord: see tsn_dali.data.video_index)
 
+from tsn_dali import cli
+from tsn_dali.engine.errors import UsageError
 from tsn_dali.config import RecipeError, load_recipe, resolve_data_path
-from tsn_dali.data.annotations import AnnotationError, read_video_list
+from tsn_dali.data.annotations import read_video_list
 from tsn_dali.data.index_build import SAVE_EVERY, IndexBuildError, build_index
 from tsn_dali.data.index_cache import index_cache_dir
 
@@ -32,15 +33,8 @@ SPLITS = ("train", "val", "test")
 SHOWN = 20  # bad videos printed; all of them go to the report file
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # usage errors: one line, exit status 1
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(1)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m tsn_dali.index", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tsn_dali.index", description=__doc__.splitlines()[0])
     p.add_argument("recipe", help="recipe YAML (a path, or a file name under recipes/)")
     p.add_argument("--split", choices=(*SPLITS, "all"), default="all")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -131,15 +125,14 @@ def run(args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    return cli.run_main(lambda: run(_checked(args)), more_errors=(IndexBuildError,))
+
+
+def _checked(args):
     if args.workers is not None and args.workers < 1:
-        print("python -m tsn_dali.index: error: --workers must be >= 1", file=sys.stderr)
-        return 1
-    try:
-        return run(args)
-    except (RecipeError, AnnotationError, IndexBuildError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise UsageError("--workers must be >= 1")
+    return args
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(cli.entry(main))

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import List, Optional
 
 import numpy as np
 
-from .config import RecipeError, load_recipe
-from .data.annotations import AnnotationError
+from tsn_dali import cli
+from .config import load_recipe
 from .data.errors import VideoDecodeError
 from .data.plan import ClipPlan
 from .data.planner import ClipPlanner, load_pipeline
@@ -101,36 +100,36 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--executor", choices=("dali-gpu", "dali-cpu", "reference"))
     parser.add_argument("--dump-clips")
     args = parser.parse_args(argv)
-    try:
-        recipe = load_recipe(args.recipe, args.set)
-        info, plan = make_plan(recipe, args.video, args.split, args.seed, args.epoch,
-                               args.sample, args.label)
-        if args.json:
-            out = plan.to_json()
-            out["index"] = info.to_json()
-            print(json.dumps(out))
-        else:
-            print(describe(info, plan, args.split))
-        if args.sheet or args.dump_clips:
-            executor = args.executor or "reference"
-            try:
-                views = render_with_executor(plan, executor, recipe.data.filename_tmpl)
-            except (RuntimeError, ImportError) as exc:  # no GPU, no DALI, ...
-                if isinstance(exc, VideoDecodeError):
-                    raise
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ValueError(f"executor {executor}: {first}") from None
-            if args.dump_clips:
-                np.save(args.dump_clips, views)
-            if args.sheet:
-                contact_sheet(views, len(plan.frame_indices), args.sheet)
-            if not args.json:
-                print(f"views      {tuple(views.shape)} uint8 by {executor}")
-    except (RecipeError, AnnotationError, VideoDecodeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return cli.run_main(lambda: inspect_video(args), more_errors=(ValueError,))
+
+
+def inspect_video(args) -> None:
+    """Print the video's plan (and render it) as ``args`` say."""
+    recipe = load_recipe(args.recipe, args.set)
+    info, plan = make_plan(recipe, args.video, args.split, args.seed, args.epoch,
+                           args.sample, args.label)
+    if args.json:
+        out = plan.to_json()
+        out["index"] = info.to_json()
+        print(json.dumps(out))
+    else:
+        print(describe(info, plan, args.split))
+    if args.sheet or args.dump_clips:
+        executor = args.executor or "reference"
+        try:
+            views = render_with_executor(plan, executor, recipe.data.filename_tmpl)
+        except (RuntimeError, ImportError) as exc:  # no GPU, no DALI, ...
+            if isinstance(exc, VideoDecodeError):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"executor {executor}: {first}") from None
+        if args.dump_clips:
+            np.save(args.dump_clips, views)
+        if args.sheet:
+            contact_sheet(views, len(plan.frame_indices), args.sheet)
+        if not args.json:
+            print(f"views      {tuple(views.shape)} uint8 by {executor}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(cli.entry(main))

@@ -41,9 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-import av  # before decord (see tsn_dali.data.video_index)
+import av
 import numpy as np
 
+from tsn_dali import cli
+from tsn_dali.engine.errors import UsageError
 from tsn_dali.data.annotations import AnnotationError, read_video_list
 from tsn_dali.data.videoio import video_extension, write_video
 
@@ -229,16 +231,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return lists_main(argv[1:])
     args = build_parser().parse_args(argv)
+    return cli.run_main(lambda: prepare_cli(args))
+
+
+def prepare_cli(args) -> int:
+    """``prepare`` as the command line says; 1 where some video failed (listed), else 0."""
     if args.gop < 0 or (args.short_side is not None and args.short_side < 2):
-        print("error: --gop must be >= 0 and --short-side >= 2", file=sys.stderr)
-        return 2
-    try:
-        summary = prepare(args.list, args.prefix, args.out, gop=args.gop or None,
-                          short_side=args.short_side, crf=args.crf, workers=args.workers,
-                          overwrite=args.overwrite, progress=not args.no_progress, codec=args.codec)
-    except AnnotationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise UsageError("--gop must be >= 0 and --short-side >= 2")
+    summary = prepare(args.list, args.prefix, args.out, gop=args.gop or None,
+                      short_side=args.short_side, crf=args.crf, workers=args.workers,
+                      overwrite=args.overwrite, progress=not args.no_progress, codec=args.codec)
     print(f"tsn_dali.prepare: {summary['written']} written, {summary['skipped']} already there, "
           f"{len(summary['failed'])} failed; list: {summary['list']}"
           + (f"; failures: {summary['failed_file']}" if summary["failed"] else ""), flush=True)
@@ -248,4 +250,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(cli.entry(main))

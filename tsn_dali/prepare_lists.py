@@ -48,6 +48,8 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from tsn_dali import cli
+from tsn_dali.engine.errors import UsageError
 from tsn_dali.data.annotations import AnnotationError
 
 KINETICS = {"kinetics400": "k400", "kinetics600": "k600", "kinetics700": "k700"}
@@ -422,27 +424,23 @@ def _usage_error(args) -> Optional[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: usage errors are exit status 1 here
-        return 0 if exc.code == 0 else 1
+    args = build_parser().parse_args(argv)
+    return cli.run_main(lambda: lists_cli(args), more_errors=(OSError,))
+
+
+def lists_cli(args) -> int:
+    """``prepare_lists`` (and the chained re-encode) as the command line says."""
     problem = _usage_error(args)
     if problem:
-        print(f"{parser.prog}: error: {problem}", file=sys.stderr)
-        return 1
+        raise UsageError(problem)
     root = args.root or os.path.join("data", args.dataset)
     files = {k: getattr(args, f"{k}_annotations") for k in ("train", "val", "test", "labels")
              if getattr(args, f"{k}_annotations")}
     video_dirs = {k: getattr(args, f"{k}_videos") for k in ("train", "val", "test") if getattr(args, f"{k}_videos")}
-    try:
-        summary = prepare_lists(args.dataset, root, annotations=args.annotations,
-                                splits=args.splits.split(","), files=files, video_dirs=video_dirs,
-                                level=args.level, check=args.check, index_cache=args.index_cache,
-                                workers=args.workers, progress=not args.no_progress)
-    except (AnnotationError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    summary = prepare_lists(args.dataset, root, annotations=args.annotations,
+                            splits=args.splits.split(","), files=files, video_dirs=video_dirs,
+                            level=args.level, check=args.check, index_cache=args.index_cache,
+                            workers=args.workers, progress=not args.no_progress)
     print(f"tsn_dali.prepare lists {args.dataset}: {summary_line(args.dataset, summary)}; "
           f"lists and {os.path.basename(summary['label_map'])} in {root}; report: {summary['report']}", flush=True)
     for note in summary["notes"]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from typing import List, Optional
 
 import torch
 
-from tsn_dali.config import ModelConfig, Recipe, RecipeError, recipe_from_dict
-from tsn_dali.engine.checkpoint import CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
+from tsn_dali import cli
+from tsn_dali.config import ModelConfig, Recipe, recipe_from_dict
+from tsn_dali.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tsn_dali.models.weights import check_state_dict
 from tsn_dali.models import build_model, has_deploy_form, reparameterize_backbone
 
 
@@ -58,16 +59,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("dst", metavar="OUT.pth")
     parser.add_argument("--backbone", help="for a bare state dict: the backbone (e.g. mobileone_s4)")
     args = parser.parse_args(argv)
-    try:
-        ckpt = load_checkpoint(args.src)
-        out = reparameterize_checkpoint(ckpt, args.src, args.backbone)
+
+    def reparameterize():
+        out = reparameterize_checkpoint(load_checkpoint(args.src), args.src, args.backbone)
         save_checkpoint(out, args.dst)
-    except (CheckpointError, RecipeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"{args.dst}: {out['recipe']['model']['backbone']} reparameterised (model.deploy: true)")
-    return 0
+        print(f"{args.dst}: {out['recipe']['model']['backbone']} reparameterised (model.deploy: true)")
+
+    return cli.run_main(reparameterize)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.entry(main))

@@ -2,7 +2,7 @@
 
 Generates a dataset (tsn_dali.data.synthetic), then for each executor starts a fresh
 process that runs ``--epochs`` train + val epochs of a recipe (default recipes/demo.yaml)
-with the trainer's own parts (build_loader, TrainStep, tsn_dali.train.evaluate) and
+with the trainer's own parts (build_loader, TrainStep, tsn_dali.engine.evaluate) and
 samples, before the first epoch and after each one (train and val done, nothing forced
 to be freed): the process's resident memory (VmRSS) and peak (VmHWM), its OS threads
 (``Threads`` of /proc/self/status, DALI's and torch's own included), Python threads, open
@@ -31,7 +31,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tsn_dali.config import PROJECT_ROOT, RECIPES_DIR, RecipeError
+from tsn_dali import cli
+from tsn_dali.config import PROJECT_ROOT, RECIPES_DIR
+from tsn_dali.engine.errors import UsageError
 
 DEFAULT_DATA = dict(videos=64, frames=32, width=128, height=96, codec="vp9")
 # The demo recipe, float32 on CPU (no native bf16 on many CPUs), smaller crops for speed.
@@ -97,18 +99,21 @@ def soak_one(recipe, epochs: int, device: str, seed: int = 0, loader_only: bool 
 
     from tsn_dali.data.loader import build_loader
     from tsn_dali.engine import distributed as dist_utils
+    from tsn_dali.engine.amp import resolve_amp
+    from tsn_dali.engine.evaluate import accuracy, gather_scores, score_split
     from tsn_dali.engine.optim import build_optimizer
     from tsn_dali.engine.step import TrainStep
-    from tsn_dali.train import build_model, evaluate, seed_everything
+    from tsn_dali.train import build_model, seed_everything
 
     info = dist_utils.setup_distributed(device)
     seed_everything(seed, False)
     cfg = recipe.train
+    amp = resolve_amp(cfg.amp, info.device).amp
     train_loader = build_loader(recipe, "train", device=info.device, seed=seed, progress=False)
     val_loader = build_loader(recipe, "val", device=info.device, seed=seed, progress=False)
     if not loader_only:
         model = build_model(recipe.model).to(info.device, memory_format=torch.channels_last)
-        step_fn = TrainStep(model, build_optimizer(model, cfg, cfg.lr, info.device), amp=cfg.amp,
+        step_fn = TrainStep(model, build_optimizer(model, cfg, cfg.lr, info.device), amp=amp,
                             grad_clip=cfg.grad_clip, mean=recipe.data.mean, std=recipe.data.std)
     samples = [dict(epoch=0, **sample())]
     try:
@@ -126,7 +131,8 @@ def soak_one(recipe, epochs: int, device: str, seed: int = 0, loader_only: bool 
                     step_fn.update(loss)
                     losses.append(loss.detach())
                     clips += int(batch.labels.numel())
-                top1 = evaluate(model, val_loader, info, recipe, cfg.amp)["top1"]
+                rows = score_split(model, val_loader, info.device, recipe.data.mean, recipe.data.std, amp)
+                top1 = accuracy(*gather_scores(rows, info)[1:], topk=(1,))["top1"]
             seconds = time.perf_counter() - t0
             samples.append(dict(epoch=epoch + 1, seconds=seconds, clips_per_s=clips / seconds,
                                 loss=float(torch.stack(losses).float().mean()) if losses else None,
@@ -290,7 +296,8 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def main(argv: Optional[List[str]] = None) -> dict:
+def run(argv: Optional[List[str]] = None) -> dict:
+    """The soak as the command line says; returns the results (a worker: its one run)."""
     args = build_parser().parse_args(argv)
     from tsn_dali.data.synthetic import SyntheticSpec, generate
 
@@ -305,12 +312,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         Path(args.worker_json).write_text(json.dumps(result))
         return result
     if args.epochs - args.warmup < 2:
-        raise SystemExit(f"error: --epochs {args.epochs} --warmup {args.warmup}: expected at least 2 "
+        raise UsageError(f"--epochs {args.epochs} --warmup {args.warmup}: expected at least 2 "
                          "epochs after the warm-up")
-    try:
-        _recipe(args, data)  # a bad recipe or override: one error here, before any worker starts
-    except RecipeError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    _recipe(args, data)  # a bad recipe or override: one error here, before any worker starts
     date = datetime.date.today().isoformat()
     out = Path(args.out or PROJECT_ROOT / "benchmarks" / "results" / f"soak-{args.device}-{date}")
     out.mkdir(parents=True, exist_ok=True)
@@ -349,11 +353,20 @@ def _run_worker(args, name: str, out: Path) -> dict:
         cmd += ["--set", text]
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
-        raise SystemExit(f"error: soak of {name} failed (exit status {proc.returncode})")
+        raise SoakFailed(f"soak of {name} failed (exit status {proc.returncode})")
     result = json.loads(path.read_text())
     path.unlink()
     return result
 
 
+class SoakFailed(RuntimeError):
+    """A worker process of the soak failed (its own output says why)."""
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m tsn_dali.soak``: the exit status (tsn_dali.cli)."""
+    return cli.run_main(lambda: run(argv), more_errors=(SoakFailed,))
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli.entry(main))

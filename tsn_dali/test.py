@@ -18,22 +18,20 @@ import pickle
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
 
+from tsn_dali import cli
 from tsn_dali.config import load_recipe
-from tsn_dali.data.errors import LoaderStalled
 from tsn_dali.engine import distributed as dist_utils
 from tsn_dali.engine.amp import AMP_CHOICES, resolve_amp
-from tsn_dali.engine.checkpoint import (CheckpointError, check_state_dict, load_checkpoint,
-                                        model_state_from)
+from tsn_dali.engine.checkpoint import load_checkpoint
+from tsn_dali.engine.errors import EvaluationError, UsageError
+from tsn_dali.engine.evaluate import accuracy, gather_scores, score_split
 from tsn_dali.engine.logs import progress_bar
-from tsn_dali.engine.metrics import mean_class_accuracy, top_k_accuracy
-from tsn_dali.engine.signals import EXIT_STALLED, run_cli
-from tsn_dali.engine.step import autocast, prepare_clips
-from tsn_dali.train import build_model, user_errors
+from tsn_dali.train import build_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_weights(model: torch.nn.Module, path, recipe) -> str:
     """Load a tsn_dali or MMAction2 checkpoint into ``model``; returns which kind it was."""
+    from tsn_dali.models.weights import check_state_dict, model_state_from
+
     ckpt = load_checkpoint(path, allow_pickle=True)
     kind = "tsn_dali" if isinstance(ckpt.get("model"), dict) else "mmaction2"
     state = model_state_from(ckpt, path, recipe.model.backbone)
@@ -76,93 +76,61 @@ def dump_records(scores: np.ndarray, labels: np.ndarray) -> List[dict]:
     return out
 
 
-def compute_metrics(scores: np.ndarray, labels: np.ndarray, topk) -> Dict[str, float]:
-    """``top{k}`` and ``mean_class_accuracy`` in percent (MMAction2 AccMetric; a k beyond the
-    class count takes every class, as MMAction2's argsort slice does)."""
-    acc = top_k_accuracy(scores, labels, topk)
-    out = {f"top{k}": 100.0 * v for k, v in acc.items()}
-    out["mean_class_accuracy"] = 100.0 * mean_class_accuracy(scores, labels)
-    return out
+def compute_metrics(scores: np.ndarray, labels: np.ndarray, topk) -> dict:
+    """``top{k}`` and ``mean_class_accuracy`` in percent (tsn_dali.engine.evaluate.accuracy)."""
+    return accuracy(scores, labels, topk)
 
 
-@torch.no_grad()
+def prepare(args, info):
+    """(recipe, amp choice, model with the checkpoint's weights, checkpoint kind)."""
+    overrides = list(args.overrides) + ([f"loader.executor={args.executor}"] if args.executor else [])
+    recipe = load_recipe(args.recipe, overrides)
+    amp = resolve_amp(args.amp or recipe.train.amp, info.device)
+    if amp.warning and info.is_main:
+        print(f"tsn_dali.test: warning: {amp.warning}", file=sys.stderr, flush=True)
+    model = build_model(recipe.model)
+    kind = load_weights(model, args.checkpoint, recipe)
+    model = model.to(info.device)
+    if recipe.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return recipe, amp, model.eval(), kind
+
+
 def run_test(args) -> dict:
+    """Score the test split on every rank and report (module docstring); returns the metrics."""
     info = dist_utils.setup_distributed(args.device)
     loader = bar = None
     try:
-        overrides = list(args.overrides)
-        if args.executor:
-            overrides.append(f"loader.executor={args.executor}")
-        recipe = load_recipe(args.recipe, overrides)
-        amp_choice = resolve_amp(args.amp or recipe.train.amp, info.device)
-        if amp_choice.warning and info.is_main:
-            print(f"tsn_dali.test: warning: {amp_choice.warning}", file=sys.stderr, flush=True)
-        amp = amp_choice.amp
-        model = build_model(recipe.model)
-        kind = load_weights(model, args.checkpoint, recipe)
-        model = model.to(info.device)
-        if recipe.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        model.eval()
-
+        recipe, amp, model, kind = prepare(args, info)
         show = info.is_main and not args.no_progress
         from tsn_dali.data.loader import build_loader
         loader = build_loader(recipe, "test", rank=info.rank, world_size=info.world_size,
                               device=info.device, seed=0, progress=show)
-        views = loader.num_views
         bar = progress_bar(len(loader), "test", show)
-        mine = []  # (sample, label, scores) of this rank
         t0 = time.perf_counter()
-        for batch in loader:
-            keep = (batch.samples >= 0).cpu()
-            if bool(keep.any()):
-                with autocast(info.device, amp):
-                    probs = model.predict(prepare_clips(batch.clips, recipe.data.mean,
-                                                        recipe.data.std, amp))
-                probs = probs.float().cpu()[keep].numpy()
-                for s, label, p in zip(batch.samples.cpu()[keep].tolist(),
-                                       batch.labels.cpu()[keep].tolist(), probs):
-                    mine.append((int(s), int(label), p))
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+        rows = score_split(model, loader, info.device, recipe.data.mean, recipe.data.std, amp.amp, bar)
         seconds = time.perf_counter() - t0
-        skipped_mine = list(loader.stats.get("skipped", []))
-
-        gathered = dist_utils.all_gather_objects((mine, skipped_mine, seconds), info)
-        by_sample: Dict[int, tuple] = {}
-        for rank_rows, _, _ in gathered:
-            for s, label, p in rank_rows:
-                if s in by_sample:
-                    raise RuntimeError(f"test: video {s} was scored twice across ranks")
-                by_sample[s] = (label, p)
-        # videos the index could not use (left out before sharding, the same on every
-        # rank) and videos that failed while decoding (per rank) are both listed
+        order, scores, labels = gather_scores(rows, info)
+        # videos the index could not use (left out before sharding, the same on every rank)
+        # and videos that failed while decoding (per rank) are both listed
+        rank_skips = dist_utils.all_gather_objects((list(loader.stats.get("skipped", [])), seconds), info)
         skipped = [dict(row, stage="index") for row in loader.stats.get("dropped", [])]
-        skipped += [dict(row, stage="decode") for _, rows, _ in gathered for row in rows]
-        if not by_sample:
-            raise CheckpointError(f"{loader.list_file}: no video of the test split could be scored")
-        order = sorted(by_sample)
-        scores = np.stack([by_sample[s][1] for s in order])
-        labels = np.array([by_sample[s][0] for s in order], dtype=np.int64)
-        seconds = max(t for _, _, t in gathered)
-
+        skipped += [dict(row, stage="decode") for rows_, _ in rank_skips for row in rows_]
+        if not order:
+            raise EvaluationError(f"{loader.list_file}: no video of the test split could be scored")
+        seconds = max(t for _, t in rank_skips)
         metrics = compute_metrics(scores, labels, recipe.test.topk)
-        metrics.update({"num_videos": len(order), "num_skipped": len(skipped),
-                        "num_views": views, "world_size": info.world_size,
-                        "clips_per_s": len(order) / max(seconds, 1e-9),
-                        "views_per_s": len(order) * views / max(seconds, 1e-9),
-                        "seconds": seconds, "checkpoint": str(args.checkpoint),
-                        "checkpoint_kind": kind, "executor": loader.executor_name,
-                        "amp": amp_choice.describe(),
+        metrics.update({"num_videos": len(order), "num_skipped": len(skipped), "num_views": loader.num_views,
+                        "world_size": info.world_size, "clips_per_s": len(order) / max(seconds, 1e-9),
+                        "views_per_s": len(order) * loader.num_views / max(seconds, 1e-9), "seconds": seconds,
+                        "checkpoint": str(args.checkpoint), "checkpoint_kind": kind,
+                        "executor": loader.executor_name, "amp": amp.describe(),
                         "reported_top1": recipe.reported.top1, "reported_top5": recipe.reported.top5,
                         "samples": order, "skipped": skipped, "dump": args.dump})
         if info.is_main:
             if args.dump:
-                dump_path = Path(args.dump)
-                dump_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(dump_path, "wb") as f:
+                Path(args.dump).parent.mkdir(parents=True, exist_ok=True)
+                with open(args.dump, "wb") as f:
                     pickle.dump(dump_records(scores, labels), f)
             print(report(recipe, metrics), flush=True)
         dist_utils.barrier(info)
@@ -195,23 +163,24 @@ def report(recipe, m: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> dict:
-    """Command line entry; returns the metrics dict (top1, top5, mean_class_accuracy in percent,
-    num_videos, clips_per_s, ...). User errors print one line and exit 1; a loader that gives
-    no batch for ``loader.stall_timeout`` seconds, one line naming the batch's videos, exit 75."""
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if args.dump and not args.dump.endswith((".pkl", ".pickle")):
-        print(f"error: --dump {args.dump}: expected a .pkl or .pickle file name", file=sys.stderr)
-        raise SystemExit(1)
-    try:
-        return run_test(args)
-    except user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-    except LoaderStalled as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_STALLED) from None
+        raise UsageError(f"--dump {args.dump}: expected a .pkl or .pickle file name")
+    return args
+
+
+def run(argv: Optional[List[str]] = None) -> dict:
+    """Test as the command line says; returns the metrics dict (top1, top5, mean_class_accuracy
+    in percent, num_videos, clips_per_s, ...). Raises what ``main`` turns into exit statuses."""
+    return run_test(parse_args(argv))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m tsn_dali.test``: the exit status (tsn_dali.cli: 0, 1 user error, 2 usage, 75
+    when the loader stalls, with one line naming the batch's videos)."""
+    return cli.run_main(lambda: run(argv))
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    raise SystemExit(cli.entry(main))

@@ -27,55 +27,38 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import math
 import os
 import random
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 import torch
 
-from tsn_dali.config import RecipeError, load_recipe, recipe_to_yaml
+from tsn_dali import cli
+from tsn_dali.config import load_recipe, recipe_to_yaml
 from tsn_dali.data.errors import LoaderStalled
 from tsn_dali.engine import distributed as dist_utils
 from tsn_dali.engine.amp import AMP_CHOICES, resolve_amp
-from tsn_dali.engine.checkpoint import (FORMAT, VERSION, CheckpointError, check_state_dict,
-                                        link_or_copy, load_checkpoint, rng_state, save_checkpoint,
-                                        set_rng_state, unwrap)
-from tsn_dali.engine.logs import RunLog, progress_bar
+from tsn_dali.engine.checkpoint import FORMAT, VERSION, load_checkpoint, rng_state, set_rng_state, unwrap
+from tsn_dali.engine.errors import CheckpointError, TrainingDiverged
+from tsn_dali.engine.evaluate import accuracy, gather_scores, score_split
+from tsn_dali.engine.logs import RunLog
+from tsn_dali.engine.meters import EpochMeter, LossReadback
 from tsn_dali.engine.optim import build_optimizer, build_scheduler, scaled_lr, set_lr
-from tsn_dali.engine.signals import EXIT_STALLED, StopRequest, run_cli
-from tsn_dali.engine.step import TrainStep, autocast, prepare_clips
-
-
-class TrainingStopped(Exception):
-    """The run stopped early on purpose (signal); ``code`` is the process exit status."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf under ``train.nan_policy: stop``."""
+from tsn_dali.engine.saver import CheckpointSaver
+from tsn_dali.engine.signals import StopRequest
+from tsn_dali.engine.step import TrainStep
 
 
 def build_model(model_cfg):
     """tsn_dali.models.build_model (looked up at call time so tests can swap it)."""
     from tsn_dali.models import build_model as build
     return build(model_cfg)
-
-
-def user_errors() -> tuple:
-    """Exceptions a user can cause: printed as one line, exit status 1."""
-    from tsn_dali.data.annotations import AnnotationError
-    from tsn_dali.data.errors import VideoDecodeError
-    return (RecipeError, AnnotationError, VideoDecodeError, CheckpointError, TrainingDiverged,
-            dist_utils.UsageError)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -161,32 +144,6 @@ def sync_buffers(model: torch.nn.Module, info) -> None:
             buf.div_(info.world_size)
 
 
-@torch.no_grad()
-def evaluate(model, loader, info, recipe, amp: str) -> dict:
-    """Top-1/top-5 (percent) over the val split; padding (``samples == -1``) left out, each
-    video counted once over all ranks. Scores: ``model.predict`` (MMAction2 average_clips)."""
-    bare = unwrap(model)
-    was_training = bare.training
-    bare.eval()
-    k5 = min(5, recipe.model.num_classes)
-    hits1 = hits5 = count = 0
-    for batch in loader:
-        keep = batch.samples >= 0
-        if not bool(keep.any()):
-            continue
-        with autocast(info.device, amp):
-            scores = bare.predict(prepare_clips(batch.clips, recipe.data.mean, recipe.data.std, amp))
-        scores, labels = scores[keep].float(), batch.labels[keep]
-        top = scores.topk(k5, dim=1).indices
-        hits1 += int((top[:, 0] == labels).sum())
-        hits5 += int((top == labels[:, None]).any(dim=1).sum())
-        count += int(keep.sum())
-    hits1, hits5, count = dist_utils.all_reduce_sum([hits1, hits5, count], info)
-    bare.train(was_training)
-    return {"top1": 100.0 * hits1 / max(count, 1), "top5": 100.0 * hits5 / max(count, 1),
-            "num_videos": int(count)}
-
-
 def resolve_resume(arg: Optional[str], work_dir: Path) -> Optional[Path]:
     """``--resume`` value: a path, or 'auto' for ``<work_dir>/latest.pth`` (None when absent)."""
     if arg is None:
@@ -212,286 +169,303 @@ def map_loader_state(state: dict, old_batch: int, old_world: int, loader) -> dic
 # --------------------------------------------------------------------------- the run
 
 
+@dataclass
+class TrainingRun:
+    """The parts of one run, wired by ``train`` and used by ``train_one_epoch``."""
+
+    args: argparse.Namespace
+    info: dist_utils.DistInfo
+    recipe: object
+    seed: int
+    model: torch.nn.Module  # the bare model (its state dict is saved)
+    net: torch.nn.Module  # as trained: DDP and/or compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: Optional[object]
+    step_fn: TrainStep
+    loader: object  # the train ClipLoader
+    saver: CheckpointSaver
+    log: RunLog
+    stop: StopRequest
+    amp: str
+    step: int = 0
+    best_top1: Optional[float] = None
+    history: List[dict] = field(default_factory=list)
+    partial: dict = field(default_factory=dict)  # a mid-epoch checkpoint's running epoch figures
+    val_loader: Optional[object] = None
+    stopped: Optional[str] = None
+    meter: Optional[EpochMeter] = None  # the epoch in progress
+    readback: LossReadback = field(default_factory=LossReadback)
+
+    @property
+    def cfg(self):
+        return self.recipe.train
+
+    def state(self, epoch_done: int, loader_state=None, partial_epoch=None) -> dict:
+        """The training checkpoint (docs/CONTRACTS.md, "Checkpoints")."""
+        return {"format": FORMAT, "version": VERSION, "model": unwrap(self.model).state_dict(),
+                "recipe": self.recipe.to_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "epoch": epoch_done, "step": self.step, "loader": loader_state, "rng": rng_state(),
+                "seed": self.seed, "best_top1": self.best_top1, "world_size": self.info.world_size,
+                "batch_size": self.loader.batch_size, "history": self.history, "partial_epoch": partial_epoch,
+                "meta": {"torch": str(torch.__version__), "time": time.time()}}
+
+    def check_due(self, batch_no: int) -> bool:
+        """Whether losses are read back (and flags agreed over ranks) after this batch: every
+        step under nan_policy skip, else at log steps, the epoch's end and --max-steps; a lone
+        process also when it got a signal."""
+        return (self.cfg.nan_policy == "skip" or self.meter.log_step() or self.max_steps_reached()
+                or (not self.info.distributed and bool(self.stop.signum)))
+
+    def max_steps_reached(self) -> bool:
+        return bool(self.args.max_steps and self.step >= self.args.max_steps)
+
+    def read_back(self, epoch: int, loss: torch.Tensor) -> bool:
+        """Read the pending losses; stop (nan_policy stop) or skip the step (skip) where one is
+        not finite on any rank. Returns whether any rank got a signal."""
+        values, first_bad = self.readback.read()
+        bad, signalled = dist_utils.all_reduce_max(
+            [0.0 if first_bad is None else 1.0, 1.0 if self.stop.signum else 0.0], self.info)
+        skip = self.cfg.nan_policy == "skip"
+        if bad:
+            batch_no, step = self.readback.where(first_bad or 0)
+            value = values[first_bad] if first_bad is not None else "not finite on another rank"
+            self.log.write({"kind": "nonfinite", "epoch": epoch + 1, "iter": batch_no, "step": step,
+                            "loss": value, "policy": self.cfg.nan_policy})
+            if not skip:
+                raise TrainingDiverged(
+                    f"loss is {value} at epoch {epoch + 1}, step {batch_no}/{self.meter.num_steps} (global step "
+                    f"{step}): stopped (train.nan_policy=stop); {self.saver.latest} and best.pth were left as they were")
+            self.step_fn.skip()
+            self.meter.skipped += 1
+        elif skip:
+            self.step_fn.update(loss)
+            self.step += 1
+        self.meter.add_losses(values)
+        self.readback.clear()
+        return bool(signalled)
+
+
+def train_one_epoch(run: TrainingRun, epoch: int) -> Optional[dict]:
+    """One pass over the train loader (from where a resumed run stopped); the epoch's figures,
+    or None where a signal or --max-steps stopped it (after saving a mid-epoch latest.pth)."""
+    loader, cfg = run.loader, run.cfg
+    loader.set_epoch(epoch)
+    run.net.train()
+    first = loader.state_dict()["batches_done"]
+    run.meter = meter = EpochMeter(epoch, cfg.epochs, len(loader), first, cfg.log_interval,
+                                   run.optimizer.param_groups[0]["lr"], run.info.is_main and not run.args.no_progress,
+                                   run.partial)
+    run.partial = {}
+    for batch in loader:
+        batch_no = meter.got_batch()
+        loss = run.step_fn.forward(batch.clips, batch.labels)
+        run.readback.add(loss, batch_no, run.step + 1)
+        if cfg.nan_policy != "skip":
+            run.step_fn.update(loss)
+            run.step += 1
+        signalled = run.read_back(epoch, loss) if run.check_due(batch_no) else False
+        del loss
+        record = meter.step_done(int(batch.labels.numel()) * run.info.world_size, run.step)
+        if record is not None:
+            run.log.write(record, run.step)
+        if signalled or run.max_steps_reached():
+            run.stopped = run.stop.name or "max_steps"
+            break
+    meter.close()
+    if len(run.readback):  # the last batch reads back; fewer batches than len() breaks ClipLoader's contract
+        raise RuntimeError(f"internal: the train loader gave {meter.batch_no - first} batches in epoch "
+                           f"{epoch + 1}, expected {meter.num_steps - first}; losses left unchecked")
+    if run.stopped:
+        run.saver.save(lambda: run.state(epoch, loader.state_dict(), meter.partial()))
+        run.log.write({"kind": "stopped", "epoch": epoch + 1, "iter": meter.batch_no, "step": run.step,
+                       "reason": run.stopped, "checkpoint": str(run.saver.latest)})
+        return None
+    return dict(meter.summary(), top1=None, bad_videos_replaced=len(loader.stats.get("replaced", [])))
+
+
+def validate(run: TrainingRun) -> dict:
+    """Top-1/top-5 (percent) of the val split (engine.evaluate, each video once over all ranks)."""
+    if run.val_loader is None:
+        run.val_loader = make_loader(run.recipe, "val", run.info, run.seed, False)
+    rows = score_split(run.net, run.val_loader, run.info.device, run.recipe.data.mean, run.recipe.data.std,
+                       run.amp)
+    _, scores, labels = gather_scores(rows, run.info)
+    if not len(labels):
+        return {"top1": 0.0, "top5": 0.0}
+    acc = accuracy(scores, labels, (1, 5))
+    return {"top1": acc["top1"], "top5": acc["top5"]}
+
+
+def end_epoch(run: TrainingRun, epoch: int, entry: dict, reported: int) -> int:
+    """LR step, BN sync, validation when due, checkpoints, logs; returns the replaced-video
+    entries written so far."""
+    cfg = run.cfg
+    with warnings.catch_warnings():  # a resumed epoch may have had no step left
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+        run.scheduler.step()
+    sync_buffers(run.model, run.info)
+    last = epoch + 1 == cfg.epochs
+    improved = False
+    if (epoch + 1) % cfg.val_interval == 0 or last:
+        entry.update(validate(run))
+        if run.best_top1 is None or entry["top1"] > run.best_top1:
+            run.best_top1, improved = entry["top1"], True
+    run.history.append(entry)
+    run.saver.save_epoch(lambda: run.state(epoch + 1), epoch + 1, improved)
+    if run.info.is_main:
+        replaced = run.loader.stats.get("replaced", [])
+        if len(replaced) > reported:
+            run.log.write({"kind": "bad_videos", "split": "train", "epoch": epoch + 1, "replaced": replaced[reported:]})
+            reported = len(replaced)
+        run.log.write(dict(entry, kind="epoch", step=run.step), run.step)
+        top = "" if entry["top1"] is None else f", val top-1 {entry['top1']:.2f}%"
+        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}{top}, {entry['clips_per_s']:.1f} clips/s, "
+              f"data wait {entry['data_wait_share']:.0%}"
+              + (f", {entry['skipped_steps']} non-finite steps skipped" if entry["skipped_steps"] else ""), flush=True)
+    dist_utils.barrier(run.info)
+    return reported
+
+
+def stopped_by_stall(run: TrainingRun, exc: LoaderStalled, epoch: int) -> cli.Stopped:
+    """Save latest.pth from this rank alone, log, and say how to go on (exit 75)."""
+    meter = run.meter
+    if meter is not None:
+        meter.close()
+        meter.add_losses(run.readback.finite_values())
+    pending_finite = len(run.readback.finite_values()) == len(run.readback)
+    partial = meter.partial() if meter is not None else None
+    saved = run.saver.save_alone(lambda: run.state(epoch, run.loader.state_dict(), partial), pending_finite)
+    run.log.write({"kind": "stalled", "epoch": epoch + 1, "split": exc.split, "batch": exc.batch, "step": run.step,
+                   "videos": exc.paths, "seconds": exc.seconds, "checkpoint": saved})
+    return cli.Stopped(f"error: {exc}; {saved}; continue with: python -m tsn_dali.train {run.args.recipe} "
+                       f"--work-dir {run.saver.work_dir} --resume", cli.STALLED)
+
+
+def fit(run: TrainingRun, start_epoch: int) -> None:
+    """Epoch after epoch until the last, a stop or a stall (the loop of ``train``)."""
+    reported, epoch = 0, start_epoch
+    try:
+        for epoch in range(start_epoch, run.cfg.epochs):
+            entry = train_one_epoch(run, epoch)
+            if entry is None:
+                return
+            reported = end_epoch(run, epoch, entry, reported)
+            if run.stop.signum:
+                run.stopped = run.stop.name
+                return
+    except LoaderStalled as exc:
+        raise stopped_by_stall(run, exc, epoch) from None
+
+
+def resume_from(run: TrainingRun, ckpt: dict, path) -> int:
+    """Load a training checkpoint into the run; returns the epoch to start."""
+    from tsn_dali.models.weights import check_state_dict
+
+    check_state_dict(run.model, ckpt["model"], path)
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if run.scaler is not None and ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    start_epoch, run.step = int(ckpt["epoch"]), int(ckpt["step"])
+    run.best_top1, run.history = ckpt.get("best_top1"), list(ckpt.get("history", []))
+    if ckpt.get("loader"):
+        state = map_loader_state(ckpt["loader"], int(ckpt.get("batch_size", run.loader.batch_size)),
+                                 int(ckpt.get("world_size", run.info.world_size)), run.loader)
+        run.loader.set_epoch(int(state["epoch"]))
+        run.loader.load_state_dict(state)
+        start_epoch = int(state["epoch"])
+        run.partial = ckpt.get("partial_epoch") or {}
+    set_rng_state(ckpt.get("rng"))
+    return start_epoch
+
+
+def wrap(model: torch.nn.Module, info, compile: bool) -> torch.nn.Module:
+    """DDP under torchrun (BN buffers rank-local during the epoch, averaged at its end by
+    ``sync_buffers``, as mmengine's MMDistributedDataParallel + SyncBuffersHook), then
+    torch.compile where asked."""
+    net = model
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [info.device] if info.device.type == "cuda" else None
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                   else {"broadcast_buffers": False})
+        net = DDP(model, device_ids=ids, **no_sync)
+    return torch.compile(net) if compile else net
+
+
+def open_checkpoint(args, work_dir: Path):
+    """(path, checkpoint) of ``--resume``, or (None, None)."""
+    path = resolve_resume(args.resume, work_dir)
+    ckpt = load_checkpoint(path) if path else None
+    if ckpt is not None and (ckpt.get("format") != FORMAT or "optimizer" not in ckpt):
+        raise CheckpointError(f"{path}: not a tsn_dali training checkpoint (no optimizer state); use "
+                              "--pretrained for weights, or start without --resume")
+    return path, ckpt
+
+
+def announce(run: TrainingRun, amp_choice, base_lr: float, resume_path, start_epoch: int) -> None:
+    """The start-up line, and the train videos left out (never fatal: listed in the log)."""
+    info, loader = run.info, run.loader
+    if info.is_main:
+        print(f"tsn_dali.train: {run.recipe.name} on {info.world_size} x {info.device.type}, "
+              f"{len(loader)} steps/epoch of {loader.batch_size * info.world_size} clips, lr {base_lr:g}, "
+              f"amp {amp_choice.describe()}, executor {loader.executor_name}, work dir {run.saver.work_dir}"
+              + (f", resumed from {resume_path} at epoch {start_epoch + 1}" if resume_path else ""), flush=True)
+    dropped = loader.stats.get("dropped", [])
+    if dropped:
+        run.log.write({"kind": "bad_videos", "split": "train", "dropped": dropped})
+        if info.is_main:
+            print(f"tsn_dali.train: {len(dropped)} train video(s) left out (data.on_bad_video=skip), "
+                  f"listed in {run.log.path}", flush=True)
+
+
 def train(args) -> dict:
-    """Run training for parsed ``args``; returns the summary dict (see ``main``)."""
+    """Wire a run from parsed ``args`` and train it; returns the summary (see ``run``)."""
     if args.deterministic:  # cuBLAS reads it when its first handle is made
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     info = dist_utils.setup_distributed(args.device)
-    stop = StopRequest().install()
-    before = None
-    loaders = []
-    log = None
+    stop, before, loaders, log = StopRequest().install(), None, [], None
     try:
         recipe = load_recipe(args.recipe, recipe_overrides(args))
         cfg = recipe.train
         work_dir = Path(args.work_dir or Path("work_dirs") / recipe.name)
-        latest = work_dir / "latest.pth"
-        is_main = info.is_main
-        show = is_main and not args.no_progress
-
-        resume_path = resolve_resume(args.resume, work_dir)
-        ckpt = load_checkpoint(resume_path) if resume_path else None
-        if ckpt is not None and (ckpt.get("format") != FORMAT or "optimizer" not in ckpt):
-            raise CheckpointError(f"{resume_path}: not a tsn_dali training checkpoint (no optimizer "
-                                  "state); use --pretrained for weights, or start without --resume")
+        resume_path, ckpt = open_checkpoint(args, work_dir)
         seed = args.seed if args.seed is not None else (ckpt or {}).get("seed", 0)
         before = seed_everything(seed, args.deterministic)
-
         model = build_model(recipe.model).to(info.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-
-        train_loader = make_loader(recipe, "train", info, seed, show)
-        loaders.append(train_loader)
-        val_loader = None
-
-        batch_size = train_loader.batch_size
-        base_lr = scaled_lr(cfg, batch_size, info.world_size, args.auto_scale_lr)
+        loaders.append(make_loader(recipe, "train", info, seed, info.is_main and not args.no_progress))
+        base_lr = scaled_lr(cfg, loaders[0].batch_size, info.world_size, args.auto_scale_lr)
         optimizer = build_optimizer(model, cfg, base_lr, info.device)
-        scheduler = build_scheduler(optimizer, cfg)
         amp_choice = resolve_amp(cfg.amp, info.device)
-        if amp_choice.warning and is_main:
+        if amp_choice.warning and info.is_main:
             print(f"tsn_dali.train: warning: {amp_choice.warning}", file=sys.stderr, flush=True)
         scaler = torch.amp.GradScaler(info.device.type) if amp_choice.amp == "fp16" else None
-
-        start_epoch, step, best_top1, history = 0, 0, None, []
-        partial = {}  # a mid-epoch checkpoint's running epoch figures (losses, skipped steps)
-        if ckpt is not None:
-            check_state_dict(model, ckpt["model"], resume_path)
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if scaler is not None and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
-            best_top1, history = ckpt.get("best_top1"), list(ckpt.get("history", []))
-            if ckpt.get("loader"):
-                state = map_loader_state(ckpt["loader"], int(ckpt.get("batch_size", batch_size)),
-                                         int(ckpt.get("world_size", info.world_size)), train_loader)
-                train_loader.set_epoch(int(state["epoch"]))
-                train_loader.load_state_dict(state)
-                start_epoch = int(state["epoch"])
-                partial = ckpt.get("partial_epoch") or {}
-            set_rng_state(ckpt.get("rng"))
-        set_lr(optimizer, scheduler, base_lr, cfg, start_epoch)
+        log = RunLog(work_dir, enabled=info.is_main)
+        run = TrainingRun(args, info, recipe, seed, model, model, optimizer, build_scheduler(optimizer, cfg), scaler,
+                          None, loaders[0], CheckpointSaver(work_dir, info, cfg.checkpoint_interval, cfg.epochs),
+                          log, stop, amp_choice.amp)
+        start_epoch = resume_from(run, ckpt, resume_path) if ckpt is not None else 0
+        set_lr(optimizer, run.scheduler, base_lr, cfg, start_epoch)
         del ckpt
-
-        net = model
-        if info.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            ids = [info.device] if info.device.type == "cuda" else None
-            # BN buffers stay rank-local during the epoch and are averaged at its end
-            # (sync_buffers), as mmengine's MMDistributedDataParallel + SyncBuffersHook.
-            no_sync = ({"forward_sync_buffers": False}
-                       if "forward_sync_buffers" in inspect.signature(DDP).parameters
-                       else {"broadcast_buffers": False})
-            net = DDP(model, device_ids=ids, **no_sync)
-        if cfg.compile:
-            net = torch.compile(net)
-
-        if is_main:
+        run.net = wrap(model, info, cfg.compile)
+        run.step_fn = TrainStep(run.net, optimizer, amp=run.amp, grad_clip=cfg.grad_clip, mean=recipe.data.mean,
+                                std=recipe.data.std, scaler=scaler)
+        if info.is_main:
             work_dir.mkdir(parents=True, exist_ok=True)
             (work_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-        log = RunLog(work_dir, enabled=is_main)
-        if is_main:
-            print(f"tsn_dali.train: {recipe.name} on {info.world_size} x {info.device.type}, "
-                  f"{len(train_loader)} steps/epoch of {batch_size * info.world_size} clips, "
-                  f"lr {base_lr:g}, amp {amp_choice.describe()}, executor {train_loader.executor_name}, "
-                  f"work dir {work_dir}" + (f", resumed from {resume_path} at epoch {start_epoch + 1}"
-                                            if resume_path else ""), flush=True)
-        dropped = train_loader.stats.get("dropped", [])
-        if dropped:  # unusable videos (missing, truncated, not a video): left out, never fatal
-            log.write({"kind": "bad_videos", "split": "train", "dropped": dropped})
-            if is_main:
-                print(f"tsn_dali.train: {len(dropped)} train video(s) left out "
-                      f"(data.on_bad_video=skip), listed in {log.path}", flush=True)
-
-        def training_state(epoch_done: int, loader_state, partial_epoch=None) -> dict:
-            return {"format": FORMAT, "version": VERSION, "model": unwrap(model).state_dict(),
-                    "recipe": recipe.to_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "epoch": epoch_done, "step": step, "loader": loader_state,
-                    "rng": rng_state(), "seed": seed, "best_top1": best_top1,
-                    "world_size": info.world_size, "batch_size": batch_size,
-                    "history": history, "partial_epoch": partial_epoch,
-                    "meta": {"torch": str(torch.__version__), "time": time.time()}}
-
-        def checkpoint(epoch_done: int, loader_state, partial_epoch=None) -> None:
-            """Rank 0 writes latest.pth; every rank learns whether it worked."""
-            error = None
-            if is_main:
-                try:
-                    save_checkpoint(training_state(epoch_done, loader_state, partial_epoch), latest)
-                except CheckpointError as exc:
-                    error = str(exc)
-            error = dist_utils.broadcast_object(error, info)
-            if error:
-                raise CheckpointError(error)
-
-        amp = amp_choice.amp
-        step_fn = TrainStep(net, optimizer, amp=amp, grad_clip=cfg.grad_clip, mean=recipe.data.mean,
-                            std=recipe.data.std, scaler=scaler)
-        skip_bad = cfg.nan_policy == "skip"  # needs each loss on the host before its update
-        stopped = None
-        epoch, bar, losses, skipped, pending = start_epoch, None, [], 0, []  # read after a stall
-        reported_replaced = 0  # replaced-video entries already written to the log
-        for epoch in range(start_epoch, cfg.epochs):
-            train_loader.set_epoch(epoch)
-            net.train()
-            num_steps = len(train_loader)
-            first = train_loader.state_dict()["batches_done"]
-            bar = progress_bar(num_steps, f"epoch {epoch + 1}/{cfg.epochs}", show, initial=first)
-            epoch_lr = optimizer.param_groups[0]["lr"]
-            t_epoch = time.perf_counter()
-            wait = 0.0
-            losses, skipped = list(partial.get("losses", [])), int(partial.get("skipped", 0))
-            clips_seen, partial = 0, {}
-            window_loss, window_t, window_wait, window_clips = [], time.perf_counter(), 0.0, 0
-            pending = []  # (loss on the device, batch number, global step) not read back yet
-            t_ready = time.perf_counter()
-            batch_no = first
-            for batch in train_loader:
-                got = time.perf_counter()
-                wait += got - t_ready
-                window_wait += got - t_ready
-                batch_no += 1
-                loss = step_fn.forward(batch.clips, batch.labels)
-                pending.append((loss.detach(), batch_no, step + 1))
-                if not skip_bad:
-                    step_fn.update(loss)
-                    step += 1
-                # Losses are read back (one host sync) and the non-finite/stop flags agreed
-                # over ranks at the same steps on every rank: each step under nan_policy
-                # skip, else at log steps, the epoch's end and --max-steps. A lone process
-                # also checks when it got a signal.
-                check = (skip_bad or batch_no % cfg.log_interval == 0 or batch_no == num_steps
-                         or bool(args.max_steps and step >= args.max_steps)
-                         or (not info.distributed and bool(stop.signum)))
-                signalled = False
-                if check:
-                    values = torch.stack([x for x, _, _ in pending]).float().tolist()
-                    first_bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
-                    bad, signalled = dist_utils.all_reduce_max(
-                        [0.0 if first_bad is None else 1.0, 1.0 if stop.signum else 0.0], info)
-                    if bad:
-                        at = pending[first_bad if first_bad is not None else 0]
-                        value = values[first_bad] if first_bad is not None else "not finite on another rank"
-                        where = f"epoch {epoch + 1}, step {at[1]}/{num_steps} (global step {at[2]})"
-                        log.write({"kind": "nonfinite", "epoch": epoch + 1, "iter": at[1],
-                                   "step": at[2], "loss": value, "policy": cfg.nan_policy})
-                        if not skip_bad:
-                            raise TrainingDiverged(
-                                f"loss is {value} at {where}: stopped (train.nan_policy=stop); "
-                                f"{latest} and best.pth were left as they were")
-                        step_fn.skip()
-                        skipped += 1
-                    elif skip_bad:
-                        step_fn.update(loss)
-                        step += 1
-                    finite = [v for v in values if math.isfinite(v)]
-                    losses += finite
-                    window_loss += finite
-                    pending = []
-                del loss
-                n_clips = int(batch.labels.numel()) * info.world_size
-                clips_seen += n_clips
-                window_clips += n_clips
-                if bar is not None:
-                    bar.update(1)
-                if batch_no % cfg.log_interval == 0 or batch_no == num_steps:
-                    now = time.perf_counter()
-                    span = max(now - window_t, 1e-9)
-                    rec = {"kind": "train", "epoch": epoch + 1, "iter": batch_no, "step": step,
-                           "loss": float(np.mean(window_loss)) if window_loss else float("nan"),
-                           "lr": epoch_lr, "clips_per_s": window_clips / span,
-                           "data_wait_share": window_wait / span}
-                    log.write(rec, step)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{epoch_lr:.3g}",
-                                        clips_s=f"{rec['clips_per_s']:.1f}",
-                                        wait=f"{rec['data_wait_share']:.0%}")
-                    window_loss, window_t, window_wait, window_clips = [], now, 0.0, 0
-                if signalled or (args.max_steps and step >= args.max_steps):
-                    stopped = stop.name or "max_steps"
-                    break
-                t_ready = time.perf_counter()
-            if bar is not None:
-                bar.close()
-            if pending:  # the last batch reads back; fewer batches than len() breaks ClipLoader's contract
-                raise RuntimeError(f"internal: the train loader gave {batch_no - first} batches in epoch "
-                                   f"{epoch + 1}, expected {num_steps - first}; losses left unchecked")
-            if stopped:
-                checkpoint(epoch, train_loader.state_dict(), {"losses": losses, "skipped": skipped})
-                log.write({"kind": "stopped", "epoch": epoch + 1, "iter": batch_no, "step": step,
-                           "reason": stopped, "checkpoint": str(latest)})
-                break
-
-            elapsed = max(time.perf_counter() - t_epoch, 1e-9)
-            with warnings.catch_warnings():  # a resumed epoch may have had no step left
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-                scheduler.step()
-            sync_buffers(model, info)
-            entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-                     "top1": None, "lr": epoch_lr,
-                     "clips_per_s": clips_seen / elapsed, "data_wait_share": wait / elapsed,
-                     "skipped_steps": skipped, "seconds": elapsed,
-                     # videos that failed to decode this run and were replaced by others
-                     "bad_videos_replaced": len(train_loader.stats.get("replaced", []))}
-            last = epoch + 1 == cfg.epochs
-            improved = False
-            if (epoch + 1) % cfg.val_interval == 0 or last:
-                if val_loader is None:
-                    val_loader = make_loader(recipe, "val", info, seed, False)
-                    loaders.append(val_loader)
-                val = evaluate(net, val_loader, info, recipe, amp)
-                entry.update(top1=val["top1"], top5=val["top5"])
-                if best_top1 is None or val["top1"] > best_top1:
-                    best_top1, improved = val["top1"], True
-            history.append(entry)
-            checkpoint(epoch + 1, None)
-            if is_main:
-                if improved:
-                    link_or_copy(latest, work_dir / "best.pth")
-                if (epoch + 1) % cfg.checkpoint_interval == 0 or last:
-                    link_or_copy(latest, work_dir / f"epoch_{epoch + 1}.pth")
-                replaced = train_loader.stats.get("replaced", [])
-                if len(replaced) > reported_replaced:
-                    log.write({"kind": "bad_videos", "split": "train", "epoch": epoch + 1,
-                               "replaced": replaced[reported_replaced:]})
-                    reported_replaced = len(replaced)
-                log.write(dict(entry, kind="epoch", step=step), step)
-                top = "" if entry["top1"] is None else f", val top-1 {entry['top1']:.2f}%"
-                print(f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}{top}, "
-                      f"{entry['clips_per_s']:.1f} clips/s, data wait {entry['data_wait_share']:.0%}"
-                      + (f", {skipped} non-finite steps skipped" if skipped else ""), flush=True)
-            dist_utils.barrier(info)
-            if stop.signum:
-                stopped = stop.name
-                break
-
-        summary = {"work_dir": str(work_dir), "best_top1": best_top1, "history": history,
-                   "checkpoint": str(latest), "log": str(log.path) if log.path else None,
-                   "steps": step, "stopped": stopped, "world_size": info.world_size,
-                   "stats": {k: len(v) for k, v in train_loader.stats.items()}}
-        if stopped and stop.signum:
-            raise TrainingStopped(
-                f"stopped by {stopped}: saved {latest}; continue with: python -m tsn_dali.train "
-                f"{args.recipe} --work-dir {work_dir} --resume", stop.exit_code)
-        return summary
-    except LoaderStalled as exc:
-        if log is None:  # not in the epoch loop: nothing to save
-            raise
-        if bar is not None:
-            bar.close()
-        losses += [v for v in (float(x) for x, _, _ in pending) if math.isfinite(v)]
-        saved = save_after_stall(lambda: training_state(epoch, train_loader.state_dict(),
-                                                        {"losses": losses, "skipped": skipped}),
-                                 latest, pending)
-        log.write({"kind": "stalled", "epoch": epoch + 1, "split": exc.split, "batch": exc.batch,
-                   "step": step, "videos": exc.paths, "seconds": exc.seconds, "checkpoint": saved})
-        raise TrainingStopped(f"error: {exc}; {saved}; continue with: python -m tsn_dali.train "
-                              f"{args.recipe} --work-dir {work_dir} --resume", EXIT_STALLED) from None
+        announce(run, amp_choice, base_lr, resume_path, start_epoch)
+        try:
+            fit(run, start_epoch)
+        finally:
+            if run.val_loader is not None:
+                loaders.append(run.val_loader)
+        return summarize(run)
     finally:
         stop.uninstall()
         for loader in loaders:
@@ -503,17 +477,17 @@ def train(args) -> dict:
         dist_utils.cleanup(info)
 
 
-def save_after_stall(state_fn, latest: Path, pending) -> str:
-    """Write ``latest.pth`` from this rank alone (the others may be blocked in a collective);
-    not when an unchecked loss is not finite. Returns what happened, for the one-line message."""
-    values = [float(x) for x, _, _ in pending]
-    if not all(math.isfinite(v) for v in values):
-        return f"{latest} not written (a loss since the last check is not finite)"
-    try:
-        save_checkpoint(state_fn(), latest)
-    except CheckpointError as err:
-        return str(err)
-    return f"saved {latest}"
+def summarize(run: TrainingRun) -> dict:
+    """The run's summary; a signal that stopped it becomes ``cli.Stopped`` (exit 130/143)."""
+    summary = {"work_dir": str(run.saver.work_dir), "best_top1": run.best_top1, "history": run.history,
+               "checkpoint": str(run.saver.latest), "log": str(run.log.path) if run.log.path else None,
+               "steps": run.step, "stopped": run.stopped, "world_size": run.info.world_size,
+               "stats": {k: len(v) for k, v in run.loader.stats.items()}}
+    if run.stopped and run.stop.signum:
+        raise cli.Stopped(f"stopped by {run.stopped}: saved {run.saver.latest}; continue with: python -m "
+                          f"tsn_dali.train {run.args.recipe} --work-dir {run.saver.work_dir} --resume",
+                          run.stop.exit_code)
+    return summary
 
 
 def make_loader(recipe, split, info, seed, progress):
@@ -522,23 +496,19 @@ def make_loader(recipe, split, info, seed, progress):
                         device=info.device, seed=seed, progress=progress)
 
 
-def main(argv: Optional[List[str]] = None) -> dict:
-    """Command line entry. Returns the summary: work_dir, best_top1, history (per epoch:
-    epoch, loss, top1, lr, clips_per_s, data_wait_share), checkpoint (latest.pth).
+def run(argv: Optional[List[str]] = None) -> dict:
+    """Train as the command line says; returns the summary: work_dir, best_top1, history (per
+    epoch: epoch, loss, top1, lr, clips_per_s, data_wait_share), checkpoint (latest.pth),
+    steps, stopped. Raises what ``main`` turns into exit statuses (tsn_dali.cli)."""
+    return train(build_parser().parse_args(argv))
 
-    User errors print one line and exit 1; SIGINT/SIGTERM save and exit 130/143; a stalled
-    loader saves and exits 75 (EXIT_STALLED).
-    """
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m tsn_dali.train``: the exit status (tsn_dali.cli: 0, 1 user error, 2 usage,
+    75 stalled after saving, 130/143 stopped by a signal after saving)."""
     args = build_parser().parse_args(argv)
-    try:
-        return train(args)
-    except TrainingStopped as exc:
-        print(str(exc), file=sys.stderr, flush=True)
-        raise SystemExit(exc.code) from None
-    except user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+    return cli.run_main(lambda: train(args))
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    raise SystemExit(cli.entry(main))

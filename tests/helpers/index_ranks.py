@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def _rendezvous(work: Path, rank: int, world_size: int, timeout_s: float):

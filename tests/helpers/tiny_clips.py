@@ -4,31 +4,40 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import av  # noqa: F401  (PyAV before decord: see tsn_dali.data.executors.reference)
 
 from tsn_dali.data.videoio import video_extension, write_numbered_video
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def make_dataset(root, num_videos: int, num_frames: int = 12, width: int = 64, height: int = 48,
-                 num_classes: int = 5, codec: str = "h264") -> Path:
-    """``root/videos/v000.mp4 ...`` (copies of one numbered clip, H.264 or ``codec``) and
-    ``root/train.txt`` / ``root/val.txt`` listing them with label ``i % num_classes``."""
+def clip_dataset(root, num_videos: int, frame_counts, width: int, height: int, num_classes: int,
+                 codec: str = "h264") -> Path:
+    """``root/videos/v000.mp4 ...``: copies of numbered clips (one per frame count, written to
+    ``root/sources``; video ``i`` a copy of clip ``i % len(frame_counts)``), listed with label
+    ``i % num_classes`` in ``root/train.txt``, ``val.txt`` and ``test.txt`` (MMAction2's layout)."""
     root = Path(root)
-    (root / "videos").mkdir(parents=True, exist_ok=True)
+    for folder in ("videos", "sources"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
     ext = video_extension(codec)
-    first = root / "videos" / f"v000{ext}"
-    write_numbered_video(str(first), num_frames, width, height, codec=codec)
+    sources = []
+    for j, frames in enumerate(frame_counts):
+        path = root / "sources" / f"clip{j}{ext}"
+        write_numbered_video(str(path), frames, width, height, codec=codec)
+        sources.append(path)
     lines = []
     for i in range(num_videos):
         name = f"v{i:03d}{ext}"
-        if i:
-            shutil.copyfile(first, root / "videos" / name)
+        shutil.copyfile(sources[i % len(sources)], root / "videos" / name)
         lines.append(f"{name} {i % num_classes}\n")
     for split in ("train", "val", "test"):
         (root / f"{split}.txt").write_text("".join(lines))
     return root
+
+
+def make_dataset(root, num_videos: int, num_frames: int = 12, width: int = 64, height: int = 48,
+                 num_classes: int = 5, codec: str = "h264") -> Path:
+    """``clip_dataset`` of one numbered clip (loader tests: every video shows frame ``i`` at ``i``)."""
+    return clip_dataset(root, num_videos, [num_frames], width, height, num_classes, codec)
 
 
 def recipe_yaml(root, batch_size: int = 2, test_batch_size: int = 2, extra: str = "") -> Path:

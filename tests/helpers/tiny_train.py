@@ -6,37 +6,18 @@ with resnet18, 3 classes, 2 segments, 32 px crops (short side 40), batch 2, AMP 
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import av  # noqa: F401  (PyAV before decord: see tsn_dali.data.executors.reference)
-
-from tsn_dali.data.videoio import write_numbered_video
+from helpers.tiny_clips import clip_dataset
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 
 def make_videos(root, num_videos: int = 6, num_classes: int = 3, num_frames: int = 10,
                 width: int = 64, height: int = 48) -> Path:
-    """``root/videos/v000.mp4 ...`` with label ``i % num_classes`` listed in train/val/test.txt.
-
-    Two distinct clips (different frame counts) so that the videos are not all identical.
-    """
-    root = Path(root)
-    (root / "videos").mkdir(parents=True, exist_ok=True)
-    sources = []
-    for j, frames in enumerate((num_frames, num_frames + 4)):
-        path = root / "videos" / f"src{j}.mp4"
-        write_numbered_video(str(path), frames, width, height, codec="h264")
-        sources.append(path)
-    lines = []
-    for i in range(num_videos):
-        name = f"v{i:03d}.mp4"
-        shutil.copyfile(sources[i % 2], root / "videos" / name)
-        lines.append(f"{name} {i % num_classes}\n")
-    for split in ("train", "val", "test"):
-        (root / f"{split}.txt").write_text("".join(lines))
-    return root
+    """``tiny_clips.clip_dataset`` of two distinct clips (``num_frames`` and 4 more frames), so
+    that the videos are not all identical."""
+    return clip_dataset(root, num_videos, [num_frames, num_frames + 4], width, height, num_classes)
 
 
 def train_recipe(root, *, epochs: int = 2, batch_size: int = 2, test_batch_size: int = 2,

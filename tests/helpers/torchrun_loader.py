@@ -10,10 +10,9 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tsn_dali.config import load_recipe  # noqa: E402
-from tsn_dali.data import build_loader  # noqa: E402
+from tsn_dali.config import load_recipe
+from tsn_dali.data import build_loader
 
 
 def main(recipe_path, out_dir):

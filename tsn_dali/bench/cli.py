@@ -12,13 +12,15 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from tsn_dali import cli
+from tsn_dali.engine.errors import UsageError
 from tsn_dali.bench.environment import device_slug, environment
 from tsn_dali.bench.measure import (attempt, bench_amp, build_tsn, make_loader, make_train_step,
                                     measure_end_to_end, measure_loader, measure_model, open_executors,
                                     parse_variant, plan_costs)
 from tsn_dali.bench.report import headline, markdown, write_outputs
 from tsn_dali.bench.videos import find_videos, generate_videos, reencode
-from tsn_dali.config import PROJECT_ROOT, RecipeError, load_recipe
+from tsn_dali.config import PROJECT_ROOT, load_recipe
 
 PARTS = ("loader", "model", "e2e", "gop")
 GOP_CODECS = ("h264", "vp9")
@@ -231,23 +233,22 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    return cli.run_main(lambda: bench(args, argv), more_errors=(ValueError,))
+
+
+def bench(args, argv: Sequence[str]) -> None:
+    """Run the benchmark as the command line says, print and write its results."""
     for name in ("iters", "warmup", "repeats", "batch_size", "test_batch_size"):
         value = getattr(args, name)
         if value is not None and value <= 0 and not (name == "warmup" and value == 0):
-            print(f"error: --{name.replace('_', '-')}: expected a positive integer, got {value}", file=sys.stderr)
-            return 2
-    try:
-        result = run(args, argv)
-    except (RecipeError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+            raise UsageError(f"--{name.replace('_', '-')}: expected a positive integer, got {value}")
+    result = run(args, argv)
     device = torch.device(result["config"]["device"])
     out = args.out or str(PROJECT_ROOT / "benchmarks" / "results" /
                           f"{device_slug(device)}-{datetime.date.today().isoformat()}")
     files = write_outputs(result, out)
     print(markdown(result))
     _log(f"wrote {', '.join(files.values())}")
-    return 0
 
 
 __all__ = ["PARTS", "Run", "main", "parse_args", "run"]

@@ -13,9 +13,10 @@ import importlib
 _EXPORTS = {
     "tsn_dali.data.annotations": ("AnnotationError", "VideoRecord", "read_label_map",
                                   "read_rawframe_list", "read_video_list"),
-    "tsn_dali.data.errors": ("LoaderStalled", "VideoDecodeError"),
-    "tsn_dali.data.executors": ("EXECUTORS", "ReferenceExecutor", "build_executor"),
-    "tsn_dali.data.loader": ("Batch", "ClipLoader", "build_loader", "eval_order", "train_order"),
+    "tsn_dali.data.errors": ("DatasetError", "LoaderStalled", "PipelineError", "VideoDecodeError"),
+    "tsn_dali.data.executors": ("EXECUTORS", "Executor", "ReferenceExecutor", "build_executor"),
+    "tsn_dali.data.loader": ("Batch", "ClipLoader", "build_loader"),
+    "tsn_dali.data.order": ("BatchOrder", "eval_order", "train_order"),
     "tsn_dali.data.plan": ("ClipPlan",),
     "tsn_dali.data.planner": ("ClipPlanner", "load_pipeline"),
     "tsn_dali.data.video_index": ("VideoIndex", "VideoInfo", "build_index", "probe_video"),

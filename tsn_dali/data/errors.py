@@ -9,6 +9,15 @@ class VideoDecodeError(RuntimeError):
         super().__init__(f"{path}: {reason}")
 
 
+class DatasetError(ValueError):
+    """A split that cannot be used as a whole (bad videos under ``on_bad_video: error``, none
+    left). ``str(err)`` is one line: ``<list file>: <what is wrong>``."""
+
+    def __init__(self, list_file: str, message: str):
+        self.list_file, self.message = str(list_file), message
+        super().__init__(f"{list_file}: {message}")
+
+
 class PipelineError(ValueError):
     """A pipeline file (pipelines/*.yaml) that does not validate.
 

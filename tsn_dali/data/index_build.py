@@ -103,7 +103,8 @@ def probe_all(paths: Sequence[str], workers: int, on_done: Callable[[str, VideoI
         last = time.monotonic()
         while pending:
             done, _ = wait(list(pending), timeout=tick, return_when=FIRST_COMPLETED)
-            for fut in done:
+            for fut in [f for f in pending if f in done]:  # in submission order: a failure
+                # (an interrupt) comes after the videos probed before it, which are kept
                 path, _ = pending.pop(fut)
                 out[path] = fut.result()
                 on_done(path, out[path])

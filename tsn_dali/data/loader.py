@@ -37,9 +37,9 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import numpy as np
 import torch
 
-from tsn_dali.data.errors import LoaderStalled, VideoDecodeError
+from tsn_dali.data.errors import DatasetError, LoaderStalled, VideoDecodeError
 from tsn_dali.data.handoff import HandoffGuard
-from tsn_dali.data.order import BatchOrder, epoch_permutation, eval_order, train_order
+from tsn_dali.data.order import BatchOrder, epoch_permutation
 from tsn_dali.data.prefetch import Prefetcher
 
 logger = logging.getLogger(__name__)
@@ -444,7 +444,7 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
     if bad and policy == "error":
         listed = "; ".join(f"{r.path}: {why}" for r, why in bad)
         key = "test.on_bad_video" if split == "test" else "data.on_bad_video"
-        raise VideoDecodeError(list_file, f"{len(bad)} bad video(s) ({key} is error): {listed}")
+        raise DatasetError(list_file, f"{len(bad)} bad video(s) ({key} is error): {listed}")
     dropped = [{"path": None, "reason": p} for p in problems]
     dropped += [{"path": r.path, "reason": why, "line": r.line} for r, why in bad]
     if dropped and rank == 0:
@@ -466,7 +466,7 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
     dtype = dtype or cfg.dtype
     batch_size = cfg.test_batch_size if split == "test" else cfg.batch_size
     if not records:
-        raise VideoDecodeError(list_file, "no usable videos left after dropping bad ones")
+        raise DatasetError(list_file, "no usable videos left after dropping bad ones")
     loader = ClipLoader(records, index, planner, executor, batch_size=batch_size,
                         train=split == "train", rank=rank, world_size=world_size, device=device,
                         mean=data.mean, std=data.std, dtype=dtype, prefetch=cfg.prefetch,

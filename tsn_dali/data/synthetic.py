@@ -29,13 +29,13 @@ import argparse
 import json
 import math
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tsn_dali import cli
 from tsn_dali.data.videoio import CODECS, write_video
 
 MANIFEST = "synthetic.json"
@@ -413,19 +413,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     spec = SyntheticSpec(videos=args.videos, val_fraction=args.val_fraction, classes=args.classes,
                          frames=args.frames, width=args.size[0], height=args.size[1], fps=args.fps,
                          codec=args.codec, gop=args.gop, seed=args.seed, noise=args.noise, name=args.name)
-    try:
-        summary = generate(args.out, spec, workers=args.workers, progress=not args.quiet)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return cli.run_main(lambda: _generate_cli(args, spec), usage_errors=(ValueError,))
+
+
+def _generate_cli(args, spec) -> None:
+    summary = generate(args.out, spec, workers=args.workers, progress=not args.quiet)
     if summary["written"]:
         print(f"wrote {summary['written']} videos to {summary['out']}")
     else:
         print(f"{summary['out']}: complete, nothing to do")
     for key in ("train_list", "val_list", "label_map"):
         print(f"  {key}: {os.path.join(summary['out'], summary[key])}")
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.entry(main))

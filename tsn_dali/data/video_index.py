@@ -35,7 +35,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from tsn_dali.data.decoding import import_decord  # PyAV before decord (its docstring)
+from tsn_dali.data.decoding import import_decord
 
 CACHE_NAME = "video_index.json"  # the format: tsn_dali.data.index_cache
 

@@ -23,17 +23,15 @@ import types
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
+from tsn_dali.engine.errors import CheckpointError
+
 FORMAT = "tsn_dali"
 VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be written or used; ``str`` is one line naming the file."""
 
 
 def save_checkpoint(state: dict, path) -> Path:
@@ -164,47 +162,6 @@ def _first_line(exc: BaseException) -> str:
         if "Unsupported global" in t:
             return t.split(" Please use")[0]
     return text[0] if text else type(exc).__name__
-
-
-def is_mmaction_checkpoint(ckpt: dict) -> bool:
-    """MMAction2 layout: ``state_dict`` with ``backbone.*`` / ``cls_head.*`` keys."""
-    sd = ckpt.get("state_dict")
-    return isinstance(sd, dict) and any(
-        k.startswith(("backbone.", "cls_head.")) for k in sd)
-
-
-def model_state_from(ckpt: dict, path, backbone: str) -> Dict[str, torch.Tensor]:
-    """The TSN state dict held by a tsn_dali or an MMAction2 checkpoint (converted)."""
-    if isinstance(ckpt.get("model"), dict):
-        return ckpt["model"]
-    if is_mmaction_checkpoint(ckpt):
-        from tsn_dali.models import convert_mmaction_state_dict
-        try:
-            return convert_mmaction_state_dict(ckpt["state_dict"], backbone)
-        except (KeyError, ValueError) as exc:
-            raise CheckpointError(f"{path}: MMAction2 checkpoint does not convert to a TSN "
-                                  f"with backbone {backbone} ({_first_line(exc)})") from None
-    raise CheckpointError(f"{path}: expected a tsn_dali checkpoint (key 'model') or an MMAction2 "
-                          f"one (key 'state_dict'), found keys {sorted(ckpt)[:6]}")
-
-
-def check_state_dict(model: torch.nn.Module, state: Dict[str, torch.Tensor], path, hint: str = "") -> None:
-    """Raise a one-line CheckpointError when ``state`` does not fit ``model`` exactly."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    for k, v in state.items():
-        if k in own and tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(f"{path}: {k} has shape {list(v.shape)}, the recipe's model "
-                                  f"expects {list(own[k].shape)}{hint}")
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise CheckpointError(f"{path}: weights do not match the recipe's model: "
-                              f"{', '.join(parts)}{hint}")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

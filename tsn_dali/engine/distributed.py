@@ -8,9 +8,7 @@ from typing import Any, List, Optional
 import torch
 import torch.distributed as dist
 
-
-class UsageError(ValueError):
-    """A command-line choice this machine cannot honour (e.g. --device cuda without CUDA)."""
+from tsn_dali.engine.errors import UsageError
 
 
 @dataclass

@@ -1,10 +1,9 @@
 """SIGINT / SIGTERM during training: finish the current step, save, exit 130 / 143; a stalled
-loader exits 75 (``run_cli``)."""
+loader exits 75 (tsn_dali.cli)."""
 from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from typing import Optional
 
@@ -57,20 +56,3 @@ class StopRequest:
 # The loader stalled (loader.stall_timeout): sysexits' EX_TEMPFAIL, "try again later". Train
 # saved a resumable latest.pth first.
 EXIT_STALLED = 75
-
-
-def run_cli(main) -> None:
-    """Run a command-line ``main()``. On EXIT_STALLED the process ends at once (output flushed,
-    ``os._exit``): the render that hung cannot be stopped, and the interpreter's own exit would
-    wait for it forever where it blocks a non-daemon thread (a decode pool worker)."""
-    try:
-        main()
-    except SystemExit as exc:
-        if exc.code == EXIT_STALLED:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except (OSError, ValueError):
-                    pass
-            os._exit(EXIT_STALLED)
-        raise

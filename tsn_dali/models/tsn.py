@@ -9,15 +9,11 @@ applies dropout, then ``fc_cls``. At test time MMAction2 puts all views of a vid
 """
 from __future__ import annotations
 
-import re
-from pathlib import Path
-from typing import Dict
-
 import torch
 import torch.nn as nn
 
 from tsn_dali.config import ModelConfig, RecipeError
-from tsn_dali.models.backbones import BACKBONES, CLASSIFIER_PREFIXES, has_deploy_form
+from tsn_dali.models.backbones import BACKBONES, has_deploy_form
 
 
 class TSN(nn.Module):
@@ -98,73 +94,10 @@ def build_model(model_cfg: ModelConfig, source: str = "recipe") -> TSN:
                 init_std=model_cfg.init_std, test_average=model_cfg.test_average,
                 backbone_name=name)
     if model_cfg.pretrained:
+        from tsn_dali.models.weights import load_pretrained_backbone
+
         load_pretrained_backbone(model, model_cfg.pretrained)
     if model_cfg.deploy:
         from tsn_dali.models.reparam import reparameterize_backbone
         reparameterize_backbone(model)
     return model
-
-
-_DENSENET_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$")
-
-
-def imagenet_state_dict(obj, path) -> Dict[str, torch.Tensor]:
-    """The backbone tensors of a torchvision/timm/mmcls ImageNet file, library names:
-    unwraps ``state_dict``/``model``, strips ``module.`` and (mmcls) ``backbone.``, renames
-    old torchvision DenseNet keys (``norm.1`` -> ``norm1``)."""
-    from tsn_dali.engine.checkpoint import CheckpointError
-
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors (torchvision/timm ImageNet "
-                              f"weights)")
-    out = {}
-    for k, v in obj.items():
-        if k.startswith("module."):
-            k = k[len("module."):]
-        if k.startswith("backbone."):
-            k = k[len("backbone."):]
-        k = _DENSENET_OLD.sub(r"\1\2", k)
-        out[k] = v
-    return out
-
-
-def load_pretrained_backbone(model: TSN, path) -> None:
-    """Load a local torchvision/timm ImageNet state dict into ``model.backbone``
-    (``torch.load(weights_only=True)``); classifier keys are dropped, a missing
-    ``num_batches_tracked`` is tolerated, anything else that does not fit raises a
-    one-line ``CheckpointError`` naming the file."""
-    from tsn_dali.engine.checkpoint import CheckpointError
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: pretrained backbone file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable state dict ({first})") from None
-    state = imagenet_state_dict(obj, path)
-    own = model.backbone.state_dict()
-    state = {k: v for k, v in state.items() if k in own or not k.startswith(CLASSIFIER_PREFIXES)}
-    unexpected = [k for k in state if k not in own]
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
-    if unexpected or missing or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{k} has shape {list(state[k].shape)}, expected {list(own[k].shape)}")
-        raise CheckpointError(f"{path}: does not fit backbone {model.backbone_name} (train form): "
-                              + "; ".join(parts))
-    for k in own:
-        if k not in state:
-            state[k] = own[k]
-    model.backbone.load_state_dict(state, strict=True)

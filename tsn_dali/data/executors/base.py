@@ -13,7 +13,7 @@ that cannot be decoded raises VideoDecodeError naming it.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import Dict, List, Mapping, Protocol, Sequence, Tuple, runtime_checkable
 
 import torch
 

@@ -1,0 +1,90 @@
+"""What every command-line entry point shares: which errors are the user's, how they are
+said (one line, no traceback) and the exit status each gives.
+
+    status  meaning
+    0       done
+    1       a user error: a recipe, pipeline, list, video, checkpoint or data set that does
+            not do (the line names the file and, where there is one, the line or key)
+    2       a bad command line (argparse's own status, kept for the checks argparse cannot do)
+    75      the loader stalled (``loader.stall_timeout``): try again later (sysexits'
+            EX_TEMPFAIL); train saved a resumable checkpoint first
+    130/143 stopped by SIGINT/SIGTERM after saving (128 + the signal's number)
+
+Each ``tsn_dali.X`` module has ``run(...)`` for programs (returns its result, raises) and
+``main(argv) -> int`` for the shell: ``raise SystemExit(cli.entry(main))``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
+from tsn_dali.engine.errors import UsageError
+from tsn_dali.engine.signals import EXIT_STALLED as STALLED
+
+OK, USER_ERROR, USAGE = 0, 1, 2
+
+
+class Stopped(Exception):
+    """A run that stopped on purpose (a signal, a stall) after saving; ``code`` is its status."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def user_errors() -> tuple:
+    """The exception classes a user can cause: said in one line, status 1."""
+    from tsn_dali.config import RecipeError
+    from tsn_dali.data.annotations import AnnotationError
+    from tsn_dali.data.errors import DatasetError, PipelineError, VideoDecodeError
+    from tsn_dali.engine.checkpoint import CheckpointError
+    from tsn_dali.engine.errors import EvaluationError, TrainingDiverged
+
+    return (RecipeError, PipelineError, AnnotationError, VideoDecodeError, DatasetError, CheckpointError,
+            TrainingDiverged, EvaluationError)
+
+
+def run_main(fn: Callable[[], object], usage_errors: Sequence[type] = (), more_errors: Sequence[type] = ()) -> int:
+    """Call ``fn()`` (an int it returns is the status, else 0) and turn what it raises into
+    the exit status (module docstring), printing one line to stderr. ``usage_errors``: further classes that mean a bad command line (2);
+    ``more_errors``: further user errors of that command (1)."""
+    from tsn_dali.data.errors import LoaderStalled
+
+    try:
+        status = fn()
+        return status if isinstance(status, int) and not isinstance(status, bool) else OK
+    except Stopped as exc:
+        _say(str(exc))
+        return exc.code
+    except LoaderStalled as exc:
+        _say(f"error: {exc}")
+        return STALLED
+    except (UsageError, *usage_errors) as exc:
+        _say(f"error: {exc}")
+        return USAGE
+    except (*user_errors(), *more_errors) as exc:
+        _say(f"error: {exc}")
+        return USER_ERROR
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def entry(main: Callable[[Optional[Sequence[str]]], int]) -> int:
+    """``main()``'s status, for ``raise SystemExit(entry(main))``. After a stall the process
+    ends at once (``os._exit``, output flushed): the hung decode cannot be stopped, and the
+    interpreter's normal exit would wait for it where it blocks a non-daemon thread."""
+    status = main(None)
+    if status == STALLED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(STALLED)
+    return status
+
+
+__all__ = ["OK", "STALLED", "USAGE", "USER_ERROR", "Stopped", "UsageError", "entry", "run_main", "user_errors"]
