@@ -1,5 +1,5 @@
-"""FLOPs/params in the seed's convention: the counter's rules on a hand-worked model, meta vs
-real tensors, every recipe's params from an independent formula, FLOPs within 1% of the seed."""
+"""FLOPs/params in MMAction2's convention: the counter's rules on a hand-worked model, meta vs
+real tensors, every recipe's params from an independent formula, FLOPs within 1% of MMAction2's reported figures."""
 import pytest
 import torch
 import torch.nn as nn
@@ -45,29 +45,29 @@ def test_meta_count_equals_a_real_forward():
     assert real == meta and real["conv"] > 0
 
 
-SEED_ROW_RECIPES = [p for p in list_recipes() if load_recipe(p).reported.gflops is not None]
+REPORTED_ROW_RECIPES = [p for p in list_recipes() if load_recipe(p).reported.gflops is not None]
 
 
-def test_every_seed_row_is_in_the_table():
-    assert len(SEED_ROW_RECIPES) == 13  # 12 rows + k400_r50.yaml (the 1x1x8 row again)
+def test_every_reported_row_is_in_the_table():
+    assert len(REPORTED_ROW_RECIPES) == 13  # 12 rows + k400_r50.yaml (the 1x1x8 row again)
 
 
-@pytest.mark.parametrize("path", SEED_ROW_RECIPES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", REPORTED_ROW_RECIPES, ids=lambda p: p.stem)
 def test_params_of_every_recipe(path):
     recipe = load_recipe(path)
     m = recipe.model
     total, dim = BACKBONE_PARAMS[m.backbone]
     expected = total - (dim * 1000 + 1000) + dim * m.num_classes + m.num_classes
     assert count_params(build_on_meta(m)) == expected
-    seed = recipe.reported.params_m
+    reported = recipe.reported.params_m
     if m.num_classes == 400:
-        assert abs(expected / 1e6 - seed) / seed <= 0.005
-    else:  # sthv2: the seed repeats the 400-class figure
+        assert abs(expected / 1e6 - reported) / reported <= 0.005
+    else:  # sthv2: MMAction2 repeats the 400-class figure
         as400 = total - 1000 * (dim + 1) + 400 * (dim + 1)
-        assert abs(as400 / 1e6 - seed) / seed <= 0.005
+        assert abs(as400 / 1e6 - reported) / reported <= 0.005
 
 
-@pytest.mark.parametrize("path", SEED_ROW_RECIPES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", REPORTED_ROW_RECIPES, ids=lambda p: p.stem)
 def test_flops_within_one_percent(path):
     """Every row (meta device: shapes only, so Swin-B and DenseNet-161 cost nothing)."""
     recipe = load_recipe(path)
@@ -76,7 +76,7 @@ def test_flops_within_one_percent(path):
 
 
 def test_mobileone_deploy_form_counts_less():
-    """The seed's 76G is the train form: fusing removes the BN and branch work (~2% less)."""
+    """MMAction2's reported 76G is the train form: fusing removes the BN and branch work (~2% less)."""
     train = measure(ModelConfig(backbone="mobileone_s4"))
     fused = measure(ModelConfig(backbone="mobileone_s4", deploy=True))
     assert fused["gflops"] < 0.99 * train["gflops"] and "batch_norm" not in fused["by_op"]
@@ -92,5 +92,5 @@ def test_table_marks_the_sthv2_row(tmp_path, capsys):
     assert main([str(RECIPES_DIR / "sthv2_r50_1x1x8.yaml"), "--out", str(out)]) == 0
     text = out.read_text()
     assert "| sthv2_r50_1x1x8 | resnet50 | 174 | 102.74 | 102.7 |" in text
-    assert "23.86 [1]" in text and "[1] sthv2_r50_1x1x8: the seed reports 24.33M, the 400-class" in text
+    assert "23.86 [1]" in text and "[1] sthv2_r50_1x1x8: MMAction2 reports 24.33M, the 400-class" in text
     assert "multiply-accumulates" in text

@@ -1,6 +1,6 @@
 """Recipes: YAML files validated into typed dataclasses.
 
-A recipe is one row of the seed's result tables (MMAction2's TSN README). Loading is
+A recipe is one row of MMAction2's TSN result tables (MMAction2's TSN README). Loading is
 strict: an unknown key, a wrong type or a missing referenced file raises
 ``RecipeError`` naming the recipe file, the line and the dotted key, with the
 closest valid key when one is near. Shared values live in ``recipes/_base/*.yaml``
@@ -142,7 +142,7 @@ class TestConfig:
 
 @dataclass
 class ReportedConfig:
-    """What the seed's table row reports, kept beside the recipe to compare against."""
+    """What MMAction2's table row reports (its reported figures), kept beside the recipe to compare against."""
 
     table: str = ""
     config: str = ""
@@ -175,6 +175,12 @@ class Recipe:
 
 # The names tsn_dali.models.BACKBONES builds (checked here so that a typo is reported
 # against the recipe's file and line; tests keep the two lists equal).
+# Batch dtypes (tsn_dali.data.executors.base.TORCH_DTYPES maps them to torch's).
+DTYPES = ("float16", "bfloat16", "float32", "uint8")
+
+# The executors (tsn_dali.data.executors builds them; "auto" picks one per machine).
+EXECUTORS = ("auto", "dali-gpu", "dali-cpu", "reference")
+
 BACKBONE_NAMES = ("resnet50", "resnet101", "resnext101_32x4d", "densenet161",
                   "swin_base_patch4_window7_224", "mobileone_s4", "resnet18", "mobileone_s0")
 
@@ -183,8 +189,8 @@ CHOICES = {
     "model.test_average": ("feature", "prob"),
     "data.format": ("video", "rawframes"),
     "data.on_bad_video": ("skip", "error"),
-    "loader.executor": ("auto", "dali-gpu", "dali-cpu", "reference"),
-    "loader.dtype": ("float16", "bfloat16", "float32", "uint8"),
+    "loader.executor": EXECUTORS,
+    "loader.dtype": DTYPES,
     "loader.handoff": ("view", "copy"),
     "loader.decode": ("native", "mmaction"),
     "train.amp": ("auto", "bf16", "fp16", "off"),

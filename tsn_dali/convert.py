@@ -16,7 +16,7 @@ from typing import List, Optional
 
 from tsn_dali import cli
 from tsn_dali.config import RecipeError, load_recipe
-from tsn_dali.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tsn_dali.engine.checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from tsn_dali.models.weights import check_state_dict
 from tsn_dali.models import build_model, convert_mmaction_state_dict
 
@@ -42,7 +42,7 @@ def convert_mmaction_checkpoint(src, dst, recipe_path, allow_pickle: bool = Fals
     model = build_model(recipe.model, source=recipe.source)
     check_state_dict(model, ours, src, hint=f" (recipe {recipe.source}, backbone {recipe.model.backbone})")
     model.load_state_dict(ours, strict=True)
-    out = {"model": ours, "recipe": recipe.to_dict(), "format": "tsn_dali", "version": 1,
+    out = {"model": ours, "recipe": recipe.to_dict(), "format": FORMAT, "version": VERSION,
            "meta": {"converted_from": str(src), "source_format": "mmaction2"}}
     save_checkpoint(out, dst)
     return out

@@ -1,4 +1,4 @@
-"""FLOPs and parameters of every recipe, in the seed's convention, beside the seed's numbers.
+"""FLOPs and parameters of every recipe, in MMAction2's convention, beside MMAction2's reported figures.
 
 Convention (what MMAction2's TSN README reports; tools/analysis_tools/get_flops.py, which
 calls mmengine's ``get_model_complexity_info``):
@@ -13,7 +13,7 @@ calls mmengine's ``get_model_complexity_info``):
   ops (ReLU, GELU, add, softmax) and max/avg pooling are not counted, as in mmengine.
   Attention via ``scaled_dot_product_attention`` counts its two matmuls.
 - Parameters: every ``nn.Parameter`` (buffers such as BN running stats excluded), the
-  train form for MobileOne (the seed's 13.72M is the unfused model).
+  train form for MobileOne (MMAction2's reported 13.72M is the unfused model).
 
 Counting is a ``TorchDispatchMode`` over the aten ops of one forward on the *meta* device:
 shapes only, so even Swin-B x 25 frames costs no compute.
@@ -37,9 +37,9 @@ from tsn_dali.config import PROJECT_ROOT, Recipe, list_recipes, load_recipe
 
 aten = torch.ops.aten
 
-SEED_FRAMES = 25  # one test view's frames in the seed's FLOPs column (25 clips x 1 frame)
-SEED_SIZE = 224
-FLOPS_TOLERANCE = 0.01  # within 1% of the seed
+REPORTED_FRAMES = 25  # one test view's frames in MMAction2's reported FLOPs column (25 clips x 1 frame)
+REPORTED_SIZE = 224
+FLOPS_TOLERANCE = 0.01  # within 1% of MMAction2's reported figure
 PARAMS_TOLERANCE = 0.005  # within 0.5%
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "flops.md"
 
@@ -168,7 +168,7 @@ def build_on_meta(model_cfg):
         return build_model(cfg)
 
 
-def measure(model_cfg, frames: int = SEED_FRAMES, size: int = SEED_SIZE, device: str = "meta") -> dict:
+def measure(model_cfg, frames: int = REPORTED_FRAMES, size: int = REPORTED_SIZE, device: str = "meta") -> dict:
     """GFLOPs (MACs) of one ``frames``-frame view at ``size`` and params of the recipe's TSN."""
     if device == "meta":
         model = build_on_meta(model_cfg)
@@ -186,7 +186,7 @@ def _diff(measured: float, reported: float) -> float:
 
 
 def recipe_rows(paths: Optional[List[Path]] = None) -> List[dict]:
-    """One dict per recipe with ``reported.gflops``: measured vs seed FLOPs and params."""
+    """One dict per recipe with ``reported.gflops``: measured vs MMAction2's reported FLOPs and params."""
     rows = []
     for path in paths or list_recipes():
         recipe: Recipe = load_recipe(path)
@@ -196,14 +196,14 @@ def recipe_rows(paths: Optional[List[Path]] = None) -> List[dict]:
         m = measure(recipe.model)
         row = {"recipe": Path(path).stem, "backbone": recipe.model.backbone,
                "classes": recipe.model.num_classes, "gflops": m["gflops"], "by_op": m["by_op"],
-               "seed_gflops": rep.gflops, "params_m": m["params"] / 1e6, "params": m["params"],
-               "seed_params_m": rep.params_m}
+               "reported_gflops": rep.gflops, "params_m": m["params"] / 1e6, "params": m["params"],
+               "reported_params_m": rep.params_m}
         row["gflops_diff"] = _diff(row["gflops"], rep.gflops)
         row["params_diff"] = _diff(row["params_m"], rep.params_m) if rep.params_m else None
         row["flops_ok"] = abs(row["gflops_diff"]) <= 100 * FLOPS_TOLERANCE
         row["params_ok"] = row["params_diff"] is not None and abs(row["params_diff"]) <= 100 * PARAMS_TOLERANCE
-        if not row["params_ok"] and row["seed_params_m"]:
-            # The seed's figure may be another class count's (sthv2 rows repeat the 400-class
+        if not row["params_ok"] and row["reported_params_m"]:
+            # The reported figure may be another class count's (sthv2 rows repeat the 400-class
             # 24.33M): what the same backbone gives with 400 classes.
             cfg400 = type(recipe.model)(**{**recipe.model.__dict__, "num_classes": 400, "pretrained": None})
             p400 = count_params(build_on_meta(cfg400)) / 1e6
@@ -216,7 +216,7 @@ def recipe_rows(paths: Optional[List[Path]] = None) -> List[dict]:
 
 def markdown(rows: List[dict]) -> str:
     """The table and its notes."""
-    head = ("| recipe | backbone | classes | GFLOPs | seed GFLOPs | diff % | params (M) | seed params (M) "
+    head = ("| recipe | backbone | classes | GFLOPs | reported GFLOPs | diff % | params (M) | reported params (M) "
             "| diff % |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
     lines, notes = [], []
     for r in rows:
@@ -227,26 +227,26 @@ def markdown(rows: List[dict]) -> str:
         pdiff = f"{r['params_diff']:+.2f}" if r["params_diff"] is not None else "n/a"
         fmark = "" if r["flops_ok"] else " (outside 1%)"
         lines.append(f"| {r['recipe']} | {r['backbone']} | {r['classes']} | {r['gflops']:.2f} | "
-                     f"{r['seed_gflops']:g} | {r['gflops_diff']:+.2f}{fmark} | {r['params_m']:.2f}{mark} | "
-                     f"{r['seed_params_m']:g} | {pdiff} |")
+                     f"{r['reported_gflops']:g} | {r['gflops_diff']:+.2f}{fmark} | {r['params_m']:.2f}{mark} | "
+                     f"{r['reported_params_m']:g} | {pdiff} |")
     text = head + "\n".join(lines) + "\n"
     foot = []
     for i, r in enumerate(notes, 1):
         if "params_400_m" in r:
-            foot.append(f"[{i}] {r['recipe']}: the seed reports {r['seed_params_m']:g}M, the 400-class "
+            foot.append(f"[{i}] {r['recipe']}: MMAction2 reports {r['reported_params_m']:g}M, the 400-class "
                         f"figure, but this row has {r['classes']} classes: its fc has "
                         f"{(400 - r['classes']) * (r['feature_dim'] + 1):,} fewer parameters, "
                         f"{r['params_m']:.2f}M in all. The same model with 400 classes has "
-                        f"{r['params_400_m']:.2f}M ({r['params_400_diff']:+.2f}% from the seed).")
+                        f"{r['params_400_m']:.2f}M ({r['params_400_diff']:+.2f}% from the reported figure).")
         else:
-            foot.append(f"[{i}] {r['recipe']}: {r['params_diff']:+.2f}% from the seed's params.")
+            foot.append(f"[{i}] {r['recipe']}: {r['params_diff']:+.2f}% from the reported params.")
     return text + ("\n" + "\n".join(foot) + "\n" if foot else "")
 
 
 CONVENTION_MD = """\
 - **FLOPs are multiply-accumulates** (one MAC counted as one FLOP), over **one test view of
   all its input frames at 224x224: 25 frames for every row** (ResNet-50: 25 x 4.11G =
-  102.7G), model in eval mode. This is what the seed's column holds (MMAction2's
+  102.7G), model in eval mode. This is what MMAction2's reported column holds (MMAction2's
   `tools/analysis_tools/get_flops.py`, mmengine's `get_model_complexity_info`).
 - **What is counted** is what mmengine's (fvcore-derived) counter counts: convolutions
   (batch x weight elements x output positions), linear / matmul / bmm (MACs; attention via
@@ -263,14 +263,14 @@ CONVENTION_MD = """\
 
 NOTES_MD = """\
 - Counting convolutions and linear layers only would give ResNet-50 102.18G (-0.51%) and
-  MobileOne-S4 74.67G (-1.75%, outside 1%): the seed's figures include BatchNorm, hence
+  MobileOne-S4 74.67G (-1.75%, outside 1%): MMAction2's reported figures include BatchNorm, hence
   the mmengine convention above.
-- MobileOne-S4 is counted in its train (multi-branch) form, as the seed: the
+- MobileOne-S4 is counted in its train (multi-branch) form, as MMAction2 reports it: the
   reparameterised deploy form (`model.deploy: true`, `python -m tsn_dali.reparameterize`)
   computes the same function with 74.48G and 13.61M parameters.
 - The sthv2 rows' FLOPs include a 174-class fc instead of 400 (0.46M MACs less: invisible).
 - `k400_r50` is the README's name for the `k400_r50_1x1x8` row (same model).
-- The number of segments (1x1x3, 1x1x8, ...) does not enter: the seed counts 25 frames for
+- The number of segments (1x1x3, 1x1x8, ...) does not enter: MMAction2 counts 25 frames for
   every row, the test view of 25 clips x 1 crop.
 """
 
@@ -281,12 +281,12 @@ def report(rows: List[dict]) -> str:
     breakdown = ["| recipe | " + " | ".join(cats) + " |", "| --- |" + " ---: |" * len(cats)]
     for r in rows:
         breakdown.append(f"| {r['recipe']} | " + " | ".join(f"{r['by_op'].get(c, 0):.3f}" for c in cats) + " |")
-    return ("# FLOPs and parameters vs the seed (MMAction2 TSN README)\n\n"
+    return ("# FLOPs and parameters vs MMAction2's reported figures (its TSN README)\n\n"
             "Made by `python -m tsn_dali.flops` (or `python benchmarks/flops.py`).\n\n"
             "## Convention\n\n" + CONVENTION_MD +
-            f"\n## Table\n\nGFLOPs: 10^9 MACs for one {SEED_FRAMES}-frame view at {SEED_SIZE}x{SEED_SIZE}. "
+            f"\n## Table\n\nGFLOPs: 10^9 MACs for one {REPORTED_FRAMES}-frame view at {REPORTED_SIZE}x{REPORTED_SIZE}. "
             f"Bounds: FLOPs within {100 * FLOPS_TOLERANCE:g}%, params within {100 * PARAMS_TOLERANCE:g}% "
-            "of the seed; a row outside is marked.\n\n"
+            "of MMAction2's reported figures; a row outside is marked.\n\n"
             + markdown(rows) + "\n## Notes\n\n" + NOTES_MD
             + "\n## GFLOPs by op category\n\n" + "\n".join(breakdown) + "\n")
 

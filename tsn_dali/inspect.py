@@ -20,7 +20,7 @@ from typing import List, Optional
 import numpy as np
 
 from tsn_dali import cli
-from .config import load_recipe
+from .config import EXECUTORS, load_recipe
 from .data.errors import VideoDecodeError
 from .data.plan import ClipPlan
 from .data.planner import ClipPlanner, load_pipeline
@@ -97,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--sheet")
-    parser.add_argument("--executor", choices=("dali-gpu", "dali-cpu", "reference"))
+    parser.add_argument("--executor", choices=[n for n in EXECUTORS if n != "auto"])
     parser.add_argument("--dump-clips")
     args = parser.parse_args(argv)
     return cli.run_main(lambda: inspect_video(args), more_errors=(ValueError,))

@@ -16,7 +16,7 @@ import torch
 
 from tsn_dali import cli
 from tsn_dali.config import ModelConfig, Recipe, recipe_from_dict
-from tsn_dali.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tsn_dali.engine.checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from tsn_dali.models.weights import check_state_dict
 from tsn_dali.models import build_model, has_deploy_form, reparameterize_backbone
 
@@ -48,7 +48,7 @@ def reparameterize_checkpoint(ckpt: dict, path, backbone: Optional[str] = None) 
     model.eval()
     reparameterize_backbone(model)
     recipe.model = dataclasses.replace(cfg, deploy=True, pretrained=None)
-    return {"model": model.state_dict(), "recipe": recipe.to_dict(), "format": "tsn_dali", "version": 1,
+    return {"model": model.state_dict(), "recipe": recipe.to_dict(), "format": FORMAT, "version": VERSION,
             "meta": {"reparameterized_from": str(path)}}
 
 

@@ -144,7 +144,7 @@ def run_test(args) -> dict:
 
 
 def report(recipe, m: dict) -> str:
-    """A short table: ours next to the seed's reported numbers."""
+    """A short table: ours next to MMAction2's reported figures."""
     def fmt(v):
         return "-" if v is None else f"{v:.2f}"
     lines = [f"{recipe.name}: {m['num_videos']} videos x {m['num_views']} views on "

@@ -20,11 +20,13 @@ import torch
 
 from tsn_dali.bench.environment import DecoderMonitor
 from tsn_dali.bench.stats import summarize, sync, windows
+from tsn_dali.config import EXECUTORS
+from tsn_dali.data.executors.base import TORCH_DTYPES
 from tsn_dali.engine.amp import resolve_amp
 from tsn_dali.engine.optim import build_optimizer
 from tsn_dali.engine.step import TrainStep
 
-EXECUTOR_NAMES = ("dali-gpu", "dali-cpu", "reference")
+EXECUTOR_NAMES = tuple(n for n in EXECUTORS if n != "auto")  # what the bench measures, side by side
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,7 @@ def make_train_step(model, recipe, device: torch.device, compile: bool = False) 
 def synthetic_batch(batch_size: int, num_views: int, size: int, num_classes: int, dtype: str,
                     device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
     """Normalised-looking clips ``[N, V, C, H, W]`` (a view of NVHWC memory, as executors give)."""
-    torch_dtype = getattr(torch, dtype if dtype != "uint8" else "float32")
+    torch_dtype = TORCH_DTYPES[dtype if dtype != "uint8" else "float32"]
     g = torch.Generator().manual_seed(0)
     x = torch.randn((batch_size, num_views, size, size, 3), generator=g).to(torch_dtype).to(device)
     labels = torch.randint(0, num_classes, (batch_size,), generator=g).to(device)

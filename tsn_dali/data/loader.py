@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from tsn_dali.data.errors import DatasetError, LoaderStalled, VideoDecodeError
+from tsn_dali.data.executors.base import TORCH_DTYPES
 from tsn_dali.data.handoff import HandoffGuard
 from tsn_dali.data.order import BatchOrder, epoch_permutation
 from tsn_dali.data.prefetch import Prefetcher
@@ -337,7 +338,7 @@ class ClipLoader:
         if clips is None:
             template = self.plan(0, epoch)
             (w, h), v = template.out_size, template.num_views
-            full = torch.zeros((n, v, h, w, 3), dtype=getattr(torch, self.dtype), device=self.device)
+            full = torch.zeros((n, v, h, w, 3), dtype=TORCH_DTYPES[self.dtype], device=self.device)
         else:
             nvhwc = clips.permute(0, 1, 3, 4, 2)
             full = torch.zeros((n,) + tuple(nvhwc.shape[1:]), dtype=clips.dtype, device=self.device)

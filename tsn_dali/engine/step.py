@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from tsn_dali.data.executors.base import normalise
+
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 
 
@@ -30,11 +32,8 @@ def autocast(device: torch.device, amp: str):
 def prepare_clips(clips: torch.Tensor, mean: Sequence[float], std: Sequence[float], amp: str) -> torch.Tensor:
     """Model input from a loader batch: uint8 pixels are normalised here ((x - mean) / std);
     without AMP half-precision input is widened to float32. Strides (channels_last) are kept."""
-    if clips.dtype == torch.uint8:
-        shape = (1, 1, 3, 1, 1)
-        m = torch.tensor(mean, dtype=torch.float32, device=clips.device).view(shape)
-        s = torch.tensor(std, dtype=torch.float32, device=clips.device).view(shape)
-        return (clips.float() - m) / s
+    if clips.dtype == torch.uint8:  # the loader's rule (executors.base.normalise), channels last
+        return normalise(clips.permute(0, 1, 3, 4, 2), mean, std, "float32").permute(0, 1, 4, 2, 3)
     if amp == "off" and clips.dtype != torch.float32:
         return clips.float()
     return clips

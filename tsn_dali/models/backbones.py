@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from tsn_dali.config import BACKBONE_NAMES
+
 Builder = Callable[[bool], Tuple[nn.Module, int]]
 
 
@@ -79,8 +81,8 @@ def _timm(name: str, reparameterizable: bool = False) -> Builder:
 _Basic = torchvision.models.resnet.BasicBlock
 _Bottleneck = torchvision.models.resnet.Bottleneck
 
-BACKBONES: Dict[str, Builder] = {
-    # The seed's rows.
+_BUILDERS: Dict[str, Builder] = {
+    # The rows of MMAction2's tables.
     "resnet50": _torchvision_resnet(_Bottleneck, [3, 4, 6, 3]),
     "resnet101": _torchvision_resnet(_Bottleneck, [3, 4, 23, 3]),
     # mmcls ResNeXt-101 32x4d (MMAction2's custom-backbone row) has torchvision's names.
@@ -92,6 +94,8 @@ BACKBONES: Dict[str, Builder] = {
     "resnet18": _torchvision_resnet(_Basic, [2, 2, 2, 2]),
     "mobileone_s0": _timm("mobileone_s0", reparameterizable=True),
 }
+# name -> builder, for exactly the names recipes accept (tsn_dali.config.BACKBONE_NAMES, the one list)
+BACKBONES: Dict[str, Builder] = {name: _BUILDERS[name] for name in BACKBONE_NAMES}
 
 
 def has_deploy_form(name: str) -> bool:

@@ -15,10 +15,9 @@ from typing import Optional
 
 import torch
 
+from tsn_dali.config import EXECUTORS  # the one list of executor names
 from tsn_dali.data.executors.base import DECODES, Executor
 from tsn_dali.data.executors.reference import ReferenceExecutor
-
-EXECUTORS = ("auto", "dali-gpu", "dali-cpu", "reference")
 
 
 def _dali_importable() -> Optional[str]:

@@ -17,14 +17,15 @@ from typing import Dict, List, Mapping, Protocol, Sequence, Tuple, runtime_check
 
 import torch
 
+from tsn_dali.config import DTYPES
 from tsn_dali.data.plan import ClipPlan, StreamFacts
 
 # loader.decode: DALI decodes what its decoder reads | decord decodes every video (MMAction2)
 DECODES = ("native", "mmaction")
 
-# loader.dtype names -> torch dtypes (the one table; bfloat16 is written by torch, not DALI)
-TORCH_DTYPES = {"uint8": torch.uint8, "float16": torch.float16, "bfloat16": torch.bfloat16,
-                "float32": torch.float32}
+# loader.dtype names (tsn_dali.config.DTYPES, the one list) -> torch dtypes; bfloat16 is
+# written by torch, not DALI
+TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 
 
 @runtime_checkable
