@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -64,9 +63,8 @@ def train_once(data_root: str, ex: Dict[str, str], seed: int, work: Path, device
     argv = [str(RECIPE), "--work-dir", str(work), "--seed", str(seed)]
     if (work / "latest.pth").is_file():
         argv.append("--resume")
-    t0 = time.perf_counter()
     summary = tsn_train.run(argv + recipe_args(data_root, ex, device, extra))
-    summary["seconds"] = time.perf_counter() - t0
+    summary["seconds"] = sum(h.get("seconds", 0.0) for h in summary["history"])  # all epochs, resumed too
     return summary
 
 
@@ -139,6 +137,13 @@ def write_markdown(path: Path, result: dict) -> None:
         row = [f"{np.mean([r['tests'][t]['top1'] for r in result['runs'] if r['train'] == train['label']]):.2f}"
                for t in tests]
         lines.append(f"| {train['label']} | " + " | ".join(row) + " |")
+    lines += ["", "Per training seed (one held-out video is "
+              f"{100 / max(result['num_test_videos'], 1):.2f} points):", "",
+              "| trained with | seed | " + " | ".join(tests) + " |",
+              "| --- | ---: | " + " | ".join("---:" for _ in tests) + " |"]
+    for r in result["runs"]:
+        lines.append(f"| {r['train']} | {r['seed']} | "
+                     + " | ".join(f"{r['tests'][t]['top1']:.2f}" for t in tests) + " |")
     lines += ["", f"Pixels of the test views ({result['pixel_videos']} videos, uint8) against the "
               f"{result['pixel_reference']} executor:", "",
               "| executor | mean abs diff (levels) | max abs diff | values > 8 levels apart |",
