@@ -153,7 +153,7 @@ def test_batch_size_changes_reuse_pipelines(clips):
     ex = DaliExecutor("cpu", num_threads=1, decode_workers=1)
     try:
         a = make_plan(clips["vp9"], [4, 2])
-        b = make_plan(clips["vp9"], [6, 8])
+        b = make_plan(clips["vp9"], [8, 6])
         first = ex.render([a, b])
         assert len(ex._pipelines) == 1
         one = ex.render([b])  # a smaller batch runs on the same pipeline
@@ -162,6 +162,9 @@ def test_batch_size_changes_reuse_pipelines(clips):
         assert torch.equal(first, again) and torch.equal(one[0], again[1])
         with pytest.raises(ValueError, match="different shapes"):
             ex.render([a, make_plan(clips["vp9"], [1, 2, 3])])
+        # frames already in order need no rearrangement: another graph, the same frames
+        in_order = ex.render([make_plan(clips["vp9"], [6, 8])])
+        assert len(ex._pipelines) == 2 and torch.equal(in_order[0], one[0].flip(0))
     finally:
         ex.close()
 

@@ -1,6 +1,7 @@
 """The reference executor: real decoding (decord, PyAV, PNG frames), crops, flips, layout."""
 from __future__ import annotations
 
+import multiprocessing
 import warnings
 from pathlib import Path
 
@@ -160,8 +161,10 @@ def test_dataloader_workers_give_the_same_batch(numbered):
         with pytest.raises(VideoDecodeError, match="file not found"):
             ex.render([plans[0], bad])
         assert torch.equal(ex.render(plans), single)  # still usable after a failure
+        assert len(multiprocessing.active_children()) >= 2
     finally:
         ex.close()
+    assert not multiprocessing.active_children()  # close() stopped the worker processes
 
 
 @pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared/videos not present")

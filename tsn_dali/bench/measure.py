@@ -89,14 +89,16 @@ def open_executors(variants: Sequence[Variant], recipe, device: torch.device, re
 
 def make_loader(recipe, split: str, paths: Sequence[str], index, executor, batch_size: int,
                 num_batches: int, device: torch.device, seed: int = 0, handoff: str = "view"):
-    """A ClipLoader over ``paths`` repeated to ``num_batches`` batches of ``batch_size``
-    (train: the train view, shuffled and randomly cropped per epoch; test: the test view)."""
+    """A ClipLoader over ``paths`` repeated to ``num_batches`` steps of ``batch_size`` clips
+    (train: the train view, shuffled and randomly cropped per epoch; test: the test view).
+    A test-view step is one executor run: ``loader.batches_per_run`` batches."""
     from tsn_dali.data.annotations import VideoRecord
     from tsn_dali.data.loader import ClipLoader
     from tsn_dali.data.planner import ClipPlanner, load_pipeline
 
     data = recipe.data
-    n = batch_size * num_batches
+    per_run = 1 if split == "train" else max(1, recipe.loader.eval_videos_per_run // batch_size)
+    n = batch_size * num_batches * per_run
     records = [VideoRecord(path=paths[i % len(paths)], label=i % recipe.model.num_classes, line=i + 1,
                            source="<bench>") for i in range(n)]
     planner = ClipPlanner(load_pipeline(getattr(data, f"{split}_pipeline"), data), seed)
@@ -151,20 +153,23 @@ def fed_costs(before: Dict[str, int], after: Dict[str, int]) -> dict:
 
 
 def measure_loader(loader, warmup: int, iters: int, repeats: int, device: torch.device) -> dict:
-    """Clips/s of iterating ``loader`` (one pass; warm-up batches excluded); where the
-    executor counts what it feeds its decoder, those counts per clip; NVDEC utilisation."""
+    """Clips/s of iterating ``loader`` (one pass; warm-up steps excluded; a step is one
+    executor run: ``loader.batches_per_run`` batches); where the executor counts what it
+    feeds its decoder, those counts per clip; NVDEC utilisation."""
     before = dict(loader.executor.stats)
     it = iter(loader)
+    per_step = loader.batches_per_run
 
     def step():
-        batch = next(it)
+        for _ in range(per_step):
+            batch = next(it)
         if batch.clips.device.type == "cuda":
             torch.cuda.synchronize(batch.clips.device)
 
     with DecoderMonitor(device) as monitor:
         secs = windows(step, warmup, iters, repeats, device)
     loader.close()
-    out = {"clips_per_s": summarize([iters * loader.batch_size / s for s in secs])}
+    out = {"clips_per_s": summarize([iters * per_step * loader.batch_size / s for s in secs])}
     if loader.executor.name != "reference":
         out.update(fed_costs(before, loader.executor.stats))
     if monitor.summary() is not None:

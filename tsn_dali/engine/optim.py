@@ -52,6 +52,7 @@ def set_lr(optimizer, scheduler, base_lr: float, train_cfg, epoch: int) -> None:
     for group in optimizer.param_groups:
         group["initial_lr"] = base_lr
         group["lr"] = lr
-    scheduler.base_lrs = [base_lr] * len(optimizer.param_groups)
-    scheduler.last_epoch = epoch
-    scheduler._last_lr = [lr] * len(optimizer.param_groups)
+    n = len(optimizer.param_groups)
+    state = scheduler.state_dict()  # torch's own format: base_lrs, last_epoch, _last_lr
+    state.update(base_lrs=[base_lr] * n, last_epoch=epoch, _last_lr=[lr] * n)
+    scheduler.load_state_dict(state)

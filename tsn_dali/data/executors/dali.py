@@ -26,7 +26,8 @@ Torch gets DALI's NFHWC output as a DLPack view (no copy): DALI's dynamic execut
 a run's output alive while torch holds a reference, and returns the memory to its pool
 (in order on its own stream) when torch drops it. The loader's hand-off guard
 (tsn_dali.data.handoff) keeps it referenced until the kernels that read it are done.
-Pipelines are built once per (crops, out size, dtype, path, normalise), sized for the
+Pipelines are built once per (crops, out size, dtype, path, normalise, whole-frame resize
+or not, rearrangement or not), sized for the
 largest batch seen (smaller batches reuse them), and dropped by ``close()``.
 """
 from __future__ import annotations
@@ -197,14 +198,15 @@ class DaliExecutor:
         """The cached pipeline for ``key`` that takes ``batch`` samples (built or rebuilt bigger)."""
         size, pipe = self._pipelines.pop(key, (0, None))
         if pipe is None or size < batch:
-            num_crops, out_size, out_dtype, source, normalise = key
+            num_crops, out_size, out_dtype, source, normalise, resize_frames, reorder_frames = key
             threads = self.decode_sessions if (self.dali_device == "gpu" and source == "decoder") \
                 else self.num_threads
             del pipe
             size = max(batch, size)
             pipe = graph.build_pipeline(device=self.dali_device, batch_size=size, num_crops=num_crops,
                                         out_size=out_size, out_dtype=out_dtype, source=source,
-                                        normalise=normalise, num_threads=threads, device_id=self.device_id)
+                                        normalise=normalise, num_threads=threads, device_id=self.device_id,
+                                        resize_frames=resize_frames, reorder_frames=reorder_frames)
             while len(self._pipelines) >= MAX_PIPELINES:
                 self._pipelines.popitem(last=False)
         self._pipelines[key] = (size, pipe)
@@ -213,7 +215,7 @@ class DaliExecutor:
     def _run_samples(self, key, samples) -> torch.Tensor:
         """One DALI run over ``samples`` -> torch ``[n, V, H, W, C]``."""
         pipe = self._pipeline(key, len(samples))
-        graph.feed(pipe, samples, graph.input_names(key[0], key[3], key[4]))
+        graph.feed(pipe, samples, graph.input_names(*key[:1], *key[3:]))
         (out,) = pipe.run()
         return self._to_torch(out)
 
@@ -254,7 +256,10 @@ class DaliExecutor:
         parts = []
         with self._lock:
             for source, positions in sorted(prepared.paths.items()):
-                key = (prepared.num_crops, prepared.out_size, out_dtype, source, prepared.normalise)
+                resize_frames = any(graph.needs_resize(prepared.plans[i]) for i in positions)
+                reorder_frames = any(graph.needs_reorder(prepared.inputs[i]["frame_order"]) for i in positions)
+                key = (prepared.num_crops, prepared.out_size, out_dtype, source, prepared.normalise, resize_frames,
+                       reorder_frames)
                 samples = [prepared.inputs[i] for i in positions]
                 try:
                     parts.append((positions, self._run_samples(key, samples)))

@@ -6,9 +6,13 @@ the order of the ClipPlan docstring:
     frames [U, H, W, C]  (DALI's video decoder at sorted unique ``frame_positions`` of the
                           clip's slice, tsn_dali.data.slicing; or frames decoded outside
                           DALI and fed in, see ``source``)
-    -> fn.resize to resize_to           (INTERP_LINEAR, antialias=False)
+    -> fn.resize to resize_to           (INTERP_LINEAR, antialias=False; left out of the graph
+                                         where no sample of the run changes size: a
+                                         resize to the same size is the identity)
     -> fn.sequence_rearrange            (``frame_order``: the plan's order and repeats,
-                                         [T, h, w, C], on the graph's device)
+                                         [T, h, w, C], on the graph's device; left out
+                                         where every sample's frames are already in
+                                         order, as TSN's train and val sampling gives)
     -> for k in range(K):               (one branch per crop: DALI's crop, resize and
          fn.slice crops[k]               flip take per-sample arguments, not per-frame
          -> fn.resize to out_size        ones, so each crop is its own branch and its
@@ -62,10 +66,11 @@ def first_line(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
-def input_names(num_crops: int, source: str, normalise: bool) -> List[str]:
+def input_names(num_crops: int, source: str, normalise: bool, resize_frames: bool = True,
+                reorder_frames: bool = True) -> List[str]:
     """Names of the graph's external sources, in the order ``plan_inputs`` fills them."""
     names = ["encoded", "frame_positions"] if source == "decoder" else ["frames"]
-    names += ["frame_order", "resize_hw"]
+    names += (["frame_order"] if reorder_frames else []) + (["resize_hw"] if resize_frames else [])
     for k in range(num_crops):
         names += [f"crop{k}_start", f"crop{k}_shape", f"crop{k}_flip"]
     if normalise:
@@ -118,13 +123,27 @@ def plan_inputs(plan: ClipPlan, *, order: np.ndarray, encoded: Optional[np.ndarr
     return out
 
 
+def needs_reorder(order: np.ndarray) -> bool:
+    """Whether decoded frames must be rearranged (repeats, or not in increasing order)."""
+    order = np.asarray(order).reshape(-1)
+    return not np.array_equal(order, np.arange(len(order)))
+
+
+def needs_resize(plan: ClipPlan) -> bool:
+    """Whether the plan's whole-frame resize changes the frame's size (else it is the identity)."""
+    return tuple(int(v) for v in plan.resize_to) != tuple(int(v) for v in plan.orig_size)
+
+
 def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dtype: str,
-               source: str, normalise: bool):
+               source: str, normalise: bool, resize_frames: bool = True, reorder_frames: bool = True):
     """Build the graph (call inside a pipeline's scope); returns the output DataNode.
 
     ``device``: "cpu" or "gpu" (decoder on "mixed", every image op on the GPU).
     ``out_size``: (w, h) of every view. ``out_dtype``: one of OUT_DTYPES.
     ``source``: "decoder" (fn.decoders.video on the file's bytes) or "frames".
+    ``resize_frames``: False leaves the whole-frame resize out (every sample's ``resize_to``
+    is its frame size); ``reorder_frames``: False leaves the rearrangement out (every
+    sample's decoded frames are its views' frames, in order).
     """
     from nvidia.dali import fn, types
 
@@ -151,10 +170,12 @@ def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dt
                                     device="cpu")
         if device == "gpu":
             frames = frames.gpu()
-    order = arg("frame_order", types.INT32, 1)
-    resize_hw = arg("resize_hw", types.FLOAT, 1)
-    frames = fn.resize(frames, size=resize_hw, interp_type=types.INTERP_LINEAR, antialias=False)
-    frames = fn.sequence_rearrange(frames, new_order=order)
+    order = arg("frame_order", types.INT32, 1) if reorder_frames else None
+    if resize_frames:
+        resize_hw = arg("resize_hw", types.FLOAT, 1)
+        frames = fn.resize(frames, size=resize_hw, interp_type=types.INTERP_LINEAR, antialias=False)
+    if reorder_frames:
+        frames = fn.sequence_rearrange(frames, new_order=order)
     if normalise:
         mean, std = arg("mean", types.FLOAT, 1), arg("std", types.FLOAT, 1)
     else:
@@ -195,7 +216,7 @@ OUTPUTS_OUTLIVE_RUN = _dynamic_executor_available()
 
 def build_pipeline(*, device: str, batch_size: int, num_crops: int, out_size: Tuple[int, int],
                    out_dtype: str, source: str, normalise: bool, num_threads: int = 4,
-                   device_id: Optional[int] = None):
+                   device_id: Optional[int] = None, resize_frames: bool = True, reorder_frames: bool = True):
     """A built DALI Pipeline around ``clip_graph``, fed with ``feed`` then ``run()``.
 
     ``batch_size`` is the most samples a run takes (fewer may be fed). ``num_threads``:
@@ -215,7 +236,8 @@ def build_pipeline(*, device: str, batch_size: int, num_crops: int, out_size: Tu
                     exec_async=False, exec_pipelined=False, **dynamic)
     with pipe:
         pipe.set_outputs(clip_graph(device=device, num_crops=num_crops, out_size=out_size,
-                                    out_dtype=out_dtype, source=source, normalise=normalise))
+                                    out_dtype=out_dtype, source=source, normalise=normalise,
+                                    resize_frames=resize_frames, reorder_frames=reorder_frames))
     pipe.build()
     return pipe
 

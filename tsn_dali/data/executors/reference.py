@@ -20,6 +20,7 @@ and the speed baseline of the benchmarks.
 """
 from __future__ import annotations
 
+import gc
 import threading
 from typing import List, Sequence, Tuple
 
@@ -177,11 +178,12 @@ class ReferenceExecutor:
     check_videos = staticmethod(no_slow_path)
 
     def close(self):
+        """Stop the worker processes: the DataLoader (and with it its persistent iterator)
+        is dropped, and the iterator shuts its workers down as it is collected."""
         loader, self._loader = self._loader, None
         if loader is not None:
-            it = getattr(loader, "_iterator", None)
-            if it is not None:
-                it._shutdown_workers()
+            del loader
+            gc.collect()
 
     def __del__(self):
         try:

@@ -1,0 +1,72 @@
+"""engine.checkpoint and engine.saver: atomic writes, one-line load errors, RNG state, and the
+saver that owns latest, best and epoch_N."""
+from __future__ import annotations
+
+import errno
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tsn_dali.engine import checkpoint as ckpt_mod
+from tsn_dali.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tsn_dali.engine.distributed import DistInfo
+from tsn_dali.engine.saver import CheckpointSaver
+
+
+def _sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_atomic_checkpoint_failure_keeps_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pth"
+    save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, path)
+    before = _sha(path)
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_mod.os, "fsync", full_disk)
+    with pytest.raises(CheckpointError) as err:
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "No space left" in msg
+    assert _sha(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pth"]  # temp file removed
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
+
+
+def test_truncated_or_missing_checkpoint_is_one_line_error(tmp_path):
+    path = tmp_path / "ok.pth"
+    save_checkpoint({"model": {"w": torch.arange(1000.0)}}, path)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(path.read_bytes()[:300])
+    for bad in (cut, tmp_path / "absent.pth"):
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(bad)
+        assert str(err.value).startswith(str(bad)) and "\n" not in str(err.value)
+
+
+def test_rng_state_round_trip():
+    state = ckpt_mod.rng_state()
+    a = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    ckpt_mod.set_rng_state(state)
+    b = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_saver_owns_latest_best_and_epoch_files(tmp_path):
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), initialized=False)
+    saver = CheckpointSaver(tmp_path, info, checkpoint_interval=2, epochs=3)
+    saver.save_epoch(lambda: {"epoch": 1}, 1, improved=True)
+    assert load_checkpoint(saver.best)["epoch"] == 1 and not (tmp_path / "epoch_1.pth").exists()
+    saver.save_epoch(lambda: {"epoch": 2}, 2, improved=False)
+    assert load_checkpoint(saver.best)["epoch"] == 1 and load_checkpoint(tmp_path / "epoch_2.pth")["epoch"] == 2
+    saver.save_epoch(lambda: {"epoch": 3}, 3, improved=False)  # the last epoch is kept too
+    assert load_checkpoint(tmp_path / "epoch_3.pth")["epoch"] == 3 and load_checkpoint(saver.latest)["epoch"] == 3
+    assert saver.save_alone(lambda: {"epoch": 9}, losses_finite=False).endswith("not finite)")
+    assert load_checkpoint(saver.latest)["epoch"] == 3  # nothing written over a bad loss
+    assert saver.save_alone(lambda: {"epoch": 4}, losses_finite=True) == f"saved {saver.latest}"
