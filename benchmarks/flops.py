@@ -1,4 +1,4 @@
-"""FLOPs/params table vs the seed: the same as ``python -m tsn_dali.flops`` (see its docstring)."""
+"""FLOPs/params table beside MMAction2's reported figures: the same as ``python -m tsn_dali.flops`` (see its docstring)."""
 import sys
 from pathlib import Path
 

@@ -41,6 +41,8 @@ from tsn_dali.data.errors import VideoDecodeError
 
 # demuxer names (VideoInfo.container) -> the muxer that writes the same kind of container
 MUXERS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "matroska", "avi": "avi"}
+# libavformat option: decoders allowed while the streams are probed (none: demux only)
+NO_DECODER = {"codec_whitelist": "none"}
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,9 @@ def _remux(path: str, info, frames: np.ndarray):
     positions: List[int] = []
     fed, cursor = 0, 0
     try:
-        with av.open(path) as src:
+        # No decoder is opened: probing the streams would decode a frame (about 2 ms a
+        # VP9 clip, measured) to learn what the index already holds; packets are copied.
+        with av.open(path, container_options=NO_DECODER) as src:
             stream = src.streams.video[0]
             with av.open(buf, "w", format=MUXERS[info.container]) as out:
                 out_stream = out.add_stream_from_template(stream)
