@@ -20,8 +20,8 @@ The trade-off: a shorter GOP means more keyframes, so bigger files (more bytes r
 fed per clip) for fewer decoded frames. The DALI executors feed the decoder only the GOP
 pieces a clip needs (tsn_dali.data.slicing), so their cost follows the GOP: GOP 16 is
 about 8 x 8.5 frames per 8-frame clip, GOP 4 about 8 x 2.5 at larger files, all-intra
-(``--gop 1``) exactly the 8 frames at the largest files. The CPU benchmark
-(benchmarks/README.md, "Decode cost vs GOP") measures bytes, frames and clips/s of each.
+(``--gop 1``) exactly the 8 frames at the largest files. The bench's ``gop`` part
+measures bytes, frames and clips/s of each (``--help`` shows one CPU run).
 
 Outputs are written to a temporary name and renamed when complete, so a rerun skips
 what is done (an interrupted run loses only the videos in flight). A video that cannot
@@ -207,8 +207,21 @@ def prepare(list_file: str, prefix: str, out: str, *, gop: Optional[int] = DEFAU
             "failed": failed, "failed_file": failed_file if failed else None}
 
 
+TRADE_OFF = """\
+the trade-off (a 340x256 VP9 K400-like clip, 8 frames from 300; DALI CPU loader, 2-core
+AMD EPYC, benchmarks/results/cpu-2026-11-25-gop-vp9):
+  --gop     file size  frames decoded per clip  clips/s
+  original* 837 KiB   257                      12.8
+  16        635 KiB     63                      42.1
+  4         952 KiB     20                      66.7
+  1        2001 KiB      8                      80.3
+  * keyframes at 0 and 250, other encoder settings: its size does not compare
+with --gop, shorter GOPs decode fewer frames per clip but make bigger files; 16 is the default"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tsn_dali.prepare", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tsn_dali.prepare", description=__doc__.splitlines()[0],
+                                epilog=TRADE_OFF, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("list", help="MMAction2 video list: 'relative/path.mp4 label' a line")
     p.add_argument("--prefix", default="", help="folder the list's paths are relative to")
     p.add_argument("--out", required=True, help="folder for the new videos and the new list")
