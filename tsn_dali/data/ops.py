@@ -197,31 +197,30 @@ class RandomResizedCrop(Op):
 
 
 @dataclass(frozen=True)
-class CenterCrop(Op):
-    """MMAction2 CenterCrop (geometry.center_crop)."""
+class _FixedCrop(Op):
+    """A crop of ``crop_size`` (an int or ``[w, h]``), checked when built."""
 
     kind: ClassVar[str] = "crop"
     crop_size: object
-    lazy: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "crop_size", _tuple(self.crop_size))
         geometry.pair(self.crop_size)
+
+
+@dataclass(frozen=True)
+class CenterCrop(_FixedCrop):
+    """MMAction2 CenterCrop (geometry.center_crop)."""
+
+    lazy: bool = False
 
     def apply(self, state: PlanState, rng) -> None:
         state.crops, state.crop_flips = [geometry.center_crop(state.size, self.crop_size)], [False]
 
 
 @dataclass(frozen=True)
-class ThreeCrop(Op):
+class ThreeCrop(_FixedCrop):
     """MMAction2 ThreeCrop (geometry.three_crop)."""
-
-    kind: ClassVar[str] = "crop"
-    crop_size: object
-
-    def __post_init__(self):
-        object.__setattr__(self, "crop_size", _tuple(self.crop_size))
-        geometry.pair(self.crop_size)
 
     def apply(self, state: PlanState, rng) -> None:
         state.crops = geometry.three_crop(state.size, self.crop_size)
@@ -229,15 +228,8 @@ class ThreeCrop(Op):
 
 
 @dataclass(frozen=True)
-class TenCrop(Op):
+class TenCrop(_FixedCrop):
     """MMAction2 TenCrop (geometry.ten_crop): five boxes, each with its mirrored copy."""
-
-    kind: ClassVar[str] = "crop"
-    crop_size: object
-
-    def __post_init__(self):
-        object.__setattr__(self, "crop_size", _tuple(self.crop_size))
-        geometry.pair(self.crop_size)
 
     def apply(self, state: PlanState, rng) -> None:
         state.crops, state.crop_flips = geometry.ten_crop(state.size, self.crop_size)
