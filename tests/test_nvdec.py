@@ -46,6 +46,7 @@ def test_rules(stream, cc, why):
 @pytest.fixture
 def fresh_cache(monkeypatch):
     monkeypatch.setattr(nvdec, "_PROBED", {})
+    monkeypatch.setattr(nvdec, "_FAILED", {})
 
 
 def test_one_real_decode_per_format_and_its_failure(fresh_cache):
@@ -60,10 +61,26 @@ def test_one_real_decode_per_format_and_its_failure(fresh_cache):
     assert support.reason(facts(), "b.mp4") is None  # the same format: no second decode
     bad = facts(pix_fmt="yuv420p", profile="High 4:4:4")
     assert "not supported" in support.reason(bad, "c.mp4")
-    assert "not supported" in support.reason(bad, "d.mp4")
-    assert calls == ["a.mp4", "c.mp4"]
+    assert "not supported" in support.reason(bad, "d.mp4")  # a second video confirms it
+    assert "not supported" in support.reason(bad, "e.mp4")
+    assert calls == ["a.mp4", "c.mp4", "d.mp4"]
     assert support.reason(facts("mjpeg", "yuvj420p"), "e.avi").startswith("codec mjpeg")  # rules: no decode
-    assert calls == ["a.mp4", "c.mp4"]
+    assert calls == ["a.mp4", "c.mp4", "d.mp4"]
+
+
+def test_one_damaged_video_does_not_send_its_format_to_the_cpu(fresh_cache):
+    calls = []
+
+    def probe(stream, path):
+        calls.append(path)
+        return "test decode failed: invalid data" if path == "broken.mp4" else None
+
+    support = NvdecSupport(0, probe=probe, compute_capability=B200)
+    assert "invalid data" in support.reason(facts(), "broken.mp4")
+    assert "invalid data" in support.reason(facts(), "broken.mp4")  # asked again: remembered
+    assert support.reason(facts(), "good.mp4") is None
+    assert support.reason(facts(), "other.mp4") is None
+    assert calls == ["broken.mp4", "good.mp4"]
 
 
 def test_probe_decode_reports_a_failed_decode_in_one_line(tmp_path, monkeypatch):
@@ -155,3 +172,14 @@ def test_loader_names_the_slow_path_videos_once(fresh_cache, tmp_path, caplog):
         got = _slow_path_videos(Stub(), [Rec("a.mp4"), Rec("b.mkv")], index, log=True)
     assert got == [{"path": "b.mkv", "reason": "AV1: Hopper's NVDEC has no AV1 decoder"}]
     assert sum("decoded on the CPU" in r.message for r in caplog.records) == 1 and "b.mkv" in caplog.text
+
+
+def test_cuda_pairing_advice_names_the_wheel_to_install():
+    from tsn_dali.data.executors import cuda_pairing
+
+    assert cuda_pairing("12.8", 12986) is None
+    advice = cuda_pairing("13.0", 12986)
+    assert advice.startswith("DALI is built for CUDA 12 and torch for CUDA 13")
+    assert "nvidia-dali-cuda130 in place of nvidia-dali-cuda120" in advice and "\n" not in advice
+    assert cuda_pairing(None, 12986) is None  # a CPU-only torch: nothing to pair
+    assert cuda_pairing("13.0", None) is None  # a DALI that does not say

@@ -154,6 +154,8 @@ def test_flip_maps_label_and_flips_every_crop(tmp_path):
     ("- SampleFrames: {clip_len: 1}\n- MultiScaleCrop: {input_size: 224, num_fixed_crops: 7}\n",
      2, "expected 5 or 13"),
     ("- Resize: {scale: [-1, 256]}\n", None, "expected a sampling op"),
+    ("- SampleFrames: {clip_len: 1}\n- Flip: {flip_ratio: 0.5}\n- CenterCrop: {crop_size: 224}\n", None,
+     "Flip: must come after CenterCrop"),
 ])
 def test_pipeline_errors_name_file_line_and_closest(tmp_path, text, line, expected):
     path = _pipeline(tmp_path, text)

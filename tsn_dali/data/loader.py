@@ -39,7 +39,7 @@ import torch
 
 from tsn_dali.data.errors import DatasetError, LoaderStalled, VideoDecodeError
 from tsn_dali.data.executors.base import TORCH_DTYPES
-from tsn_dali.data.handoff import HandoffGuard
+from tsn_dali.data.handoff import HandoffGuard, finish_reading
 from tsn_dali.data.order import BatchOrder, epoch_permutation
 from tsn_dali.data.prefetch import Prefetcher
 
@@ -343,6 +343,7 @@ class ClipLoader:
             nvhwc = clips.permute(0, 1, 3, 4, 2)
             full = torch.zeros((n,) + tuple(nvhwc.shape[1:]), dtype=clips.dtype, device=self.device)
             full[[i for i, _ in slots]] = nvhwc
+            finish_reading(full.device)  # ``clips`` may be a DALI view, dropped on return
         labels = torch.full((n,), -1, dtype=torch.int64)
         samples = torch.full((n,), -1, dtype=torch.int64)
         for j, (i, s) in enumerate(slots):

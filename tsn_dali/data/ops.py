@@ -264,7 +264,9 @@ OPS: Dict[str, type] = {cls.__name__: cls for cls in (SampleFrames, DenseSampleF
 
 
 def check_pipeline(ops: List[Op]) -> None:
-    """Rules of a whole pipeline (ValueError): exactly one sampling op, at most one crop op."""
+    """Rules of a whole pipeline (ValueError): exactly one sampling op, at most one crop op,
+    and no Flip before the crop op (a crop op sets unflipped boxes, so the pixels would
+    not be mirrored while the label already is)."""
     sampling_ops = [i for i, op in enumerate(ops) if op.kind == "sampling"]
     if len(sampling_ops) != 1:
         raise ValueError(f"expected a sampling op (SampleFrames or DenseSampleFrames), one per pipeline; "
@@ -272,6 +274,9 @@ def check_pipeline(ops: List[Op]) -> None:
     crops = [i for i, op in enumerate(ops) if op.kind == "crop"]
     if len(crops) > 1:
         raise ValueError(f"{type(ops[crops[1]]).__name__}: only one crop op per pipeline")
+    flips = [i for i, op in enumerate(ops) if isinstance(op, Flip)]
+    if crops and flips and flips[0] < crops[0]:
+        raise ValueError(f"Flip: must come after {type(ops[crops[0]]).__name__}, which would undo its mirroring")
 
 
 __all__ = ["OPS", "CenterCrop", "DenseSampleFrames", "Flip", "MultiScaleCrop", "Op", "PlanState",

@@ -16,7 +16,9 @@ Keyframes and stream facts (what the DALI executors need, tsn_dali/data/slicing.
 executors/nvdec.py): the demux also records every packet's pts, so frame numbers are the
 packets' ranks in presentation order. ``keyframes`` lists the frame numbers where a
 decoder can start: keyframe packets after which no packet (in decode order) shows an
-earlier frame, i.e. the starts of closed GOPs. ``sliceable`` is true when the packets are
+earlier frame, i.e. the starts of closed GOPs; for H.264 and HEVC only IDR pictures
+count (tsn_dali/data/bitstream.py: open-GOP I-frames do not reset the decoder's output
+order). ``sliceable`` is true when the packets are
 exactly the indexed frames (one packet a frame, distinct pts) and frame 0 is such a
 keyframe: only then can a clip's frames be cut out of the file by packets. ``pix_fmt``,
 ``bit_depth``, ``profile`` and ``coded_width``/``coded_height`` (the codec's declared
@@ -35,6 +37,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from tsn_dali.data.bitstream import CUT_CODECS, is_idr, nal_length_size
 from tsn_dali.data.decoding import import_decord
 
 CACHE_NAME = "video_index.json"  # the format: tsn_dali.data.index_cache
@@ -164,15 +167,20 @@ def _demux(path: str, info: VideoInfo) -> Optional[dict]:
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         info.fps = float(rate) if rate else 0.0
         declared = int(stream.frames or 0)
-        packets, demux_error = [], None
+        cut_check = info.codec in CUT_CODECS
+        length_size = nal_length_size(info.codec, ctx.extradata) if cut_check else 0
+        packets, demux_error, num_keys = [], None, 0  # num_keys: the container's flags
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
-                packets.append((packet.pts, bool(packet.is_keyframe)))
+                key = bool(packet.is_keyframe)
+                num_keys += key
+                if key and cut_check:
+                    key = is_idr(bytes(packet), info.codec, length_size)
+                packets.append((packet.pts, key))
         except Exception as exc:
             demux_error = str(exc).splitlines()[0][:120]
-    num_keys = sum(1 for _, key in packets if key)
     if num_keys:
         info.keyframe_interval = float(len(packets)) / num_keys
     info.keyframes, info.keyframe_pts, info.reordered, distinct = closed_gop_starts(packets)

@@ -42,6 +42,29 @@ def nvdec_unusable(device_id: int = 0) -> Optional[str]:
     return nvdec_works(device_id)
 
 
+def cuda_pairing(torch_cuda: Optional[str], dali_cuda: Optional[int]) -> Optional[str]:
+    """None where torch's CUDA build (``torch.version.cuda``, e.g. '13.0') and DALI's
+    (``nvidia.dali.__cuda_version__``, e.g. 12986) have the same major version, or one is
+    unknown; else the one-line advice of the README's "DALI and CUDA"."""
+    try:
+        torch_major = int(str(torch_cuda).split(".")[0])
+        dali_major = int(dali_cuda) // 1000
+    except (TypeError, ValueError):
+        return None
+    if torch_major == dali_major:
+        return None
+    return (f"DALI is built for CUDA {dali_major} and torch for CUDA {torch_major}: install "
+            f"nvidia-dali-cuda{torch_major}0 in place of nvidia-dali-cuda{dali_major}0 (README: DALI and CUDA)")
+
+
+def _warn_cuda_pairing() -> None:
+    import nvidia.dali
+
+    advice = cuda_pairing(torch.version.cuda, getattr(nvidia.dali, "__cuda_version__", None))
+    if advice is not None:
+        warnings.warn(advice, stacklevel=3)
+
+
 def resolve_executor_name(name: str, device="cpu") -> str:
     """``auto`` -> the executor this machine can run; other names are checked and returned.
 
@@ -90,6 +113,7 @@ def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_work
 
     dali_device = "cpu"
     if resolved == "dali-gpu":
+        _warn_cuda_pairing()
         dev = torch.device(device)
         if dev.type != "cuda":
             dev = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
@@ -99,5 +123,5 @@ def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_work
                         filename_tmpl=filename_tmpl)
 
 
-__all__ = ["DECODES", "EXECUTORS", "Executor", "ReferenceExecutor", "build_executor", "nvdec_unusable",
-           "resolve_executor_name"]
+__all__ = ["DECODES", "EXECUTORS", "Executor", "ReferenceExecutor", "build_executor", "cuda_pairing",
+           "nvdec_unusable", "resolve_executor_name"]

@@ -48,6 +48,7 @@ from tsn_dali.data.errors import VideoDecodeError
 from tsn_dali.data.executors import dali_pipeline as graph
 from tsn_dali.data.executors.base import DECODES, check_render_args
 from tsn_dali.data.executors.nvdec import NvdecSupport
+from tsn_dali.data.handoff import finish_reading
 from tsn_dali.data.plan import ClipPlan, StreamFacts
 from tsn_dali.data.slicing import clip_input, unique_frames
 
@@ -277,15 +278,8 @@ class DaliExecutor:
         if prepared.dtype == "bfloat16":
             buf = buf.to(torch.bfloat16)
         if buf is not parts[0][1]:
-            self._after_reading(parts)
+            finish_reading(self.device)  # the copies above read DALI's views, dropped next
         return buf.permute(0, 1, 4, 2, 3)
-
-    def _after_reading(self, views) -> None:
-        """DALI's buffers go back to its pool (on DALI's stream) when dropped: where torch
-        kernels queued here read them (the copies above), let those finish first."""
-        if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()
-        del views
 
     def render(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype: str = "uint8") -> torch.Tensor:
         """Plans -> ``[N, V, C, H, W]``: ``run(prepare(...))`` (executors/base.py).

@@ -14,7 +14,9 @@ MJPEG (DALI 2.4's documentation). NVIDIA's NVDEC application note and DALI's iss
 A building decoder proves nothing (libnvcuvid loads at the first real decode), so every
 (codec, pixel format, profile) a data set holds is tried once per process with a real
 decode of a tiny in-memory clip cut from one of its own videos (its first frame, see
-tsn_dali.data.slicing). A video either rule rejects goes to the frames path (decoded on
+tsn_dali.data.slicing). A format is judged undecodable only once ``CONFIRM`` different
+videos of it failed (one damaged file must not send a whole format to the CPU); until
+then the failing video alone is. A video either rule rejects goes to the frames path (decoded on
 the CPU, augmented on the GPU).
 """
 from __future__ import annotations
@@ -31,8 +33,11 @@ HOPPER = (9, 0)
 BLACKWELL = (10, 0)
 
 # (codec, pix_fmt, profile) -> None (decodes) or the reason it does not; one answer per
-# process and GPU (_PROBED[device_id]).
+# process and GPU (_PROBED[device_id]). _FAILED[device_id][format]: path -> reason, for
+# formats not yet judged.
 _PROBED: Dict[int, Dict[Tuple[str, str, str], Optional[str]]] = {}
+_FAILED: Dict[int, Dict[Tuple[str, str, str], Dict[str, str]]] = {}
+CONFIRM = 2
 _LOCK = threading.Lock()
 
 
@@ -106,10 +111,20 @@ class NvdecSupport:
         key = (_codec(stream.codec), stream.pix_fmt, stream.profile)
         with _LOCK:
             answers = _PROBED.setdefault(self.device_id, {})
-            if key not in answers:
-                probe = self._probe or (lambda s, p: probe_decode(s, p, self.device_id))
-                answers[key] = probe(stream, path)
-            return answers[key]
+            failed = _FAILED.setdefault(self.device_id, {}).setdefault(key, {})
+            if key in answers:
+                return answers[key]
+            if path in failed:
+                return failed[path]
+            probe = self._probe or (lambda s, p: probe_decode(s, p, self.device_id))
+            why = probe(stream, path)
+            if why is None:
+                answers[key] = None
+            else:
+                failed[path] = why
+                if len(failed) >= CONFIRM:
+                    answers[key] = why
+            return why
 
 
 def probe_decode(stream: StreamFacts, path: str, device_id: int) -> Optional[str]:
