@@ -124,11 +124,17 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1
     assert "--videos" in err and "missing" in err
+    # bad command lines: 2, whichever flag
     rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tmp_path), "--executors", "reference,dali"])
     err = capsys.readouterr().err.strip()
-    assert rc == 1 and "unknown executor 'dali'" in err
+    assert rc == 2 and "unknown executor 'dali'" in err and len(err.splitlines()) == 1
+    rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tmp_path), "--executors", "reference+whole"])
+    assert rc == 2 and "takes no options" in capsys.readouterr().err
+    rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tmp_path), "--parts", "loader,bogus"])
+    assert rc == 2 and "--parts: unknown part 'bogus'" in capsys.readouterr().err
     rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tmp_path), "--iters", "0"])
     assert rc == 2 and "--iters" in capsys.readouterr().err
+    assert bench.main(["recipes/k400_r50.yaml", "--bogus-flag"]) == 2  # argparse's, returned
     rc = bench.main(["recipes/no_such.yaml", "--videos", str(tmp_path)])
     assert rc == 1 and "no_such.yaml" in capsys.readouterr().err
 

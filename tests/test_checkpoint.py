@@ -70,3 +70,14 @@ def test_saver_owns_latest_best_and_epoch_files(tmp_path):
     assert saver.save_alone(lambda: {"epoch": 9}, losses_finite=False).endswith("not finite)")
     assert load_checkpoint(saver.latest)["epoch"] == 3  # nothing written over a bad loss
     assert saver.save_alone(lambda: {"epoch": 4}, losses_finite=True) == f"saved {saver.latest}"
+
+
+def test_a_failed_best_link_raises_the_same_error_on_every_rank(tmp_path):
+    """Two gloo ranks: rank 0's best.pth link fails; both raise its CheckpointError (before the
+    fix rank 0 alone raised, after the success broadcast, and rank 1 went on to a barrier)."""
+    from helpers.gloo_ranks import run_ranks
+
+    res = run_ranks(tmp_path, "link_fails")
+    assert set(res) == {0, 1}, res
+    assert res[0] == res[1] and "best.pth: could not write the checkpoint" in (res[0].get("error") or ""), res
+    assert (tmp_path / "ckpt" / "latest.pth").is_file()

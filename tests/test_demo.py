@@ -13,6 +13,7 @@ from tsn_dali.config import load_recipe
 from tsn_dali.data.planner import ClipPlanner, load_pipeline
 from tsn_dali.data.synthetic import SyntheticSpec, class_name, class_specs, list_file, video_dir
 from tsn_dali.data.video_index import VideoInfo
+from tsn_dali import demo, train
 from tsn_dali.demo import loader_description, plot_curves
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,17 @@ def test_plot_curves_writes_png(tmp_path):
     history = [{"epoch": 1, "loss": 2.0, "top1": 20.0}, {"epoch": 2, "loss": 1.0, "top1": 60.0}]
     path = plot_curves(history, 70.0, tmp_path / "c.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_arguments_give_trains_statuses_before_any_video_is_made(tmp_path, capsys):
+    where = ["--work-dir", str(tmp_path / "work"), "--data-dir", str(tmp_path / "data")]
+    for bad, status in ((["--set", "train.lr=abc"], 1), (["--executor", "bogus"], 1), (["--device", "tpu"], 2)):
+        assert demo.main(bad + where) == status, bad
+        said = capsys.readouterr().err
+        assert train.main(["recipes/demo.yaml"] + bad) == status
+        assert said == capsys.readouterr().err and said.count("\n") == 1, said  # the same one line
+    assert demo.main(["--bogus-flag"]) == 2  # argparse's status, returned
+    assert not (tmp_path / "data").exists()
 
 
 @pytest.mark.slow

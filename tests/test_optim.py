@@ -41,3 +41,27 @@ def test_multistep_schedule_and_auto_scale_lr():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0002)
+
+
+def test_resumed_schedule_takes_the_recipes_milestones_and_gamma():
+    """A scheduler loaded from a checkpoint of milestones [2, 4] / gamma 0.5, resumed at epoch 3
+    with milestones [5, 8] / gamma 0.1: the lr decays at 5 and 8, by 0.1."""
+    old = load_recipe("k400_r50.yaml", ["train.milestones=[2, 4]", "train.gamma=0.5"]).train
+    new = load_recipe("k400_r50.yaml", ["train.milestones=[5, 8]", "train.gamma=0.1"]).train
+    net = torch.nn.Linear(3, 2)
+    opt = build_optimizer(net, old, 1.0, torch.device("cpu"))
+    sched = build_scheduler(opt, old)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    opt2 = build_optimizer(net, new, 1.0, torch.device("cpu"))
+    sched2 = build_scheduler(opt2, new)
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(sched.state_dict())  # as train.resume_from does
+    set_lr(opt2, sched2, 1.0, new, 3)
+    lrs = []
+    for _ in range(3, 10):
+        lrs.append(opt2.param_groups[0]["lr"])
+        opt2.step()
+        sched2.step()
+    assert lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.1, 0.01, 0.01])  # epochs 3..9

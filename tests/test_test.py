@@ -112,6 +112,20 @@ def test_truncated_and_foreign_checkpoints_are_one_line_errors(patched, tmp_path
         assert len(err.splitlines()) == 1 and err.startswith(f"error: {path}: ") and words in err
 
 
+def test_a_dump_that_cannot_be_written_is_a_usage_error(patched, tmp_path, capsys):
+    _, recipe_path, _, _, _, ckpt = patched
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_folder.pkl").mkdir()
+    under_a_file = tmp_path / "a_file" / "out" / "result.pkl"
+    for dump, words in ((under_a_file, f"({tmp_path / 'a_file'} is not a writable folder)"),
+                        (tmp_path / "a_folder.pkl", "is a folder")):
+        assert test_mod.main([str(recipe_path), str(ckpt), "--dump", str(dump), "--device", "cpu",
+                              "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"error: --dump {dump}: ") and words in err, err
+    test_mod.parse_args([str(recipe_path), str(ckpt), "--dump", str(tmp_path / "new" / "folder" / "r.pkl")])
+
+
 def test_mmaction2_checkpoint_is_converted(patched, tmp_path):
     """An MMAction2-layout checkpoint (backbone.* in mmcv ConvModule names, cls_head.fc_cls.*)
     built from our own weights scores exactly as our checkpoint does."""

@@ -136,3 +136,44 @@ def test_nan_loss_skip_policy_counts_skipped_steps(tmp_path, data_root, model_bu
                               "--no-progress"])
     # step 1 is applied (finite loss, weights become inf/nan), steps 2 and 3 are skipped
     assert summary["history"][0]["skipped_steps"] == 2 and summary["steps"] == 1
+
+
+# --------------------------------------------------------------------------- stopping and the command line
+
+
+def test_a_signal_during_validation_stops_at_the_epochs_end(tmp_path, data_root, model_builder, monkeypatch,
+                                                           capsys):
+    import os
+    import signal
+
+    recipe = train_recipe(data_root, epochs=2)
+    work = tmp_path / "work"
+    real_validate = train_mod.validate
+
+    def validate_and_signal(run):
+        os.kill(os.getpid(), signal.SIGTERM)  # after the epoch's last step: the epoch-end check stops
+        return real_validate(run)
+
+    monkeypatch.setattr(train_mod, "validate", validate_and_signal)
+    assert train_mod.main([str(recipe), "--work-dir", str(work), "--device", "cpu", "--no-progress"]) == 143
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+    ckpt = load_checkpoint(work / "latest.pth")
+    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1 and not (work / "epoch_2.pth").exists()
+
+
+def test_a_signal_on_one_rank_stops_every_rank_at_the_same_epoch(tmp_path):
+    """Two gloo ranks, SIGTERM on rank 1 only: both stop after the first epoch (before the fix
+    rank 0 went on to the next epoch alone)."""
+    from helpers.gloo_ranks import run_ranks
+
+    res = run_ranks(tmp_path, "signal_on_rank1")
+    assert res == {r: {"epochs": [0], "stopped": "SIGTERM", "signum": 15} for r in range(2)}, res
+
+
+def test_command_line_errors_are_returned_not_raised(capsys):
+    assert train_mod.main(["recipes/demo.yaml", "--bogus-flag"]) == 2  # argparse's status, returned
+    assert "unrecognized arguments: --bogus-flag" in capsys.readouterr().err
+    assert train_mod.main(["--bogus-flag"]) == 2
+    assert "arguments are required: recipe" in capsys.readouterr().err
+    assert train_mod.main(["--help"]) == 0
+    assert "usage: python -m tsn_dali.train" in capsys.readouterr().out

@@ -5,7 +5,8 @@ said (one line, no traceback) and the exit status each gives.
     0       done
     1       a user error: a recipe, pipeline, list, video, checkpoint or data set that does
             not do (the line names the file and, where there is one, the line or key)
-    2       a bad command line (argparse's own status, kept for the checks argparse cannot do)
+    2       a bad command line (argparse's own status, kept for the checks argparse cannot do:
+            they raise UsageError)
     75      the loader stalled (``loader.stall_timeout``): try again later (sysexits'
             EX_TEMPFAIL); train saved a resumable checkpoint first
     130/143 stopped by SIGINT/SIGTERM after saving (128 + the signal's number)
@@ -47,13 +48,16 @@ def user_errors() -> tuple:
 
 def run_main(fn: Callable[[], object], usage_errors: Sequence[type] = (), more_errors: Sequence[type] = ()) -> int:
     """Call ``fn()`` (an int it returns is the status, else 0) and turn what it raises into
-    the exit status (module docstring), printing one line to stderr. ``usage_errors``: further classes that mean a bad command line (2);
-    ``more_errors``: further user errors of that command (1)."""
+    the exit status (module docstring), printing one line to stderr; argparse's SystemExit
+    (parse inside ``fn``) gives its code (2, or 0 for --help). ``usage_errors``: further classes
+    that mean a bad command line (2); ``more_errors``: further user errors of that command (1)."""
     from tsn_dali.data.errors import LoaderStalled
 
     try:
         status = fn()
         return status if isinstance(status, int) and not isinstance(status, bool) else OK
+    except SystemExit as exc:  # argparse has printed the usage or the help
+        return exit_status(exc.code)
     except Stopped as exc:
         _say(str(exc))
         return exc.code
@@ -66,6 +70,14 @@ def run_main(fn: Callable[[], object], usage_errors: Sequence[type] = (), more_e
     except (*user_errors(), *more_errors) as exc:
         _say(f"error: {exc}")
         return USER_ERROR
+
+
+def exit_status(code) -> int:
+    """A SystemExit code as a status: None 0, an int itself, anything else said and 1 (as Python does)."""
+    if code is None or isinstance(code, int):
+        return int(code or 0)
+    _say(str(code))
+    return USER_ERROR
 
 
 def _say(line: str) -> None:

@@ -24,8 +24,9 @@ from typing import List, Optional
 import torch
 
 from tsn_dali import cli
-from tsn_dali.config import RECIPES_DIR
+from tsn_dali.config import RECIPES_DIR, load_recipe
 from tsn_dali.data.synthetic import SyntheticSpec, generate
+from tsn_dali.engine.distributed import resolve_device
 
 RECIPE = RECIPES_DIR / "demo.yaml"
 
@@ -142,6 +143,14 @@ def overrides(args) -> List[str]:
     return (QUICK_SET if args.quick else []) + list(args.overrides)
 
 
+def check_args(args) -> str:
+    """The device, after checking --device, --executor and --set as train would (before any
+    video is generated); errors give train's statuses."""
+    device = resolve_device(args.device)
+    load_recipe(RECIPE, overrides(args) + [f"loader.executor={args.executor}"])
+    return device
+
+
 def run(args) -> dict:
     """The demo's stages in order; returns train summary, test metrics and timings."""
     from tsn_dali import test as tsn_test
@@ -149,7 +158,7 @@ def run(args) -> dict:
     from tsn_dali.data.executors import resolve_executor_name
     from tsn_dali.data.video_index import build_index
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_args(args)
     executor = resolve_executor_name(args.executor, device)
     codec = args.codec or ("h264" if executor == "dali-gpu" else "vp9")
     data_dir = args.data_dir or ("data/demo_quick" if args.quick else "data/demo")
@@ -214,10 +223,9 @@ def run(args) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m tsn_dali.demo``: the exit status (tsn_dali.cli); bad arguments (an executor
-    name, dataset parameters) print one line and give 2."""
-    args = build_parser().parse_args(argv)
-    return cli.run_main(lambda: run(args), usage_errors=(ValueError,))
+    """``python -m tsn_dali.demo``: the exit status (tsn_dali.cli), as train's for the same
+    arguments: a bad --set or --executor 1, a bad --device or command line 2."""
+    return cli.run_main(lambda: run(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

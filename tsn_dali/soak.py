@@ -105,7 +105,7 @@ def soak_one(recipe, epochs: int, device: str, seed: int = 0, loader_only: bool 
     from tsn_dali.engine.step import TrainStep
     from tsn_dali.train import build_model, seed_everything
 
-    info = dist_utils.setup_distributed(device)
+    info = dist_utils.setup_distributed(device, recipe.loader.stall_timeout)
     seed_everything(seed, False)
     cfg = recipe.train
     amp = resolve_amp(cfg.amp, info.device).amp

@@ -14,6 +14,7 @@ The checkpoint may be a tsn_dali one (``{'model', 'recipe', ...}``) or an MMActi
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import sys
 import time
@@ -81,10 +82,14 @@ def compute_metrics(scores: np.ndarray, labels: np.ndarray, topk) -> dict:
     return accuracy(scores, labels, topk)
 
 
-def prepare(args, info):
-    """(recipe, amp choice, model with the checkpoint's weights, checkpoint kind)."""
+def load_test_recipe(args):
+    """The recipe with --set and --executor applied."""
     overrides = list(args.overrides) + ([f"loader.executor={args.executor}"] if args.executor else [])
-    recipe = load_recipe(args.recipe, overrides)
+    return load_recipe(args.recipe, overrides)
+
+
+def prepare(args, info, recipe):
+    """(amp choice, model with the checkpoint's weights, checkpoint kind)."""
     amp = resolve_amp(args.amp or recipe.train.amp, info.device)
     if amp.warning and info.is_main:
         print(f"tsn_dali.test: warning: {amp.warning}", file=sys.stderr, flush=True)
@@ -93,15 +98,16 @@ def prepare(args, info):
     model = model.to(info.device)
     if recipe.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return recipe, amp, model.eval(), kind
+    return amp, model.eval(), kind
 
 
 def run_test(args) -> dict:
     """Score the test split on every rank and report (module docstring); returns the metrics."""
-    info = dist_utils.setup_distributed(args.device)
+    recipe = load_test_recipe(args)
+    info = dist_utils.setup_distributed(args.device, recipe.loader.stall_timeout)
     loader = bar = None
     try:
-        recipe, amp, model, kind = prepare(args, info)
+        amp, model, kind = prepare(args, info, recipe)
         show = info.is_main and not args.no_progress
         from tsn_dali.data.loader import build_loader
         loader = build_loader(recipe, "test", rank=info.rank, world_size=info.world_size,
@@ -163,10 +169,30 @@ def report(recipe, m: dict) -> str:
     return "\n".join(lines)
 
 
+def unwritable_folder(folder: Path) -> Optional[Path]:
+    """The folder, or the nearest existing parent it would be made in, where that is not a
+    folder this process can write in; None where ``folder`` is, or can be made, writable."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return None if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK) else folder
+
+
+def check_dump(dump: str) -> None:
+    """--dump: a .pkl or .pickle file name, not a folder, in a folder that is or can be made writable."""
+    if not dump.endswith((".pkl", ".pickle")):
+        raise UsageError(f"--dump {dump}: expected a .pkl or .pickle file name")
+    path = Path(dump).absolute()
+    if path.is_dir():
+        raise UsageError(f"--dump {dump}: is a folder; expected a file name")
+    blocked = unwritable_folder(path.parent)
+    if blocked is not None:
+        raise UsageError(f"--dump {dump}: cannot write there ({blocked} is not a writable folder)")
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    if args.dump and not args.dump.endswith((".pkl", ".pickle")):
-        raise UsageError(f"--dump {args.dump}: expected a .pkl or .pickle file name")
+    if args.dump:
+        check_dump(args.dump)
     return args
 
 

@@ -29,6 +29,7 @@ import argparse
 import inspect
 import os
 import random
+import signal
 import sys
 import time
 import warnings
@@ -51,7 +52,7 @@ from tsn_dali.engine.logs import RunLog
 from tsn_dali.engine.meters import EpochMeter, LossReadback
 from tsn_dali.engine.optim import build_optimizer, build_scheduler, scaled_lr, set_lr
 from tsn_dali.engine.saver import CheckpointSaver
-from tsn_dali.engine.signals import StopRequest
+from tsn_dali.engine.signals import EXIT_CODES, StopRequest
 from tsn_dali.engine.step import TrainStep
 
 
@@ -194,6 +195,7 @@ class TrainingRun:
     partial: dict = field(default_factory=dict)  # a mid-epoch checkpoint's running epoch figures
     val_loader: Optional[object] = None
     stopped: Optional[str] = None
+    signum: int = 0  # the signal that stopped the run, agreed over ranks (0: none)
     meter: Optional[EpochMeter] = None  # the epoch in progress
     readback: LossReadback = field(default_factory=LossReadback)
 
@@ -222,12 +224,12 @@ class TrainingRun:
     def max_steps_reached(self) -> bool:
         return bool(self.args.max_steps and self.step >= self.args.max_steps)
 
-    def read_back(self, epoch: int, loss: torch.Tensor) -> bool:
+    def read_back(self, epoch: int, loss: torch.Tensor) -> int:
         """Read the pending losses; stop (nan_policy stop) or skip the step (skip) where one is
-        not finite on any rank. Returns whether any rank got a signal."""
+        not finite on any rank. Returns the signal any rank got (the highest number; 0: none)."""
         values, first_bad = self.readback.read()
         bad, signalled = dist_utils.all_reduce_max(
-            [0.0 if first_bad is None else 1.0, 1.0 if self.stop.signum else 0.0], self.info)
+            [0.0 if first_bad is None else 1.0, float(self.stop.signum or 0)], self.info)
         skip = self.cfg.nan_policy == "skip"
         if bad:
             batch_no, step = self.readback.where(first_bad or 0)
@@ -245,7 +247,7 @@ class TrainingRun:
             self.step += 1
         self.meter.add_losses(values)
         self.readback.clear()
-        return bool(signalled)
+        return int(signalled)
 
 
 def train_one_epoch(run: TrainingRun, epoch: int) -> Optional[dict]:
@@ -266,13 +268,13 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> Optional[dict]:
         if cfg.nan_policy != "skip":
             run.step_fn.update(loss)
             run.step += 1
-        signalled = run.read_back(epoch, loss) if run.check_due(batch_no) else False
+        signalled = run.read_back(epoch, loss) if run.check_due(batch_no) else 0
         del loss
         record = meter.step_done(int(batch.labels.numel()) * run.info.world_size, run.step)
         if record is not None:
             run.log.write(record, run.step)
         if signalled or run.max_steps_reached():
-            run.stopped = run.stop.name or "max_steps"
+            mark_stopped(run, signalled)
             break
     meter.close()
     if len(run.readback):  # the last batch reads back; fewer batches than len() breaks ClipLoader's contract
@@ -344,6 +346,18 @@ def stopped_by_stall(run: TrainingRun, exc: LoaderStalled, epoch: int) -> cli.St
                        f"--work-dir {run.saver.work_dir} --resume", cli.STALLED)
 
 
+def agreed_signal(run: TrainingRun) -> int:
+    """The signal any rank got (the highest number; 0: none), so that all ranks stop at the same
+    epoch's end."""
+    return int(dist_utils.all_reduce_max([float(run.stop.signum or 0)], run.info)[0])
+
+
+def mark_stopped(run: TrainingRun, signum: int) -> None:
+    """Record why the run stops: the (agreed) signal, else --max-steps."""
+    run.signum = signum
+    run.stopped = signal.Signals(signum).name if signum else "max_steps"
+
+
 def fit(run: TrainingRun, start_epoch: int) -> None:
     """Epoch after epoch until the last, a stop or a stall (the loop of ``train``)."""
     reported, epoch = 0, start_epoch
@@ -353,8 +367,9 @@ def fit(run: TrainingRun, start_epoch: int) -> None:
             if entry is None:
                 return
             reported = end_epoch(run, epoch, entry, reported)
-            if run.stop.signum:
-                run.stopped = run.stop.name
+            signum = agreed_signal(run)
+            if signum:
+                mark_stopped(run, signum)
                 return
     except LoaderStalled as exc:
         raise stopped_by_stall(run, exc, epoch) from None
@@ -427,10 +442,10 @@ def train(args) -> dict:
     """Wire a run from parsed ``args`` and train it; returns the summary (see ``run``)."""
     if args.deterministic:  # cuBLAS reads it when its first handle is made
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    info = dist_utils.setup_distributed(args.device)
+    recipe = load_recipe(args.recipe, recipe_overrides(args))
+    info = dist_utils.setup_distributed(args.device, recipe.loader.stall_timeout)
     stop, before, loaders, log = StopRequest().install(), None, [], None
     try:
-        recipe = load_recipe(args.recipe, recipe_overrides(args))
         cfg = recipe.train
         work_dir = Path(args.work_dir or Path("work_dirs") / recipe.name)
         resume_path, ckpt = open_checkpoint(args, work_dir)
@@ -483,10 +498,10 @@ def summarize(run: TrainingRun) -> dict:
                "checkpoint": str(run.saver.latest), "log": str(run.log.path) if run.log.path else None,
                "steps": run.step, "stopped": run.stopped, "world_size": run.info.world_size,
                "stats": {k: len(v) for k, v in run.loader.stats.items()}}
-    if run.stopped and run.stop.signum:
+    if run.signum:
         raise cli.Stopped(f"stopped by {run.stopped}: saved {run.saver.latest}; continue with: python -m "
                           f"tsn_dali.train {run.args.recipe} --work-dir {run.saver.work_dir} --resume",
-                          run.stop.exit_code)
+                          EXIT_CODES.get(run.signum, 1))
     return summary
 
 
@@ -506,8 +521,7 @@ def run(argv: Optional[List[str]] = None) -> dict:
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m tsn_dali.train``: the exit status (tsn_dali.cli: 0, 1 user error, 2 usage,
     75 stalled after saving, 130/143 stopped by a signal after saving)."""
-    args = build_parser().parse_args(argv)
-    return cli.run_main(lambda: train(args))
+    return cli.run_main(lambda: run(argv))
 
 
 if __name__ == "__main__":

@@ -48,9 +48,6 @@ class Run:
         self.work = args.work_dir or os.path.join(tempfile.gettempdir(), "tsn_dali_bench")
         self.variants = [parse_variant(v) for v in args.executors.split(",") if v.strip()]
         self.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-        for p in self.parts:
-            if p not in PARTS:
-                raise ValueError(f"--parts: unknown part {p!r}; expected some of {', '.join(PARTS)}")
         self.paths = self._videos()
         self.index = self._index(self.paths)
         self.result = {"env": environment(self.device, argv), "config": self._config(),
@@ -185,6 +182,7 @@ class Run:
 
 
 def run(args, argv: Sequence[str]) -> dict:
+    check_args(args)
     if args.quick:
         args.repeats, args.warmup, args.iters = 1, 1, min(args.iters or 2, 2)
         args.gop_videos = min(args.gop_videos, 2)
@@ -232,16 +230,25 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    return cli.run_main(lambda: bench(args, argv), more_errors=(ValueError,))
+    return cli.run_main(lambda: bench(parse_args(argv), argv), more_errors=(ValueError,))
 
 
-def bench(args, argv: Sequence[str]) -> None:
-    """Run the benchmark as the command line says, print and write its results."""
+def check_args(args) -> None:
+    """The command-line checks argparse cannot do (UsageError: status 2), before any work."""
     for name in ("iters", "warmup", "repeats", "batch_size", "test_batch_size"):
         value = getattr(args, name)
         if value is not None and value <= 0 and not (name == "warmup" and value == 0):
             raise UsageError(f"--{name.replace('_', '-')}: expected a positive integer, got {value}")
+    for part in (p.strip() for p in args.parts.split(",")):
+        if part and part not in PARTS:
+            raise UsageError(f"--parts: unknown part {part!r}; expected some of {', '.join(PARTS)}")
+    for text in args.executors.split(","):
+        if text.strip():
+            parse_variant(text)
+
+
+def bench(args, argv: Sequence[str]) -> None:
+    """Run the benchmark as the command line says, print and write its results."""
     result = run(args, argv)
     device = torch.device(result["config"]["device"])
     out = args.out or str(PROJECT_ROOT / "benchmarks" / "results" /

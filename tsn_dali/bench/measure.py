@@ -23,6 +23,7 @@ from tsn_dali.bench.stats import summarize, sync, windows
 from tsn_dali.config import EXECUTORS
 from tsn_dali.data.executors.base import TORCH_DTYPES
 from tsn_dali.engine.amp import resolve_amp
+from tsn_dali.engine.errors import UsageError
 from tsn_dali.engine.optim import build_optimizer
 from tsn_dali.engine.step import TrainStep
 
@@ -42,10 +43,10 @@ class Variant:
 
 
 def parse_variant(text: str) -> Variant:
-    """``dali-gpu+whole+sessions4`` -> Variant (ValueError naming what is wrong)."""
+    """``dali-gpu+whole+sessions4`` -> Variant (UsageError naming what is wrong)."""
     name, *options = text.strip().split("+")
     if name not in EXECUTOR_NAMES:
-        raise ValueError(f"--executors: unknown executor {name!r}; expected one of {', '.join(EXECUTOR_NAMES)}")
+        raise UsageError(f"--executors: unknown executor {name!r}; expected one of {', '.join(EXECUTOR_NAMES)}")
     fields = {}
     for opt in options:
         if opt == "whole":
@@ -57,10 +58,10 @@ def parse_variant(text: str) -> Variant:
         elif re.fullmatch(r"sessions\d+", opt):
             fields["decode_sessions"] = int(opt[len("sessions"):])
         else:
-            raise ValueError(f"--executors: {text}: unknown option {opt!r}; expected whole, copy, "
+            raise UsageError(f"--executors: {text}: unknown option {opt!r}; expected whole, copy, "
                              "mmaction or sessionsN")
     if fields and name == "reference":
-        raise ValueError(f"--executors: {text}: the reference executor takes no options")
+        raise UsageError(f"--executors: {text}: the reference executor takes no options")
     return Variant(label=text.strip(), executor=name, **fields)
 
 

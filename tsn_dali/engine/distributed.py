@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, List, Optional
 
 import torch
@@ -39,11 +40,18 @@ def resolve_device(name: Optional[str]) -> str:
     return name
 
 
-def setup_distributed(device: Optional[str] = None) -> DistInfo:
+def process_group_timeout(stall_timeout: Optional[float]) -> timedelta:
+    """How long a collective may wait: at least 30 min, and 5 min beyond ``loader.stall_timeout``
+    (0 or None: off), so that a stalled rank saves and exits before a peer's watchdog kills it."""
+    return timedelta(seconds=max(1800.0, float(stall_timeout or 0) + 300.0))
+
+
+def setup_distributed(device: Optional[str] = None, stall_timeout: Optional[float] = None) -> DistInfo:
     """Read RANK / WORLD_SIZE / LOCAL_RANK (torchrun) and join the process group.
 
     NCCL on CUDA, gloo on CPU; each process uses ``cuda:LOCAL_RANK``. A plain
-    ``python -m`` run (no WORLD_SIZE) is a single process without a group.
+    ``python -m`` run (no WORLD_SIZE) is a single process without a group. Collectives time
+    out after ``process_group_timeout(stall_timeout)``.
     """
     kind = resolve_device(device).split(":")[0]
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -58,7 +66,7 @@ def setup_distributed(device: Optional[str] = None) -> DistInfo:
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if kind == "cuda" else "gloo"
         kwargs = {"device_id": dev} if kind == "cuda" else {}
-        dist.init_process_group(backend, **kwargs)
+        dist.init_process_group(backend, timeout=process_group_timeout(stall_timeout), **kwargs)
         initialized = True
     return DistInfo(rank, world_size, local_rank, dev, initialized)
 

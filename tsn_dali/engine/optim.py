@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from typing import List
 
 import torch
@@ -47,12 +48,14 @@ def lr_at_epoch(base_lr: float, train_cfg, epoch: int) -> float:
 
 def set_lr(optimizer, scheduler, base_lr: float, train_cfg, epoch: int) -> None:
     """Point optimiser and scheduler at ``base_lr`` (e.g. after resuming with another total
-    batch under --auto-scale-lr) at ``epoch`` of the schedule."""
+    batch under --auto-scale-lr) at ``epoch`` of the schedule, with ``train_cfg``'s milestones
+    and gamma (not those of the checkpoint a resumed scheduler was loaded from)."""
     lr = lr_at_epoch(base_lr, train_cfg, epoch)
     for group in optimizer.param_groups:
         group["initial_lr"] = base_lr
         group["lr"] = lr
     n = len(optimizer.param_groups)
-    state = scheduler.state_dict()  # torch's own format: base_lrs, last_epoch, _last_lr
-    state.update(base_lrs=[base_lr] * n, last_epoch=epoch, _last_lr=[lr] * n)
+    state = scheduler.state_dict()  # torch's own format: milestones, gamma, base_lrs, last_epoch, _last_lr
+    state.update(milestones=Counter(train_cfg.milestones), gamma=train_cfg.gamma, base_lrs=[base_lr] * n,
+                 last_epoch=epoch, _last_lr=[lr] * n)
     scheduler.load_state_dict(state)

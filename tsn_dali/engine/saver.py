@@ -4,10 +4,11 @@
     best.pth       the epoch with the best val top-1 so far
     epoch_N.pth    every ``train.checkpoint_interval`` epochs, and the last
 
-Rank 0 writes (atomically: engine.checkpoint.save_checkpoint) and every rank learns whether
-it worked (one broadcast), so that all of them stop on a failed write. ``best`` and
-``epoch_N`` are hard links to ``latest`` (copies where links fail). A rank that must save
-while the others may be blocked (a stalled loader) writes alone (``save_alone``).
+Rank 0 writes (atomically: engine.checkpoint.save_checkpoint) and links, and every rank
+learns whether it all worked (one broadcast), so that all of them stop on a failed write or
+link. ``best`` and ``epoch_N`` are hard links to ``latest`` (copies where links fail). A
+rank that must save while the others may be blocked (a stalled loader) writes alone
+(``save_alone``).
 """
 from __future__ import annotations
 
@@ -27,12 +28,15 @@ class CheckpointSaver:
         self.latest = self.work_dir / "latest.pth"
         self.best = self.work_dir / "best.pth"
 
-    def save(self, state: Callable[[], dict]) -> None:
-        """Rank 0 writes ``state()`` to latest.pth; every rank raises CheckpointError if that failed."""
+    def save(self, state: Callable[[], dict], links=()) -> None:
+        """Rank 0 writes ``state()`` to latest.pth and links it to each of ``links``; every rank
+        raises the same CheckpointError if any of that failed."""
         error = None
         if self.info.is_main:
             try:
                 save_checkpoint(state(), self.latest)
+                for path in links:
+                    link_or_copy(self.latest, path)
             except CheckpointError as exc:
                 error = str(exc)
         error = dist_utils.broadcast_object(error, self.info)
@@ -41,13 +45,10 @@ class CheckpointSaver:
 
     def save_epoch(self, state: Callable[[], dict], epoch_done: int, improved: bool) -> None:
         """After an epoch: latest.pth, and best.pth / epoch_N.pth where they are due."""
-        self.save(state)
-        if not self.info.is_main:
-            return
-        if improved:
-            link_or_copy(self.latest, self.best)
+        links = [self.best] if improved else []
         if epoch_done % self.checkpoint_interval == 0 or epoch_done == self.epochs:
-            link_or_copy(self.latest, self.work_dir / f"epoch_{epoch_done}.pth")
+            links.append(self.work_dir / f"epoch_{epoch_done}.pth")
+        self.save(state, links)
 
     def save_alone(self, state: Callable[[], dict], losses_finite: bool) -> str:
         """Write latest.pth from this rank alone (the others may be blocked in a collective);
