@@ -91,9 +91,6 @@ class HandoffGuard:
                 event.synchronize()
 
 
-__all__ = ["HandoffGuard", "MODES"]
-
-
 def finish_reading(device) -> None:
     """Before dropping DALI views that kernels queued on ``device`` read (a copy out of
     them), wait for those kernels: DALI reuses a dropped buffer on its own stream. A no-op
@@ -101,3 +98,6 @@ def finish_reading(device) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.current_stream(device).synchronize()
+
+
+__all__ = ["HandoffGuard", "MODES", "finish_reading"]

@@ -18,12 +18,11 @@ packets' ranks in presentation order. ``keyframes`` lists the frame numbers wher
 decoder can start: keyframe packets after which no packet (in decode order) shows an
 earlier frame, i.e. the starts of closed GOPs; for H.264 and HEVC only IDR pictures
 count (tsn_dali/data/bitstream.py: open-GOP I-frames do not reset the decoder's output
-order). ``sliceable`` is true when the packets are
-exactly the indexed frames (one packet a frame, distinct pts) and frame 0 is such a
-keyframe: only then can a clip's frames be cut out of the file by packets. ``pix_fmt``,
-``bit_depth``, ``profile`` and ``coded_width``/``coded_height`` (the codec's declared
-size; the display size where the demuxer knows no other) are what NVDEC's capability
-rules look at.
+order). ``sliceable`` is true when the packets are exactly the indexed frames (one
+packet a frame, distinct pts) and frame 0 is such a keyframe: only then can a clip's
+frames be cut out of the file by packets. ``pix_fmt``, ``bit_depth``, ``profile`` and
+``coded_width``/``coded_height`` (the codec's declared size; the display size where the
+demuxer knows no other) are what NVDEC's capability rules look at.
 
 Missing, empty, non-video, audio-only and zero-frame files get ``VideoInfo.error``;
 ``probe_video`` and ``build_index`` never raise for a bad video. The cache is one JSON

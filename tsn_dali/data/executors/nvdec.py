@@ -16,8 +16,8 @@ A building decoder proves nothing (libnvcuvid loads at the first real decode), s
 decode of a tiny in-memory clip cut from one of its own videos (its first frame, see
 tsn_dali.data.slicing). A format is judged undecodable only once ``CONFIRM`` different
 videos of it failed (one damaged file must not send a whole format to the CPU); until
-then the failing video alone is. A video either rule rejects goes to the frames path (decoded on
-the CPU, augmented on the GPU).
+then only the failing video is. A video either rule rejects goes to the frames path
+(decoded on the CPU, augmented on the GPU).
 """
 from __future__ import annotations
 
