@@ -6,9 +6,8 @@ import json
 import time
 from pathlib import Path
 
-import torch.multiprocessing as mp
-
 HERE = Path(__file__).resolve().parent
+from helpers.gloo_ranks import spawn_two  # noqa: E402
 from helpers.index_ranks import run_rank  # noqa: E402
 from helpers.tiny_clips import make_dataset, recipe_yaml  # noqa: E402
 
@@ -19,27 +18,16 @@ PG_TIMEOUT = 3.0  # seconds: every collective of the build must finish within it
 
 def _run_ranks(work: Path, mode: str, delays, wait_s: float = 120.0):
     """Start both ranks; return their results ({rank: dict or error string})."""
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=run_rank, args=(r, 2, str(work), mode, PG_TIMEOUT, delays))
-             for r in range(2)]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + wait_s
     out = {}
-    try:
-        while len(out) < 2 and time.monotonic() < deadline:
-            for r in range(2):
-                for name, parse in ((f"rank{r}.json", json.loads), (f"rank{r}.error", str)):
-                    if r not in out and (work / name).is_file() and not procs[r].is_alive():
-                        out[r] = parse((work / name).read_text())
-            if mode == "stall" and 0 in out:
-                break  # rank 1 hangs by design
-            time.sleep(0.1)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-            p.join()
+
+    def done(procs) -> bool:
+        for r in range(2):
+            for name, parse in ((f"rank{r}.json", json.loads), (f"rank{r}.error", str)):
+                if r not in out and (work / name).is_file() and not procs[r].is_alive():
+                    out[r] = parse((work / name).read_text())
+        return len(out) == 2 or (mode == "stall" and 0 in out)  # in "stall", rank 1 hangs by design
+
+    spawn_two(run_rank, (2, str(work), mode, PG_TIMEOUT, delays), done, wait_s)
     return out
 
 

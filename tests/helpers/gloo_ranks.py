@@ -1,7 +1,8 @@
 """Two gloo ranks (spawned processes, file:// rendezvous) running one small engine scenario;
 each rank writes ``<work>/rank<r>.json``: what the scenario returned, or the error it raised.
 
-``run_ranks(work, scenario)`` starts both and returns ``{rank: result}``. Scenarios:
+``run_ranks(work, scenario)`` starts both and returns ``{rank: result}``; ``spawn_two`` is
+the spawning and waiting it shares with other two-rank tests. Scenarios:
 
 - ``link_fails``: CheckpointSaver.save_epoch where rank 0's best.pth link fails.
 - ``signal_on_rank1``: train.fit over three stub epochs where rank 1 alone got SIGTERM.
@@ -72,22 +73,28 @@ def run_rank(rank: int, world_size: int, work: str, scenario: str) -> None:
     dist.destroy_process_group()
 
 
-def run_ranks(work: Path, scenario: str, wait_s: float = 120.0) -> dict:
-    """Both ranks' results ({rank: dict}; a rank that wrote none is missing)."""
+def spawn_two(target, args, done, wait_s: float = 120.0) -> None:
+    """Run ``target(rank, *args)`` for ranks 0 and 1 in spawned processes until ``done(procs)``
+    is true or ``wait_s`` passed; whatever still runs then is killed."""
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=run_rank, args=(r, 2, str(work), scenario)) for r in range(2)]
+    procs = [ctx.Process(target=target, args=(r, *args)) for r in range(2)]
     for p in procs:
         p.start()
     deadline = time.monotonic() + wait_s
     try:
-        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+        while not done(procs) and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         for p in procs:
             if p.is_alive():
                 p.kill()
             p.join()
+
+
+def run_ranks(work: Path, scenario: str, wait_s: float = 120.0) -> dict:
+    """Both ranks' results ({rank: dict}; a rank that wrote none is missing)."""
+    spawn_two(run_rank, (2, str(work), scenario), lambda procs: not any(p.is_alive() for p in procs), wait_s)
     return {r: json.loads((work / f"rank{r}.json").read_text())
             for r in range(2) if (work / f"rank{r}.json").is_file()}
