@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from tsn_dali.config import PROJECT_ROOT, RECIPES_DIR, load_recipe  # noqa: E402
-from tsn_dali.data.synthetic import SyntheticSpec, generate  # noqa: E402
+from tsn_dali.data.media.synthetic import SyntheticSpec, generate  # noqa: E402
 
 RECIPE = RECIPES_DIR / "demo.yaml"
 
@@ -80,8 +80,8 @@ def test_once(data_root: str, ex: Dict[str, str], checkpoint: str, device: str,
 def render_views(data_root: str, ex: Dict[str, str], device: str, num_videos: int,
                  extra: Sequence[str]) -> np.ndarray:
     """uint8 test views ``[videos, V, H, W, C]`` of the first ``num_videos`` test videos."""
-    from tsn_dali.data.executors import build_executor
-    from tsn_dali.data.loader import build_loader
+    from tsn_dali.data.render.executors import build_executor
+    from tsn_dali.data.render.loader import build_loader
 
     recipe = load_recipe(RECIPE, [f"data.root={data_root}"] + list(extra))
     cfg = recipe.loader

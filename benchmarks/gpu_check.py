@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tsn_dali.data.executors.dali import DaliExecutor
-from tsn_dali.data.plan import ClipPlan, StreamFacts
-from tsn_dali.data.video_index import probe_video
-from tsn_dali.data.videoio import read_frame_number, write_numbered_video
+from tsn_dali.data.render.executors.dali import DaliExecutor
+from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts
+from tsn_dali.data.index.video_index import probe_video
+from tsn_dali.data.media.videoio import read_frame_number, write_numbered_video
 
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")

@@ -49,7 +49,7 @@ EOF
 
 run_clips() {
   if [[ ! -f "$clips/demo_train_list_videos.txt" ]]; then
-    python -m tsn_dali.data.synthetic "$clips" --videos "$num" --classes $((num < 8 ? num : 8)) \
+    python -m tsn_dali.data.media.synthetic "$clips" --videos "$num" --classes $((num < 8 ? num : 8)) \
       --val-fraction 0 --frames 300 --size 340x256 --codec h264 --fps 30 --quiet || return 2
   fi
   if [[ ! -f "$clips/gop16/demo_train_list_videos.txt" ]]; then

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-from tsn_dali.data import index_build, index_cache  # noqa: E402
-from tsn_dali.data.video_index import VideoInfo  # noqa: E402
+from tsn_dali.data.index import build as index_build, cache as index_cache  # noqa: E402
+from tsn_dali.data.index.video_index import VideoInfo  # noqa: E402
 
 
 @dataclass
@@ -71,7 +71,7 @@ def _peak_mib() -> float:
 
 
 def probe_throughput(paths, repeats: int, cores: int) -> dict:
-    from tsn_dali.data.index_build import build_index
+    from tsn_dali.data.index.build import build_index
 
     out = {"videos": len(paths), "cores": cores, "runs": {}}
     for workers in sorted({1, cores}):
@@ -132,7 +132,7 @@ import gc, json, os, sys, time
 sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
 import av
 from index_bench import WiderInfo, _rss_mib, _peak_mib
-from tsn_dali.data import index_build, index_cache, video_index
+from tsn_dali.data.index import build as index_build, cache as index_cache, video_index
 if {wide!r}:
     index_cache.VideoInfo = WiderInfo
 def no_probe(path):
@@ -182,8 +182,8 @@ def warm_start(work: Path, paths: list, wide: bool) -> dict:
 def _rank_main(rank, world, work, cache, listing, out):
     import torch.distributed as dist
 
-    from tsn_dali.data import video_index
-    from tsn_dali.data.index_build import build_index
+    from tsn_dali.data.index import video_index
+    from tsn_dali.data.index.build import build_index
 
     video_index.probe_video = lambda path: (_ for _ in ()).throw(AssertionError(path))
     paths = json.load(open(listing))
@@ -278,7 +278,7 @@ def main(argv=None) -> int:
         res["videos_desc"] = f"from {folder}"
     else:
         folder = work / "k400like"
-        subprocess.run([sys.executable, "-m", "tsn_dali.data.synthetic", str(folder), "--videos",
+        subprocess.run([sys.executable, "-m", "tsn_dali.data.media.synthetic", str(folder), "--videos",
                         str(args.generate), "--val-fraction", "0", "--frames", "300", "--size", "340x256",
                         "--codec", "h264", "--fps", "30", "--quiet"], check=True,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))

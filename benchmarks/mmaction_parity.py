@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import av  # noqa: E402,F401  (PyAV before decord: see tsn_dali.data.video_index)
+import av  # noqa: E402,F401  (PyAV before decord: see tsn_dali.data.index.video_index)
 import numpy as np  # noqa: E402
 
 from tsn_dali.config import PROJECT_ROOT, DataConfig  # noqa: E402
@@ -57,8 +57,8 @@ def mmaction_views(path: str, view: str) -> Dict[str, np.ndarray]:
 
 
 def our_views(path: str, view: str, executors: Dict[str, object]) -> Dict[str, np.ndarray]:
-    from tsn_dali.data.planner import ClipPlanner, load_pipeline
-    from tsn_dali.data.video_index import probe_video
+    from tsn_dali.data.plan.planner import ClipPlanner, load_pipeline
+    from tsn_dali.data.index.video_index import probe_video
 
     info = probe_video(path)
     if not info.ok:
@@ -72,7 +72,7 @@ def our_views(path: str, view: str, executors: Dict[str, object]) -> Dict[str, n
 
 
 def build_executors(names: Sequence[str], device: str) -> Dict[str, object]:
-    from tsn_dali.data.executors import build_executor
+    from tsn_dali.data.render.executors import build_executor
 
     out = {}
     for spec in names:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tsn_dali.data.annotations import (AnnotationError, read_label_map, read_rawframe_list,
+from tsn_dali.data.index.annotations import (AnnotationError, read_label_map, read_rawframe_list,
                                        read_video_list)
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"

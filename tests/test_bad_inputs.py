@@ -26,7 +26,7 @@ from helpers.bad_videos import write_audio_only, write_zero_frame_video  # noqa:
 from helpers.tiny_train import PROJECT, make_videos, train_recipe  # noqa: E402
 
 from tsn_dali.config import load_recipe  # noqa: E402
-from tsn_dali.data.loader import build_loader  # noqa: E402
+from tsn_dali.data.render.loader import build_loader  # noqa: E402
 
 
 # --------------------------------------------------------------------------- generated cases

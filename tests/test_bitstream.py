@@ -1,4 +1,4 @@
-"""Only IDR pictures start a slice of H.264/HEVC (tsn_dali/data/bitstream.py): open-GOP
+"""Only IDR pictures start a slice of H.264/HEVC (tsn_dali/data/index/bitstream.py): open-GOP
 I-frames, flagged as keyframes by the container, do not reset the decoder's output order."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from fractions import Fraction
 import av
 import pytest
 
-from tsn_dali.data.bitstream import is_idr, nal_length_size
-from tsn_dali.data.slicing import clip_input
-from tsn_dali.data.video_index import probe_video
-from tsn_dali.data.videoio import numbered_frame, read_frame_number
+from tsn_dali.data.index.bitstream import is_idr, nal_length_size
+from tsn_dali.data.render.slicing import clip_input
+from tsn_dali.data.index.video_index import probe_video
+from tsn_dali.data.media.videoio import numbered_frame, read_frame_number
 
 W, H = 160, 120
 

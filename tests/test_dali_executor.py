@@ -17,11 +17,11 @@ import torch
 pytest.importorskip("nvidia.dali")
 
 from tsn_dali.data.errors import VideoDecodeError  # noqa: E402
-from tsn_dali.data.executors import dali_pipeline  # noqa: E402
-from tsn_dali.data.executors.dali import DaliExecutor, probe_codec  # noqa: E402
-from tsn_dali.data.executors.nvdec import NvdecSupport  # noqa: E402
-from tsn_dali.data.plan import ClipPlan, StreamFacts  # noqa: E402
-from tsn_dali.data.videoio import read_frame_number, write_numbered_video, write_video  # noqa: E402
+from tsn_dali.data.render.executors import dali_pipeline  # noqa: E402
+from tsn_dali.data.render.executors.dali import DaliExecutor, probe_codec  # noqa: E402
+from tsn_dali.data.render.executors.nvdec import NvdecSupport  # noqa: E402
+from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts  # noqa: E402
+from tsn_dali.data.media.videoio import read_frame_number, write_numbered_video, write_video  # noqa: E402
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]  # MMAction2 img_norm_cfg
@@ -237,7 +237,7 @@ def test_gpu_graph_arguments_and_routing(clips):
 
 
 def _parity(dali_ex, plans, bound):
-    from tsn_dali.data.executors.reference import ReferenceExecutor
+    from tsn_dali.data.render.executors.reference import ReferenceExecutor
 
     ref = ReferenceExecutor(workers=0)
     a = dali_ex.render(plans, mean=MEAN, std=STD, dtype="float32")
@@ -250,7 +250,7 @@ def _parity(dali_ex, plans, bound):
 
 @pytest.mark.parametrize("codec", ["vp9", "h264"])
 def test_parity_with_reference_numbered(clips, executor, codec):
-    pytest.importorskip("tsn_dali.data.executors.reference")
+    pytest.importorskip("tsn_dali.data.render.executors.reference")
     plans = [make_plan(clips[codec], [11, 0, 6], resize_to=(128, 96), crops=[(0, 0, 128, 96)], out_size=(128, 96)),
              make_plan(clips[codec], [2, 2, 9], resize_to=(128, 96), crops=[(0, 0, 128, 96)], out_size=(128, 96))]
     # H.264: both decode with decord and resize alike: equal. VP9: DALI's decoder vs decord,
@@ -268,7 +268,7 @@ def test_parity_with_reference_numbered(clips, executor, codec):
                                                  ("test_mpeg4.avi", (320, 240), (341, 256))])
 def test_parity_with_reference_real_clips(executor, name, orig, resize_to):
     """Real encoders (H.264, MPEG-4 Part 2): ThreeCrop-style 224 boxes, one mirrored."""
-    pytest.importorskip("tsn_dali.data.executors.reference")
+    pytest.importorskip("tsn_dali.data.render.executors.reference")
     rw, rh = resize_to
     s = min(rw, rh, 224)
     boxes = [(0, 0, s, s), ((rw - s) // 2, (rh - s) // 2, (rw - s) // 2 + s, (rh - s) // 2 + s), (rw - s, rh - s, rw, rh)]

@@ -16,10 +16,10 @@ import torch
 pytest.importorskip("nvidia.dali")
 
 from tsn_dali.config import RECIPES_DIR, load_recipe  # noqa: E402
-from tsn_dali.data.executors import build_executor  # noqa: E402
-from tsn_dali.data.executors.reference import ReferenceExecutor  # noqa: E402
-from tsn_dali.data.plan import ClipPlan  # noqa: E402
-from tsn_dali.data.videoio import write_video  # noqa: E402
+from tsn_dali.data.render.executors import build_executor  # noqa: E402
+from tsn_dali.data.render.executors.reference import ReferenceExecutor  # noqa: E402
+from tsn_dali.data.plan.clip_plan import ClipPlan  # noqa: E402
+from tsn_dali.data.media.videoio import write_video  # noqa: E402
 
 W, H = 96, 64
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tsn_dali.config import load_recipe
-from tsn_dali.data.planner import ClipPlanner, load_pipeline
-from tsn_dali.data.synthetic import SyntheticSpec, class_name, class_specs, list_file, video_dir
-from tsn_dali.data.video_index import VideoInfo
+from tsn_dali.data.plan.planner import ClipPlanner, load_pipeline
+from tsn_dali.data.media.synthetic import SyntheticSpec, class_name, class_specs, list_file, video_dir
+from tsn_dali.data.index.video_index import VideoInfo
 from tsn_dali import demo, train
 from tsn_dali.demo import loader_description, plot_curves
 

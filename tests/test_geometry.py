@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tsn_dali.data import geometry as g
+from tsn_dali.data.plan import geometry as g
 
 
 class Draws:

@@ -1,4 +1,4 @@
-"""The hand-off guard (tsn_dali.data.handoff): a batch stays referenced until an event
+"""The hand-off guard (tsn_dali.data.render.handoff): a batch stays referenced until an event
 recorded after the consumer's work on it has completed. CUDA events are stood in for by
 events the test completes by hand; the guard's rules are the same."""
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 from helpers.tiny_clips import make_dataset, recipe_yaml
 from tsn_dali.config import load_recipe
 from tsn_dali.data import build_loader
-from tsn_dali.data import handoff
-from tsn_dali.data.handoff import HandoffGuard
+from tsn_dali.data.render import handoff
+from tsn_dali.data.render.handoff import HandoffGuard
 
 
 class FakeEvent:
@@ -105,7 +105,7 @@ def test_the_loader_records_an_event_per_batch_when_the_next_is_asked_for(tmp_pa
         def __init__(self, device, mode="view", new_event=None, max_held=4):
             super().__init__(device, mode, new_event=FakeEvent, max_held=max_held)
 
-    monkeypatch.setattr("tsn_dali.data.loader.HandoffGuard", Guard)
+    monkeypatch.setattr("tsn_dali.data.render.loader.HandoffGuard", Guard)
     root = make_dataset(tmp_path, 6)
     loader = build_loader(load_recipe(recipe_yaml(root, batch_size=2), overrides=[f"loader.handoff={mode}"]),
                           "train", progress=False)
@@ -137,7 +137,7 @@ def test_finish_reading_waits_for_the_current_stream_on_cuda_only(monkeypatch):
 def test_padded_batches_wait_for_their_copy_before_dropping_the_rendered_clips(tmp_path, monkeypatch):
     """A batch with padding is a copy of the rendered clips (perhaps DALI views): the copy
     must have run before they are dropped; a full batch is the rendered clips themselves."""
-    from tsn_dali.data import loader as loader_module
+    from tsn_dali.data.render import loader as loader_module
 
     calls = []
     monkeypatch.setattr(loader_module, "finish_reading", lambda device: calls.append(str(device)))

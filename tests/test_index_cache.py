@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tsn_dali.data import index_build, index_cache, video_index
-from tsn_dali.data.index_build import build_index
-from tsn_dali.data.index_cache import IndexCache, info_fields, read_rows
-from tsn_dali.data.video_index import VideoInfo
+from tsn_dali.data.index import build as index_build, cache as index_cache, video_index
+from tsn_dali.data.index.build import build_index
+from tsn_dali.data.index.cache import IndexCache, info_fields, read_rows
+from tsn_dali.data.index.video_index import VideoInfo
 
 
 @dataclass

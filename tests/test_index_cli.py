@@ -12,7 +12,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 from helpers.tiny_clips import make_dataset, recipe_yaml  # noqa: E402
 
-from tsn_dali.data.index_cache import info_fields, read_rows  # noqa: E402
+from tsn_dali.data.index.cache import info_fields, read_rows  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(HERE.parent), OMP_NUM_THREADS="1")
 
@@ -65,7 +65,7 @@ def test_recipe_errors_exit_1_and_usage_errors_2_with_one_line(tmp_path):
 
 SLOW_INDEX = """
 import sys, time
-from tsn_dali.data import video_index
+from tsn_dali.data.index import video_index
 real = video_index.probe_video
 video_index.probe_video = lambda path: (time.sleep(0.4), real(path))[1]
 from tsn_dali.index import main

@@ -11,7 +11,7 @@ from helpers.gloo_ranks import spawn_two  # noqa: E402
 from helpers.index_ranks import run_rank  # noqa: E402
 from helpers.tiny_clips import make_dataset, recipe_yaml  # noqa: E402
 
-from tsn_dali.data.index_cache import info_fields, read_rows  # noqa: E402
+from tsn_dali.data.index.cache import info_fields, read_rows  # noqa: E402
 
 PG_TIMEOUT = 3.0  # seconds: every collective of the build must finish within it
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsn_dali.data.plan import ClipPlan
-from tsn_dali.data.videoio import read_frame_number, write_numbered_video
+from tsn_dali.data.plan.clip_plan import ClipPlan
+from tsn_dali.data.media.videoio import read_frame_number, write_numbered_video
 from tsn_dali.inspect import render_with_executor
 
 ROOT = Path(__file__).resolve().parents[1]

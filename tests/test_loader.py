@@ -17,7 +17,7 @@ from helpers.tiny_clips import make_dataset, recipe_yaml  # noqa: E402
 from tsn_dali.config import load_recipe  # noqa: E402
 from tsn_dali.data import VideoDecodeError, build_loader, eval_order, train_order  # noqa: E402
 from tsn_dali.data.errors import DatasetError  # noqa: E402
-from tsn_dali.data.executors import ReferenceExecutor  # noqa: E402
+from tsn_dali.data.render.executors import ReferenceExecutor  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tsn_dali.data.executors import nvdec
-from tsn_dali.data.executors.nvdec import NvdecSupport, chroma, rule_reason
-from tsn_dali.data.plan import ClipPlan, StreamFacts
+from tsn_dali.data.render.executors import nvdec
+from tsn_dali.data.render.executors.nvdec import NvdecSupport, chroma, rule_reason
+from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts
 
 H100, A100, B200 = (9, 0), (8, 0), (10, 0)
 
@@ -85,8 +85,8 @@ def test_one_damaged_video_does_not_send_its_format_to_the_cpu(fresh_cache):
 
 def test_probe_decode_reports_a_failed_decode_in_one_line(tmp_path, monkeypatch):
     """The real probe's failure path: the slice cannot be made or DALI raises."""
-    from tsn_dali.data.videoio import write_numbered_video
-    from tsn_dali.data.video_index import probe_video
+    from tsn_dali.data.media.videoio import write_numbered_video
+    from tsn_dali.data.index.video_index import probe_video
 
     path = write_numbered_video(str(tmp_path / "v.mp4"), 20, 160, 120, codec="h264", gop=4)
     stream = StreamFacts.from_info(probe_video(path))
@@ -106,7 +106,7 @@ def test_auto_falls_back_to_dali_cpu_when_no_test_clip_decodes(monkeypatch):
     pytest.importorskip("nvidia.dali")
     import torch
 
-    from tsn_dali.data import executors
+    from tsn_dali.data.render import executors
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     executors.nvdec_unusable.cache_clear()
@@ -135,7 +135,7 @@ def _plan(path, stream):
 
 def test_dali_gpu_routes_what_nvdec_cannot_decode_to_the_frames_path(fresh_cache, tmp_path):
     pytest.importorskip("nvidia.dali")
-    from tsn_dali.data.executors.dali import DaliExecutor
+    from tsn_dali.data.render.executors.dali import DaliExecutor
 
     support = NvdecSupport(0, probe=lambda s, p: "test decode failed: bad" if s.pix_fmt == "yuv420p12le" else None,
                            compute_capability=H100)
@@ -154,8 +154,8 @@ def test_dali_gpu_routes_what_nvdec_cannot_decode_to_the_frames_path(fresh_cache
 
 def test_loader_names_the_slow_path_videos_once(fresh_cache, tmp_path, caplog):
     """build_loader asks the executor at start-up and logs the list once; stats keep it."""
-    from tsn_dali.data.loader import _slow_path_videos
-    from tsn_dali.data.video_index import VideoInfo
+    from tsn_dali.data.render.loader import _slow_path_videos
+    from tsn_dali.data.index.video_index import VideoInfo
 
     class Stub:
         name = "dali-gpu"
@@ -175,7 +175,7 @@ def test_loader_names_the_slow_path_videos_once(fresh_cache, tmp_path, caplog):
 
 
 def test_cuda_pairing_advice_names_the_wheel_to_install():
-    from tsn_dali.data.executors import cuda_pairing
+    from tsn_dali.data.render.executors import cuda_pairing
 
     assert cuda_pairing("12.8", 12986) is None
     advice = cuda_pairing("13.0", 12986)

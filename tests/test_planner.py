@@ -9,9 +9,9 @@ import pytest
 
 from tsn_dali.config import PIPELINES_DIR, DataConfig
 from tsn_dali.data.errors import PipelineError
-from tsn_dali.data.ops import OPS, Resize, ThreeCrop
-from tsn_dali.data.planner import ClipPlanner, load_pipeline
-from tsn_dali.data.video_index import VideoInfo
+from tsn_dali.data.plan.ops import OPS, Resize, ThreeCrop
+from tsn_dali.data.plan.planner import ClipPlanner, load_pipeline
+from tsn_dali.data.index.video_index import VideoInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,8 +119,8 @@ def test_same_plan_in_another_process():
     here = ClipPlanner(ops, seed=11).plan(5, "v.mp4", 0, info(), epoch=9).to_json()
     code = (
         "import json; from tsn_dali.config import DataConfig;"
-        "from tsn_dali.data.planner import ClipPlanner, load_pipeline;"
-        "from tsn_dali.data.video_index import VideoInfo;"
+        "from tsn_dali.data.plan.planner import ClipPlanner, load_pipeline;"
+        "from tsn_dali.data.index.video_index import VideoInfo;"
         "ops = load_pipeline('tsn_train_rrc', DataConfig(num_segments=3));"
         "i = VideoInfo(path='v.mp4', num_frames=300, width=340, height=256, fps=30.0, codec='h264');"
         "print(json.dumps(ClipPlanner(ops, seed=11).plan(5, 'v.mp4', 0, i, epoch=9).to_json()))")

@@ -1,4 +1,4 @@
-"""Two-stage background rendering (tsn_dali.data.prefetch) and the loader built on it:
+"""Two-stage background rendering (tsn_dali.data.render.prefetch) and the loader built on it:
 order, overlap of host work with decoding, errors, and the same batches as rendering in
 the caller, bad videos included."""
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from helpers.tiny_clips import make_dataset, recipe_yaml
 from tsn_dali.config import load_recipe
 from tsn_dali.data import VideoDecodeError, build_loader
-from tsn_dali.data.executors import ReferenceExecutor
-from tsn_dali.data.prefetch import Prefetcher
+from tsn_dali.data.render.executors import ReferenceExecutor
+from tsn_dali.data.render.prefetch import Prefetcher
 
 
 def test_results_come_in_order_and_prepare_runs_ahead_of_finish():
@@ -136,7 +136,7 @@ def test_dali_executor_fast_path_prepares_ahead(tmp_path):
     """dali-cpu through the loader: prepare (reading, slicing) runs for later batches while
     the current one decodes; the batches equal rendering in the caller."""
     pytest.importorskip("nvidia.dali")
-    from tsn_dali.data.executors.dali import DaliExecutor
+    from tsn_dali.data.render.executors.dali import DaliExecutor
 
     root = make_dataset(tmp_path, 6, codec="vp9")
     path = recipe_yaml(root, batch_size=2)

@@ -4,7 +4,7 @@ import os
 import av
 import pytest
 
-from tsn_dali.data.videoio import read_frame_number, write_numbered_video
+from tsn_dali.data.media.videoio import read_frame_number, write_numbered_video
 from tsn_dali.prepare import main, prepare, scaled_size
 
 

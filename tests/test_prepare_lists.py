@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tsn_dali.data.annotations import read_label_map, read_video_list
-from tsn_dali.data.index_cache import info_fields, read_rows
-from tsn_dali.data.video_index import probe_video
-from tsn_dali.data.videoio import write_numbered_video
+from tsn_dali.data.index.annotations import read_label_map, read_video_list
+from tsn_dali.data.index.cache import info_fields, read_rows
+from tsn_dali.data.index.video_index import probe_video
+from tsn_dali.data.media.videoio import write_numbered_video
 from tsn_dali.prepare import main as prepare_main
-from tsn_dali.prepare_lists import convert_label, kinetics_clip_name, main, prepare_lists
+from tsn_dali.prepare.lists import convert_label, kinetics_clip_name, main, prepare_lists
 
 HERE = Path(__file__).resolve().parent
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tsn_dali.data import executors
+from tsn_dali.data.render import executors
 from tsn_dali.data.errors import VideoDecodeError
-from tsn_dali.data.executors import build_executor, resolve_executor_name
-from tsn_dali.data.decoding import decode_decord, decode_pyav
-from tsn_dali.data.executors.reference import ReferenceExecutor
-from tsn_dali.data.plan import ClipPlan
-from tsn_dali.data.videoio import read_frame_number, video_extension, write_numbered_video
+from tsn_dali.data.render.executors import build_executor, resolve_executor_name
+from tsn_dali.data.media.decoding import decode_decord, decode_pyav
+from tsn_dali.data.render.executors.reference import ReferenceExecutor
+from tsn_dali.data.plan.clip_plan import ClipPlan
+from tsn_dali.data.media.videoio import read_frame_number, video_extension, write_numbered_video
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
 
@@ -200,9 +200,9 @@ def test_worker_renders_leave_torch_global_rng_alone(tmp_path):
     """Rendering with DataLoader workers draws no numbers from torch's global generator
     (it would race with dropout in the training thread under --deterministic)."""
     import torch
-    from tsn_dali.data.executors.reference import ReferenceExecutor
-    from tsn_dali.data.plan import ClipPlan
-    from tsn_dali.data.videoio import write_numbered_video
+    from tsn_dali.data.render.executors.reference import ReferenceExecutor
+    from tsn_dali.data.plan.clip_plan import ClipPlan
+    from tsn_dali.data.media.videoio import write_numbered_video
     import numpy as np
 
     path = write_numbered_video(str(tmp_path / "a.mp4"), 8, 64, 48)

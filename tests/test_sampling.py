@@ -6,7 +6,7 @@ Generator that returns fixed values and checks the range it is asked for.
 import numpy as np
 import pytest
 
-from tsn_dali.data.sampling import dense_sample_frames, sample_frames
+from tsn_dali.data.plan.sampling import dense_sample_frames, sample_frames
 
 
 class Draws:

@@ -1,4 +1,4 @@
-"""Keyframe-aware decoder input (tsn_dali.data.slicing): the rules, and frame identity.
+"""Keyframe-aware decoder input (tsn_dali.data.render.slicing): the rules, and frame identity.
 
 DALI's CPU decoder reads VP9, so VP9 slices go through dali-cpu end to end and must give
 exactly the frames a whole-file decode gives (and the plan's frame numbers). H.264,
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from tsn_dali.config import DataConfig
-from tsn_dali.data.planner import ClipPlanner, load_pipeline
-from tsn_dali.data.slicing import (clip_input, decode_prefix, gop_groups, sliced_frame_count,
+from tsn_dali.data.plan.planner import ClipPlanner, load_pipeline
+from tsn_dali.data.render.slicing import (clip_input, decode_prefix, gop_groups, sliced_frame_count,
                                    unique_frames, worth_slicing)
-from tsn_dali.data.video_index import VideoInfo, probe_video
-from tsn_dali.data.videoio import read_frame_number, write_numbered_video
+from tsn_dali.data.index.video_index import VideoInfo, probe_video
+from tsn_dali.data.media.videoio import read_frame_number, write_numbered_video
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
 W, H = 160, 120
@@ -81,8 +81,8 @@ def vp9_clips(tmp_path_factory):
 @pytest.fixture(scope="module")
 def executors():
     pytest.importorskip("nvidia.dali")
-    from tsn_dali.data.executors.dali import DaliExecutor
-    from tsn_dali.data.executors.reference import ReferenceExecutor
+    from tsn_dali.data.render.executors.dali import DaliExecutor
+    from tsn_dali.data.render.executors.reference import ReferenceExecutor
 
     sliced = DaliExecutor("cpu", num_threads=2, decode_workers=2)
     whole = DaliExecutor("cpu", num_threads=2, decode_workers=2, slice_gops=False)

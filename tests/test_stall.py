@@ -20,8 +20,8 @@ from helpers.tiny_train import make_videos, train_recipe  # noqa: E402
 
 from tsn_dali.config import RecipeError, load_recipe  # noqa: E402
 from tsn_dali.data import LoaderStalled, build_loader, train_order  # noqa: E402
-from tsn_dali.data.executors import ReferenceExecutor  # noqa: E402
-from tsn_dali.data.loader import ClipLoader  # noqa: E402
+from tsn_dali.data.render.executors import ReferenceExecutor  # noqa: E402
+from tsn_dali.data.render.loader import ClipLoader  # noqa: E402
 from tsn_dali.engine.checkpoint import load_checkpoint  # noqa: E402
 from tsn_dali.engine.signals import EXIT_STALLED  # noqa: E402
 

@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from tsn_dali.data.annotations import read_label_map, read_video_list
-from tsn_dali.data.synthetic import (MANIFEST, SHAPES, SyntheticSpec, _shape_distance, class_name,
+from tsn_dali.data.index.annotations import read_label_map, read_video_list
+from tsn_dali.data.media.synthetic import (MANIFEST, SHAPES, SyntheticSpec, _shape_distance, class_name,
                                      class_specs, generate, main, render_video, split_counts)
 
 TINY = SyntheticSpec(videos=8, classes=4, frames=6, width=64, height=48, codec="h264")

@@ -17,7 +17,7 @@ from tsn_dali.models import build_model  # noqa: E402
 
 import tsn_dali.test as test_mod  # noqa: E402
 from tsn_dali.config import load_recipe  # noqa: E402
-from tsn_dali.data.loader import build_loader  # noqa: E402
+from tsn_dali.data.render.loader import build_loader  # noqa: E402
 from tsn_dali.engine.metrics import mean_class_accuracy  # noqa: E402
 
 NUM_VIDEOS = 5  # odd: the last test batch of 2 is padded

@@ -6,9 +6,9 @@ import av
 import pytest
 
 from helpers.bad_videos import write_audio_only, write_zero_frame_video
-from tsn_dali.data import video_index
-from tsn_dali.data.video_index import build_index, probe_video
-from tsn_dali.data.videoio import numbered_frame, write_numbered_video
+from tsn_dali.data.index import video_index
+from tsn_dali.data.index import build_index, probe_video
+from tsn_dali.data.media.videoio import numbered_frame, write_numbered_video
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
 needs_videos = pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared/videos not present")

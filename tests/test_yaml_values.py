@@ -10,7 +10,7 @@ import pytest
 from tsn_dali.data.errors import PipelineError
 
 from tsn_dali.config import CHOICES, RECIPES_DIR, DataConfig, RecipeError, load_recipe, load_yaml
-from tsn_dali.data.planner import load_pipeline
+from tsn_dali.data.plan.planner import load_pipeline
 
 WORDS = ("off", "on", "yes", "no", "y", "n", "Off", "NO")
 

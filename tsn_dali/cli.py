@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Callable, Optional, Sequence
 
-from tsn_dali.engine.errors import UsageError
+from tsn_dali.errors import UsageError, UserError
 from tsn_dali.engine.signals import EXIT_STALLED as STALLED
 
 OK, USER_ERROR, USAGE = 0, 1, 2
@@ -35,15 +35,10 @@ class Stopped(Exception):
 
 
 def user_errors() -> tuple:
-    """The exception classes a user can cause: said in one line, status 1."""
-    from tsn_dali.config import RecipeError
-    from tsn_dali.data.annotations import AnnotationError
-    from tsn_dali.data.errors import DatasetError, PipelineError, VideoDecodeError
-    from tsn_dali.engine.checkpoint import CheckpointError
-    from tsn_dali.engine.errors import EvaluationError, TrainingDiverged
-
-    return (RecipeError, PipelineError, AnnotationError, VideoDecodeError, DatasetError, CheckpointError,
-            TrainingDiverged, EvaluationError)
+    """The exception classes a user can cause: said in one line, status 1. Every one derives
+    from ``tsn_dali.errors.UserError`` (RecipeError, PipelineError, AnnotationError,
+    VideoDecodeError, DatasetError, CheckpointError, TrainingDiverged, EvaluationError)."""
+    return (UserError,)
 
 
 def run_main(fn: Callable[[], object], usage_errors: Sequence[type] = (), more_errors: Sequence[type] = ()) -> int:

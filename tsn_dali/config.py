@@ -22,13 +22,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from tsn_dali.errors import UserError
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_ROOT.parent
 PIPELINES_DIR = PROJECT_ROOT / "pipelines"
 RECIPES_DIR = PROJECT_ROOT / "recipes"
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError, ValueError):
     """A recipe (or pipeline, or override) that does not validate.
 
     ``str(err)`` is one line: ``<file>:<line>: <key>: <what was expected>``.
@@ -175,10 +177,10 @@ class Recipe:
 
 # The names tsn_dali.models.BACKBONES builds (checked here so that a typo is reported
 # against the recipe's file and line; tests keep the two lists equal).
-# Batch dtypes (tsn_dali.data.executors.base.TORCH_DTYPES maps them to torch's).
+# Batch dtypes (tsn_dali.data.render.executors.base.TORCH_DTYPES maps them to torch's).
 DTYPES = ("float16", "bfloat16", "float32", "uint8")
 
-# The executors (tsn_dali.data.executors builds them; "auto" picks one per machine).
+# The executors (tsn_dali.data.render.executors builds them; "auto" picks one per machine).
 EXECUTORS = ("auto", "dali-gpu", "dali-cpu", "reference")
 
 BACKBONE_NAMES = ("resnet50", "resnet101", "resnext101_32x4d", "densenet161",

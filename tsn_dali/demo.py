@@ -1,6 +1,6 @@
 """The end-to-end demo: ``python -m tsn_dali.demo [--work-dir work_dirs/demo] [--quick]``.
 
-Generates the synthetic dataset (tsn_dali.data.synthetic) unless it is already there,
+Generates the synthetic dataset (tsn_dali.data.media.synthetic) unless it is already there,
 indexes it, trains recipes/demo.yaml (TSN, ResNet-18 from scratch), tests the last
 checkpoint with the recipe's multi-view protocol (5 clips x 3 crops), prints top-1 and
 clips/s, and writes ``curves.png`` (loss and val top-1 per epoch) and ``report.md`` in
@@ -25,7 +25,7 @@ import torch
 
 from tsn_dali import cli
 from tsn_dali.config import RECIPES_DIR, load_recipe
-from tsn_dali.data.synthetic import SyntheticSpec, generate
+from tsn_dali.data.media.synthetic import SyntheticSpec, generate
 from tsn_dali.engine.distributed import resolve_device
 
 RECIPE = RECIPES_DIR / "demo.yaml"
@@ -155,8 +155,8 @@ def run(args) -> dict:
     """The demo's stages in order; returns train summary, test metrics and timings."""
     from tsn_dali import test as tsn_test
     from tsn_dali import train as tsn_train
-    from tsn_dali.data.executors import resolve_executor_name
-    from tsn_dali.data.video_index import build_index
+    from tsn_dali.data.render.executors import resolve_executor_name
+    from tsn_dali.data.index import build_index
 
     device = check_args(args)
     executor = resolve_executor_name(args.executor, device)

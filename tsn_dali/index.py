@@ -25,9 +25,9 @@ from typing import List, Optional, Sequence
 from tsn_dali import cli
 from tsn_dali.engine.errors import UsageError
 from tsn_dali.config import RecipeError, load_recipe, resolve_data_path
-from tsn_dali.data.annotations import read_video_list
-from tsn_dali.data.index_build import SAVE_EVERY, IndexBuildError, build_index
-from tsn_dali.data.index_cache import index_cache_dir
+from tsn_dali.data.index.annotations import read_video_list
+from tsn_dali.data.index.build import SAVE_EVERY, IndexBuildError, build_index
+from tsn_dali.data.index.cache import index_cache_dir
 
 SPLITS = ("train", "val", "test")
 SHOWN = 20  # bad videos printed; all of them go to the report file

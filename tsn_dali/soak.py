@@ -1,6 +1,6 @@
 """Soak: is a long run steady? ``python -m tsn_dali.soak [--executors dali-cpu,reference] [--epochs 12]``
 
-Generates a dataset (tsn_dali.data.synthetic), then for each executor starts a fresh
+Generates a dataset (tsn_dali.data.media.synthetic), then for each executor starts a fresh
 process that runs ``--epochs`` train + val epochs of a recipe (default recipes/demo.yaml)
 with the trainer's own parts (build_loader, TrainStep, tsn_dali.engine.evaluate) and
 samples, before the first epoch and after each one (train and val done, nothing forced
@@ -97,7 +97,7 @@ def soak_one(recipe, epochs: int, device: str, seed: int = 0, loader_only: bool 
     ``loader_only``: the loaders' batches are only counted (no model, no step)."""
     import torch
 
-    from tsn_dali.data.loader import build_loader
+    from tsn_dali.data.render.loader import build_loader
     from tsn_dali.engine import distributed as dist_utils
     from tsn_dali.engine.amp import resolve_amp
     from tsn_dali.engine.evaluate import accuracy, gather_scores, score_split
@@ -299,7 +299,7 @@ def _machine() -> str:
 def run(argv: Optional[List[str]] = None) -> dict:
     """The soak as the command line says; returns the results (a worker: its one run)."""
     args = build_parser().parse_args(argv)
-    from tsn_dali.data.synthetic import SyntheticSpec, generate
+    from tsn_dali.data.media.synthetic import SyntheticSpec, generate
 
     tmp = None
     if args.data is None:

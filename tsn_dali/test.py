@@ -109,7 +109,7 @@ def run_test(args) -> dict:
     try:
         amp, model, kind = prepare(args, info, recipe)
         show = info.is_main and not args.no_progress
-        from tsn_dali.data.loader import build_loader
+        from tsn_dali.data.render.loader import build_loader
         loader = build_loader(recipe, "test", rank=info.rank, world_size=info.world_size,
                               device=info.device, seed=0, progress=show)
         bar = progress_bar(len(loader), "test", show)

@@ -506,7 +506,7 @@ def summarize(run: TrainingRun) -> dict:
 
 
 def make_loader(recipe, split, info, seed, progress):
-    from tsn_dali.data.loader import build_loader
+    from tsn_dali.data.render.loader import build_loader
     return build_loader(recipe, split, rank=info.rank, world_size=info.world_size,
                         device=info.device, seed=seed, progress=progress)
 

@@ -36,7 +36,7 @@ def run_rank(rank: int, world_size: int, work: str, mode: str, timeout_s: float,
     import torch
     import torch.distributed as dist
 
-    from tsn_dali.data import video_index
+    from tsn_dali.data.index import video_index
 
     work = Path(work)
     torch.set_num_threads(1)
@@ -52,7 +52,7 @@ def run_rank(rank: int, world_size: int, work: str, mode: str, timeout_s: float,
 
     video_index.probe_video = slow_probe
     if mode == "loader-full" and rank == 1:  # this rank reads other cache files: full shares
-        from tsn_dali.data import index_cache
+        from tsn_dali.data.index import cache as index_cache
 
         index_cache.IndexCache.snapshot = lambda self: "another snapshot"
     _rendezvous(work, rank, world_size, timeout_s)
@@ -76,7 +76,7 @@ def run_rank(rank: int, world_size: int, work: str, mode: str, timeout_s: float,
             dist.all_reduce(total)  # the group is still alive after both builds
             result["all_reduce"] = total.item()
         else:
-            from tsn_dali.data.index_build import build_index
+            from tsn_dali.data.index.build import build_index
 
             paths = sorted(str(p) for p in (work / "data" / "videos").iterdir())
             build_index(paths, cache_dir=work / "data" / "cache", workers=1, progress=False,

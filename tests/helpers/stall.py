@@ -60,7 +60,7 @@ def main():
     block_at, entry, args = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
     if os.environ.get("STALL_RANK", os.environ.get("RANK", "0")) != os.environ.get("RANK", "0"):
         block_at = 0  # never
-    import tsn_dali.data.executors as executors
+    import tsn_dali.data.render.executors as executors
 
     build, counter = executors.build_executor, itertools.count(1)
     executors.build_executor = lambda *a, **kw: BlockingExecutor(build(*a, **kw), block_at, counter)

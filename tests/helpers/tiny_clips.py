@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 
-from tsn_dali.data.videoio import video_extension, write_numbered_video
+from tsn_dali.data.media.videoio import video_extension, write_numbered_video
 
 PROJECT = Path(__file__).resolve().parents[2]
 

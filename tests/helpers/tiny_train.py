@@ -1,6 +1,6 @@
 """A tiny generated dataset and recipe for train/test entry-point tests (CPU, seconds).
 
-Videos are numbered H.264 clips written with tsn_dali.data.videoio (decoded by the
+Videos are numbered H.264 clips written with tsn_dali.data.media.videoio (decoded by the
 reference executor through decord/PyAV); the recipe is based on recipes/k400_r50.yaml
 with resnet18, 3 classes, 2 segments, 32 px crops (short side 40), batch 2, AMP off.
 """

@@ -69,7 +69,7 @@ class Run:
         return paths
 
     def _index(self, paths):
-        from tsn_dali.data.video_index import build_index
+        from tsn_dali.data.index import build_index
 
         index = build_index(paths, cache_dir=os.path.join(self.work, "index"), workers=2, progress=False)
         bad = [i for i in (index[p] for p in paths) if not i.ok]
@@ -136,7 +136,7 @@ class Run:
     def gop_part(self):
         """The first ``--gop-videos`` videos as they are ('original') and re-encoded
         (``--gop-codec``) with each ``--gops`` interval; loader only, train view."""
-        from tsn_dali.data.video_index import build_index
+        from tsn_dali.data.index import build_index
 
         sources = self.paths[: self.args.gop_videos]
         for gop in [g.strip() for g in self.args.gops.split(",") if g.strip()]:

@@ -21,7 +21,7 @@ import torch
 from tsn_dali.bench.environment import DecoderMonitor
 from tsn_dali.bench.stats import summarize, sync, windows
 from tsn_dali.config import EXECUTORS
-from tsn_dali.data.executors.base import TORCH_DTYPES
+from tsn_dali.data.render.executors.base import TORCH_DTYPES
 from tsn_dali.engine.amp import resolve_amp
 from tsn_dali.engine.errors import UsageError
 from tsn_dali.engine.optim import build_optimizer
@@ -67,7 +67,7 @@ def parse_variant(text: str) -> Variant:
 
 def open_executors(variants: Sequence[Variant], recipe, device: torch.device, reference_workers: int):
     """(executors by variant label, reasons for the unavailable ones). dali-gpu only on CUDA."""
-    from tsn_dali.data.executors import build_executor
+    from tsn_dali.data.render.executors import build_executor
 
     cfg = recipe.loader
     opened, unavailable = {}, {}
@@ -93,9 +93,9 @@ def make_loader(recipe, split: str, paths: Sequence[str], index, executor, batch
     """A ClipLoader over ``paths`` repeated to ``num_batches`` steps of ``batch_size`` clips
     (train: the train view, shuffled and randomly cropped per epoch; test: the test view).
     A test-view step is one executor run: ``loader.batches_per_run`` batches."""
-    from tsn_dali.data.annotations import VideoRecord
-    from tsn_dali.data.loader import ClipLoader
-    from tsn_dali.data.planner import ClipPlanner, load_pipeline
+    from tsn_dali.data.index.annotations import VideoRecord
+    from tsn_dali.data.render.loader import ClipLoader
+    from tsn_dali.data.plan.planner import ClipPlanner, load_pipeline
 
     data = recipe.data
     per_run = 1 if split == "train" else max(1, recipe.loader.eval_videos_per_run // batch_size)

@@ -12,7 +12,7 @@ def find_videos(sources: Sequence[str], prefix: Optional[str] = None) -> List[st
     """Video paths from directories (their video files, sorted), video files, and
     MMAction2 video lists (``path label`` per line, paths relative to ``prefix``, default
     the list's folder)."""
-    from tsn_dali.data.annotations import read_video_list
+    from tsn_dali.data.index.annotations import read_video_list
 
     out: List[str] = []
     for src in sources:
@@ -35,9 +35,9 @@ def find_videos(sources: Sequence[str], prefix: Optional[str] = None) -> List[st
 def generate_videos(out_dir: str, num_videos: int, num_frames: int = 300, size=(340, 256),
                     fps: float = 30, gop: Optional[int] = None, codec: str = "h264") -> List[str]:
     """K400-like clips (340x256, 10 s at 30 fps, the encoder's long GOP by default; H.264
-    or VP9), written by ``tsn_dali.data.synthetic`` (the demo's generator; kept when
+    or VP9), written by ``tsn_dali.data.media.synthetic`` (the demo's generator; kept when
     already there)."""
-    from tsn_dali.data.synthetic import SyntheticSpec, generate
+    from tsn_dali.data.media.synthetic import SyntheticSpec, generate
 
     spec = SyntheticSpec(videos=num_videos, val_fraction=0.0, classes=min(8, num_videos),
                          frames=num_frames, width=size[0], height=size[1], fps=fps, codec=codec,

@@ -1,7 +1,8 @@
 """Errors raised by the data path. Each names the file and what went wrong, on one line."""
+from tsn_dali.errors import UserError
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(UserError, RuntimeError):
     """A video that could not be decoded (missing, truncated, not a video, no decoder)."""
 
     def __init__(self, path: str, reason: str):
@@ -9,7 +10,7 @@ class VideoDecodeError(RuntimeError):
         super().__init__(f"{path}: {reason}")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A split that cannot be used as a whole (bad videos under ``on_bad_video: error``, none
     left). ``str(err)`` is one line: ``<list file>: <what is wrong>``."""
 
@@ -18,7 +19,7 @@ class DatasetError(ValueError):
         super().__init__(f"{list_file}: {message}")
 
 
-class PipelineError(ValueError):
+class PipelineError(UserError, ValueError):
     """A pipeline file (pipelines/*.yaml) that does not validate.
 
     ``str(err)`` is one line: ``<file>:<line>: <op[.param]>: <what was expected>``.

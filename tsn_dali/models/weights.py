@@ -12,7 +12,7 @@ from typing import Dict, Iterable, Optional
 
 import torch
 
-from tsn_dali.engine.errors import CheckpointError
+from tsn_dali.errors import CheckpointError
 from tsn_dali.models.backbones import CLASSIFIER_PREFIXES
 from tsn_dali.models.mmaction import convert_mmaction_state_dict
 

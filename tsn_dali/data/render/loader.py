@@ -1,16 +1,16 @@
 """ClipLoader: batches of rendered clips for one rank, the loader API other projects reuse.
 
-Order and sharding: tsn_dali.data.order (torch's DistributedSampler rules, explicit).
+Order and sharding: tsn_dali.data.render.order (torch's DistributedSampler rules, explicit).
 Plans come from the ClipPlanner (``[seed, epoch, sample]`` randomness), so a batch
 depends on (seed, epoch, rank, world_size, batch number) only: a resumed loader
 (``load_state_dict``) yields the same remaining batches as an uninterrupted one,
 and skips the finished ones without rendering them.
 
-Rendering (tsn_dali.data.prefetch): a background thread keeps ``prefetch`` batches ready;
+Rendering (tsn_dali.data.render.prefetch): a background thread keeps ``prefetch`` batches ready;
 the executor's host-side ``prepare`` for the next batches runs in threads while its
 ``run`` decodes the current one. Val/test render ``eval_videos_per_run`` videos per
 executor run (several batches at once, handed out one by one). ``prefetch: 0`` renders
-in the caller. Batches are handed out through a guard (tsn_dali.data.handoff) that keeps
+in the caller. Batches are handed out through a guard (tsn_dali.data.render.handoff) that keeps
 each one from being reused while the consumer's queued kernels may still read it.
 
 Bad videos: videos the index cannot use are dropped before sharding (listed in
@@ -38,10 +38,10 @@ import numpy as np
 import torch
 
 from tsn_dali.data.errors import DatasetError, LoaderStalled, VideoDecodeError
-from tsn_dali.data.executors.base import TORCH_DTYPES
-from tsn_dali.data.handoff import HandoffGuard, finish_reading
-from tsn_dali.data.order import BatchOrder, epoch_permutation
-from tsn_dali.data.prefetch import Prefetcher
+from tsn_dali.data.render.executors.base import TORCH_DTYPES
+from tsn_dali.data.render.handoff import HandoffGuard, finish_reading
+from tsn_dali.data.render.order import BatchOrder, epoch_permutation
+from tsn_dali.data.render.prefetch import Prefetcher
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class ClipLoader:
     ``executor``: from ``build_executor`` (executors/base.py). ``train=True`` shuffles per
     epoch, drops the last incomplete batch and replaces videos that fail; else val/test
     order and padding. ``on_bad_video``: 'skip' (replace at train, skip at val/test) or
-    'error'. ``handoff``: 'view' or 'copy' (tsn_dali.data.handoff). ``stall_timeout``:
+    'error'. ``handoff``: 'view' or 'copy' (tsn_dali.data.render.handoff). ``stall_timeout``:
     seconds the consumer waits for a batch before LoaderStalled (None or 0: forever; needs
     ``prefetch >= 1``).
     """
@@ -375,7 +375,7 @@ def _rawframe_index(records, filename_tmpl: str, start_index: int):
     """VideoInfo per rawframe folder: frame count from the list, size from its first frame."""
     from PIL import Image
 
-    from tsn_dali.data.video_index import VideoInfo
+    from tsn_dali.data.index.video_index import VideoInfo
 
     index = {}
     for rec in records:
@@ -393,8 +393,8 @@ def _rawframe_index(records, filename_tmpl: str, start_index: int):
 def _build_index(recipe, records, progress: bool, rank: int, world_size: int):
     """The video index (cached on disk); under torch.distributed the ranks share the
     probing and hand their shares over through the cache folder (no long collective)."""
-    from tsn_dali.data.index_cache import index_cache_dir
-    from tsn_dali.data.video_index import build_index
+    from tsn_dali.data.index.cache import index_cache_dir
+    from tsn_dali.data.index import build_index
 
     data = recipe.data
     if data.format == "rawframes":
@@ -420,9 +420,9 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
     ``recipe.loader``). ``dtype`` overrides ``loader.dtype`` ('uint8' gives raw pixels).
     """
     from tsn_dali.config import RecipeError, resolve_data_path
-    from tsn_dali.data.annotations import read_rawframe_list, read_video_list
-    from tsn_dali.data.executors import build_executor
-    from tsn_dali.data.planner import ClipPlanner, load_pipeline
+    from tsn_dali.data.index.annotations import read_rawframe_list, read_video_list
+    from tsn_dali.data.render.executors import build_executor
+    from tsn_dali.data.plan.planner import ClipPlanner, load_pipeline
 
     if split not in SPLITS:
         raise ValueError(f"build_loader: split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -484,7 +484,7 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
 def _slow_path_videos(executor, records, index, log: bool) -> list:
     """The videos the executor renders on its slower path (e.g. what NVDEC cannot decode
     goes to CPU decoding), asked once at start-up and named once in the log."""
-    from tsn_dali.data.plan import StreamFacts
+    from tsn_dali.data.plan.clip_plan import StreamFacts
 
     slow = executor.check_videos({r.path: StreamFacts.from_info(index[r.path]) for r in records})
     if slow and log:

@@ -5,7 +5,7 @@ included (x264 ``open-gop``, HEVC CRA pictures). Only an IDR picture (H.264 NAL 
 HEVC types 16-20, BLA and IDR) empties the decoder's picture buffer and restarts its
 output order (ITU-T H.264 8.2.1, H.265 8.3.1). Pieces of a stream joined at any other
 I-frame come out of the decoder interleaved with the frames still buffered from the
-piece before, so only IDR pictures can start a slice (tsn_dali/data/slicing.py).
+piece before, so only IDR pictures can start a slice (tsn_dali/data/render/slicing.py).
 
 Packets are length-prefixed NAL units in MP4 and Matroska (the prefix size is in the
 ``avcC``/``hvcC`` extradata) and start-code delimited (Annex B) elsewhere.

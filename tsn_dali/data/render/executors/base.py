@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Protocol, Sequence, Tuple, runtime_check
 import torch
 
 from tsn_dali.config import DTYPES
-from tsn_dali.data.plan import ClipPlan, StreamFacts
+from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts
 
 # loader.decode: DALI decodes what its decoder reads | decord decodes every video (MMAction2)
 DECODES = ("native", "mmaction")

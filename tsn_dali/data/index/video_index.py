@@ -12,12 +12,12 @@ Frame count rule (what the planner samples from):
 4. A stream with fewer packets than its container declares (or whose last decord frame
    fails) is truncated: ``error`` says so, with the decodable count in ``num_frames``.
 
-Keyframes and stream facts (what the DALI executors need, tsn_dali/data/slicing.py and
+Keyframes and stream facts (what the DALI executors need, tsn_dali/data/render/slicing.py and
 executors/nvdec.py): the demux also records every packet's pts, so frame numbers are the
 packets' ranks in presentation order. ``keyframes`` lists the frame numbers where a
 decoder can start: keyframe packets after which no packet (in decode order) shows an
 earlier frame, i.e. the starts of closed GOPs; for H.264 and HEVC only IDR pictures
-count (tsn_dali/data/bitstream.py: open-GOP I-frames do not reset the decoder's output
+count (tsn_dali/data/index/bitstream.py: open-GOP I-frames do not reset the decoder's output
 order). ``sliceable`` is true when the packets are exactly the indexed frames (one
 packet a frame, distinct pts) and frame 0 is such a keyframe: only then can a clip's
 frames be cut out of the file by packets. ``pix_fmt``, ``bit_depth``, ``profile`` and
@@ -36,10 +36,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from tsn_dali.data.bitstream import CUT_CODECS, is_idr, nal_length_size
-from tsn_dali.data.decoding import import_decord
+from tsn_dali.data.index.bitstream import CUT_CODECS, is_idr, nal_length_size
+from tsn_dali.data.media.decoding import import_decord
 
-CACHE_NAME = "video_index.json"  # the format: tsn_dali.data.index_cache
+CACHE_NAME = "video_index.json"  # the format: tsn_dali.data.index.cache
 
 
 @dataclass
@@ -266,11 +266,3 @@ class VideoIndex:
         lines = [f"{len(self.infos) - len(bad)} of {len(self.infos)} videos usable, {len(bad)} bad"]
         lines += [f"{info.path}: {info.error or 'no frames'}" for info in bad]
         return "\n".join(lines)
-
-
-def build_index(paths, cache_dir=None, workers=None, progress: bool = True, **kwargs) -> VideoIndex:
-    """Probe every path once, reusing ``<cache_dir>/video_index.json``; under torchrun the
-    ranks share the probing. Defined in ``tsn_dali.data.index_build`` (see there)."""
-    from tsn_dali.data.index_build import build_index as build
-
-    return build(paths, cache_dir=cache_dir, workers=workers, progress=progress, **kwargs)

@@ -3,8 +3,8 @@
 An op's fields are its parameters, with MMAction2's defaults (a field without a default
 must be given); its constructor checks their values (ValueError naming the parameter).
 ``apply(state, rng)`` carries the op out on a ``PlanState`` (sizes, indices and boxes, no
-pixels), drawing only from ``rng`` (tsn_dali.data.planner seeds it per sample). The rules
-themselves are the pure functions of tsn_dali.data.sampling and tsn_dali.data.geometry.
+pixels), drawing only from ``rng`` (tsn_dali.data.plan.planner seeds it per sample). The rules
+themselves are the pure functions of tsn_dali.data.plan.sampling and tsn_dali.data.plan.geometry.
 MMAction2's ``lazy`` flag is accepted and ignored (plans are always "lazy").
 
 ``OPS`` is the one table, name -> class.
@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Optional, Tuple
 
-from tsn_dali.data import geometry, sampling
+from tsn_dali.data.plan import geometry, sampling
 
 
 @dataclass

@@ -4,7 +4,7 @@ Per sample (one ClipPlan, T frames of which U are distinct, K crops) the graph d
 the order of the ClipPlan docstring:
 
     frames [U, H, W, C]  (DALI's video decoder at sorted unique ``frame_positions`` of the
-                          clip's slice, tsn_dali.data.slicing; or frames decoded outside
+                          clip's slice, tsn_dali.data.render.slicing; or frames decoded outside
                           DALI and fed in, see ``source``)
     -> fn.resize to resize_to           (INTERP_LINEAR, antialias=False; left out of the graph
                                          where no sample of the run changes size: a
@@ -43,7 +43,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tsn_dali.data.plan import ClipPlan
+from tsn_dali.data.plan.clip_plan import ClipPlan
 
 # Codecs (PyAV codec names) DALI's fn.decoders.video decodes, per backend (its docs, DALI 2.4).
 DALI_CODECS = {

@@ -1,7 +1,7 @@
 """The reference executor: what a user would run without DALI.
 
 A torch DataLoader whose worker processes decode each plan's frames with decord
-(``VideoReader.get_batch``, as MMAction2's DecordDecode) or PyAV (tsn_dali.data.decoding),
+(``VideoReader.get_batch``, as MMAction2's DecordDecode) or PyAV (tsn_dali.data.media.decoding),
 then apply the
 plan's transforms in numpy/torch on the CPU, as MMAction2's pipeline does:
 
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tsn_dali.data.decoding import DECODERS, decode_frames
+from tsn_dali.data.media.decoding import DECODERS, decode_frames
 from tsn_dali.data.errors import VideoDecodeError
-from tsn_dali.data.executors.base import check_render_args, no_slow_path, normalise
-from tsn_dali.data.plan import ClipPlan
+from tsn_dali.data.render.executors.base import check_render_args, no_slow_path, normalise
+from tsn_dali.data.plan.clip_plan import ClipPlan
 
 
 # --------------------------------------------------------------------------- transforms

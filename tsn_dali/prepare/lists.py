@@ -50,7 +50,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from tsn_dali import cli
 from tsn_dali.engine.errors import UsageError
-from tsn_dali.data.annotations import AnnotationError
+from tsn_dali.data.index.annotations import AnnotationError
 
 KINETICS = {"kinetics400": "k400", "kinetics600": "k600", "kinetics700": "k700"}
 DATASETS = (*KINETICS, "sthv2")
@@ -287,7 +287,7 @@ def check_videos(paths: List[str], mode: str, index_cache: Optional[str], worker
     """{path: reason} of the videos the index cannot use (``mode`` 'probe'), or {} ('exists')."""
     if mode != "probe" or not paths:
         return {}
-    from tsn_dali.data.index_build import build_index
+    from tsn_dali.data.index.build import build_index
 
     index = build_index(paths, cache_dir=index_cache, workers=workers, progress=progress)
     return {info.path: info.error or "no frames" for info in index.bad}
@@ -369,7 +369,7 @@ def summary_line(dataset: str, summary: dict) -> str:
 def reencode(summary: dict, gop: int, short_side: Optional[int], crf: Optional[int], workers: int,
              progress: bool) -> List[dict]:
     """Each new list re-encoded as ``python -m tsn_dali.prepare`` does (short GOP, short side)."""
-    from tsn_dali.prepare import prepare
+    from tsn_dali.prepare.videos import prepare
 
     out = []
     for split, s in summary["splits"].items():

@@ -16,7 +16,7 @@ Partial progress: while probing, the new rows are written every few seconds to
 file; the build's final save folds them in and removes them, so a killed build keeps
 what it had probed up to its last partial file. Every file is written to a temporary
 name and renamed, so no reader sees half a file. The build itself (one process, or
-every torchrun rank) is ``tsn_dali.data.index_build``.
+every torchrun rank) is ``tsn_dali.data.index.build``.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from tsn_dali.data.video_index import CACHE_NAME, VideoInfo
+from tsn_dali.data.index.video_index import CACHE_NAME, VideoInfo
 
 FORMAT = "tsn_dali.video_index"
 FORMAT_VERSION = 3  # bump when the probe's rules change what a field means

@@ -2,7 +2,7 @@
 
 A pipeline file is a YAML list of one-key mappings ``- Op: {param: value, ...}``, named
 and parameterised as MMAction2's config transforms; each becomes an op of
-tsn_dali.data.ops (its parameters are the op's fields). ``$num_segments``,
+tsn_dali.data.plan.ops (its parameters are the op's fields). ``$num_segments``,
 ``$input_size``, ``$short_side``, ``$flip_label_map`` and ``$start_index`` are taken
 from the recipe's ``DataConfig``. Sampling ops also get ``start_index`` from it
 (MMAction2 puts the dataset's start_index into ``results``).
@@ -23,8 +23,8 @@ import yaml
 
 from tsn_dali.config import PIPELINES_DIR, DataConfig, YamlLoader
 from tsn_dali.data.errors import PipelineError
-from tsn_dali.data.ops import OPS, Op, PlanState, check_pipeline
-from tsn_dali.data.plan import ClipPlan, StreamFacts
+from tsn_dali.data.plan.ops import OPS, Op, PlanState, check_pipeline
+from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts
 
 def pipeline_variables(data_cfg: DataConfig) -> Dict[str, object]:
     return {
@@ -117,7 +117,7 @@ def _build_op(file: str, item, variables, data_cfg: DataConfig) -> Op:
 
 
 def load_pipeline(name_or_path, data_cfg: DataConfig) -> List[Op]:
-    """Read, substitute and validate a pipeline -> its ops (tsn_dali.data.ops).
+    """Read, substitute and validate a pipeline -> its ops (tsn_dali.data.plan.ops).
 
     Unknown ops and parameters, missing required parameters and values an op rejects
     raise ``PipelineError`` naming the pipeline file, the line and the closest valid name.
@@ -134,12 +134,12 @@ def load_pipeline(name_or_path, data_cfg: DataConfig) -> List[Op]:
 
 
 class ClipPlanner:
-    """Carries out a pipeline's ops (tsn_dali.data.ops) on sizes and indices only."""
+    """Carries out a pipeline's ops (tsn_dali.data.plan.ops) on sizes and indices only."""
 
     def __init__(self, ops: List[Op], seed: int = 0):
         for op in ops:
             if not isinstance(op, Op):
-                raise TypeError(f"ClipPlanner: expected pipeline ops (tsn_dali.data.ops), got {op!r}")
+                raise TypeError(f"ClipPlanner: expected pipeline ops (tsn_dali.data.plan.ops), got {op!r}")
         check_pipeline(list(ops))
         self.ops = list(ops)
         self.seed = int(seed)

@@ -18,7 +18,7 @@ frame indices, and with them the clip plans, mean the same frames as before.
 
 The trade-off: a shorter GOP means more keyframes, so bigger files (more bytes read and
 fed per clip) for fewer decoded frames. The DALI executors feed the decoder only the GOP
-pieces a clip needs (tsn_dali.data.slicing), so their cost follows the GOP: GOP 16 is
+pieces a clip needs (tsn_dali.data.render.slicing), so their cost follows the GOP: GOP 16 is
 about 8 x 8.5 frames per 8-frame clip, GOP 4 about 8 x 2.5 at larger files, all-intra
 (``--gop 1``) exactly the 8 frames at the largest files. The bench's ``gop`` part
 measures bytes, frames and clips/s of each (``--help`` shows one CPU run).
@@ -29,7 +29,7 @@ be read is reported and left out of the new list; the rest go on. Exit status 0 
 every video was written, 1 when some failed (listed in ``<out>/prepare_failed.txt``).
 
 ``python -m tsn_dali.prepare lists DATASET ...`` writes the lists themselves from Kinetics'
-or Something-Something V2's official annotation files (``tsn_dali.prepare_lists``).
+or Something-Something V2's official annotation files (``tsn_dali.prepare.lists``).
 """
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ import numpy as np
 
 from tsn_dali import cli
 from tsn_dali.engine.errors import UsageError
-from tsn_dali.data.annotations import AnnotationError, read_video_list
-from tsn_dali.data.videoio import video_extension, write_video
+from tsn_dali.data.index.annotations import AnnotationError, read_video_list
+from tsn_dali.data.media.videoio import video_extension, write_video
 
 DEFAULT_GOP = 16
 CODECS = ("h264", "vp9")
@@ -238,11 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["lists"]:  # python -m tsn_dali.prepare lists ...: official annotations to lists
-        from tsn_dali.prepare_lists import main as lists_main
-
-        return lists_main(argv[1:])
     args = build_parser().parse_args(argv)
     return cli.run_main(lambda: prepare_cli(args))
 
@@ -261,6 +256,3 @@ def prepare_cli(args) -> int:
         print(f"  {args.list}:{line}: {path}: {reason}", file=sys.stderr)
     return 1 if summary["failed"] else 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(cli.entry(main))

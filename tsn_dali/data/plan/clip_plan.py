@@ -1,6 +1,6 @@
 """ClipPlan: everything an executor needs to produce one sample's views.
 
-The planner (tsn_dali.data.planner) makes plans; executors (dali-gpu, dali-cpu,
+The planner (tsn_dali.data.plan.planner) makes plans; executors (dali-gpu, dali-cpu,
 reference) only carry them out, so the same plan gives the same frames and crops on
 every executor (DESIGN.md, "Randomness lives in one place").
 
@@ -23,12 +23,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class StreamFacts:
-    """The index's facts about one video that executors act on (tsn_dali.data.video_index).
+    """The index's facts about one video that executors act on (tsn_dali.data.index.video_index).
 
     ``codec``: PyAV's codec name ("h264", "vp9", ...; "jpeg" for rawframe folders);
     ``keyframes``/``keyframe_pts``: closed-GOP starts (frame numbers, pts); ``sliceable``:
-    clips can be cut out by packets (tsn_dali.data.slicing); the rest are NVDEC's
-    capability inputs (tsn_dali.data.executors.nvdec).
+    clips can be cut out by packets (tsn_dali.data.render.slicing); the rest are NVDEC's
+    capability inputs (tsn_dali.data.render.executors.nvdec).
     """
 
     codec: str = ""

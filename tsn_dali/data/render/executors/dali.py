@@ -5,10 +5,10 @@ carries from the index:
 
 - ``decoder``: DALI's video decoder reads the clip (NVDEC on ``dali-gpu``; on
   ``dali-cpu`` DALI's CPU decoder, which reads VP8/VP9/MJPEG only). It gets only what
-  the clip's frames need (tsn_dali.data.slicing: the GOP pieces from the keyframe
+  the clip's frames need (tsn_dali.data.render.slicing: the GOP pieces from the keyframe
   before each wanted frame, in an in-memory container, at sorted unique positions), and
   the graph restores the plan's order and repeats after decoding.
-- ``frames``: the frames are decoded on the CPU outside DALI (tsn_dali.data.decoding:
+- ``frames``: the frames are decoded on the CPU outside DALI (tsn_dali.data.media.decoding:
   decord as MMAction2's DecordDecode, PyAV as fallback, PIL for rawframes) and fed in;
   resizing, crops, flips and normalisation still run in DALI. Used for what the device's
   decoder cannot read (H.264/HEVC/MPEG-4 on the CPU; what NVDEC on this GPU cannot
@@ -25,7 +25,7 @@ threads for the frames path.
 Torch gets DALI's NFHWC output as a DLPack view (no copy): DALI's dynamic executor keeps
 a run's output alive while torch holds a reference, and returns the memory to its pool
 (in order on its own stream) when torch drops it. The loader's hand-off guard
-(tsn_dali.data.handoff) keeps it referenced until the kernels that read it are done.
+(tsn_dali.data.render.handoff) keeps it referenced until the kernels that read it are done.
 Pipelines are built once per (crops, out size, dtype, path, normalise, whole-frame resize
 or not, rearrangement or not), sized for the
 largest batch seen (smaller batches reuse them), and dropped by ``close()``.
@@ -43,14 +43,14 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from tsn_dali.data.decoding import decode_frames
+from tsn_dali.data.media.decoding import decode_frames
 from tsn_dali.data.errors import VideoDecodeError
-from tsn_dali.data.executors import dali_pipeline as graph
-from tsn_dali.data.executors.base import DECODES, check_render_args
-from tsn_dali.data.executors.nvdec import NvdecSupport
-from tsn_dali.data.handoff import finish_reading
-from tsn_dali.data.plan import ClipPlan, StreamFacts
-from tsn_dali.data.slicing import clip_input, unique_frames
+from tsn_dali.data.render.executors import dali_pipeline as graph
+from tsn_dali.data.render.executors.base import DECODES, check_render_args
+from tsn_dali.data.render.executors.nvdec import NvdecSupport
+from tsn_dali.data.render.handoff import finish_reading
+from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts
+from tsn_dali.data.render.slicing import clip_input, unique_frames
 
 logger = logging.getLogger(__name__)
 

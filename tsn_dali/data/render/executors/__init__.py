@@ -16,15 +16,15 @@ from typing import Optional
 import torch
 
 from tsn_dali.config import EXECUTORS  # the one list of executor names
-from tsn_dali.data.executors.base import DECODES, Executor
-from tsn_dali.data.executors.reference import ReferenceExecutor
+from tsn_dali.data.render.executors.base import DECODES, Executor
+from tsn_dali.data.render.executors.reference import ReferenceExecutor
 
 
 def _dali_importable() -> Optional[str]:
     """None where DALI and our DALI executor import; else the reason they do not."""
     try:
         import nvidia.dali  # noqa: F401
-        from tsn_dali.data.executors import dali  # noqa: F401
+        from tsn_dali.data.render.executors import dali  # noqa: F401
     except Exception as exc:  # ImportError, or a broken DALI install
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -37,7 +37,7 @@ def nvdec_unusable(device_id: int = 0) -> Optional[str]:
     the reason, one line. Asked once per process and GPU."""
     if not torch.cuda.is_available():
         return "no CUDA device"
-    from tsn_dali.data.executors.nvdec import nvdec_works
+    from tsn_dali.data.render.executors.nvdec import nvdec_works
 
     return nvdec_works(device_id)
 
@@ -109,7 +109,7 @@ def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_work
     if resolved == "reference":
         workers = decode_workers if reference_workers is None else reference_workers
         return ReferenceExecutor(device=device, workers=workers, filename_tmpl=filename_tmpl)
-    from tsn_dali.data.executors.dali import DaliExecutor  # lazy: DALI only when asked for
+    from tsn_dali.data.render.executors.dali import DaliExecutor  # lazy: DALI only when asked for
 
     dali_device = "cpu"
     if resolved == "dali-gpu":

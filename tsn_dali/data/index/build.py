@@ -2,7 +2,7 @@
 
 ``build_index`` takes every video whose cache entry still matches its file and probes the
 rest (``video_index.probe_video`` on a thread pool), saving partial progress as it goes
-(``tsn_dali.data.index_cache``).
+(``tsn_dali.data.index.cache``).
 
 Across ranks (``torch.distributed`` initialised, ``world_size > 1``, a cache folder every
 rank sees): rank r owns the unique paths ``r::world_size`` (interleaved, so every share
@@ -33,10 +33,10 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from tsn_dali.data import video_index
-from tsn_dali.data.index_cache import (IndexCache, check_cached, info_fields, info_row, list_folder,
+from tsn_dali.data.index import video_index
+from tsn_dali.data.index.cache import (IndexCache, check_cached, info_fields, info_row, list_folder,
                                        read_rows, row_info, sweep, write_rows)
-from tsn_dali.data.video_index import VideoIndex, VideoInfo
+from tsn_dali.data.index.video_index import VideoIndex, VideoInfo
 
 BUILD_PREFIX = "build-"
 SAVE_EVERY = 30.0  # seconds between partial saves

@@ -14,7 +14,7 @@ MJPEG (DALI 2.4's documentation). NVIDIA's NVDEC application note and DALI's iss
 A building decoder proves nothing (libnvcuvid loads at the first real decode), so every
 (codec, pixel format, profile) a data set holds is tried once per process with a real
 decode of a tiny in-memory clip cut from one of its own videos (its first frame, see
-tsn_dali.data.slicing). A format is judged undecodable only once ``CONFIRM`` different
+tsn_dali.data.render.slicing). A format is judged undecodable only once ``CONFIRM`` different
 videos of it failed (one damaged file must not send a whole format to the CPU); until
 then only the failing video is. A video either rule rejects goes to the frames path
 (decoded on the CPU, augmented on the GPU).
@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Dict, Optional, Tuple
 
-from tsn_dali.data.plan import StreamFacts
+from tsn_dali.data.plan.clip_plan import StreamFacts
 
 NVDEC_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "libdav1d", "libaom-av1", "mpeg4"})
 MIN_SIZE = {"h264": (48, 16), "mpeg4": (48, 16), "vp8": (48, 16), "hevc": (144, 144),
@@ -129,8 +129,8 @@ class NvdecSupport:
 
 def probe_decode(stream: StreamFacts, path: str, device_id: int) -> Optional[str]:
     """One real NVDEC decode of ``path``'s first frame (an in-memory slice): None, or why it failed."""
-    from tsn_dali.data.executors.dali_pipeline import first_line
-    from tsn_dali.data.slicing import first_frame_clip
+    from tsn_dali.data.render.executors.dali_pipeline import first_line
+    from tsn_dali.data.render.slicing import first_frame_clip
 
     try:
         clip = first_frame_clip(path, stream)
@@ -144,7 +144,7 @@ def decode_once(encoded, positions, device_id: int) -> Optional[str]:
     import numpy as np
     from nvidia.dali import Pipeline, fn, types
 
-    from tsn_dali.data.executors.dali_pipeline import first_line
+    from tsn_dali.data.render.executors.dali_pipeline import first_line
 
     pipe = Pipeline(batch_size=1, num_threads=1, device_id=device_id, exec_async=False,
                     exec_pipelined=False, prefetch_queue_depth=1)
@@ -171,7 +171,7 @@ def tiny_clip(codec: str = "h264", size: int = 160):
     import av
     import numpy as np
 
-    from tsn_dali.data.videoio import CODECS
+    from tsn_dali.data.media.videoio import CODECS
 
     encoder, ext = CODECS[codec]
     buf = io.BytesIO()

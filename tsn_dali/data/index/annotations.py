@@ -16,8 +16,10 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from tsn_dali.errors import UserError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(UserError, ValueError):
     """A bad annotation file or line; ``str`` is ``<file>:<line>: <what was expected>``."""
 
     def __init__(self, file: str, line: Optional[int], message: str):

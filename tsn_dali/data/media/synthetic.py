@@ -20,7 +20,7 @@ place and writes nothing (``generate`` returns ``written == 0``).
 
 CLI (also for benchmark sets, e.g. Kinetics-like 340x256, 300 frames, long GOP)::
 
-    python -m tsn_dali.data.synthetic OUT --videos N --frames F --size WxH \\
+    python -m tsn_dali.data.media.synthetic OUT --videos N --frames F --size WxH \\
         --codec h264|vp9|hevc|mpeg4 --gop G --fps 30 --classes C --seed S
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from tsn_dali import cli
-from tsn_dali.data.videoio import CODECS, write_video
+from tsn_dali.data.media.videoio import CODECS, write_video
 
 MANIFEST = "synthetic.json"
 FORMAT_VERSION = 1
@@ -394,7 +394,7 @@ def _parse_size(text: str) -> Tuple[int, int]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Generate a synthetic labelled video dataset (MMAction2 video-list layout)."""
     d = SyntheticSpec()
-    parser = argparse.ArgumentParser(prog="python -m tsn_dali.data.synthetic", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tsn_dali.data.media.synthetic", description=main.__doc__)
     parser.add_argument("out", help="dataset folder")
     parser.add_argument("--videos", type=int, default=d.videos, help="train + val videos (default %(default)s)")
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
