@@ -125,6 +125,49 @@ def test_no_folder_crowded():
         assert len(modules) <= 13, f"{folder}: {len(modules)} modules"
 
 
+def old_path_imports(folder: Path) -> list:
+    """``file:line: module`` for every import of a module path that moved in 0.2."""
+    from tsn_dali.data import MOVED
+
+    old = {f"tsn_dali.data.{name}" for name in MOVED}
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        name = module_name(path, folder) if folder.name == "tsn_dali" else ""
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            found += [f"{path}:{node.lineno}: {t}" for t in targets
+                      if any(t == o or t.startswith(o + ".") for o in old)]
+    return found
+
+
+@pytest.mark.parametrize("folder", ["tsn_dali", "tests", "benchmarks", "examples"])
+def test_nothing_of_ours_imports_an_old_path(folder):
+    root = PACKAGE.parent / folder
+    if not root.exists():
+        pytest.skip(f"no {folder}/")
+    assert old_path_imports(root) == []
+
+
+def test_old_path_finder_sees_relative_imports(tmp_path):
+    """The check can fail: a relative import of a moved module is found."""
+    pkg = tmp_path / "tsn_dali"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "tool.py").write_text("from .data.planner import ClipPlanner\nfrom .data.plan import ClipPlan\n")
+    assert old_path_imports(pkg) == [f"{pkg / 'tool.py'}:1: tsn_dali.data.planner",
+                                      f"{pkg / 'tool.py'}:1: tsn_dali.data.planner.ClipPlanner"]
+
+
 def test_old_module_paths_import_the_moved_modules_with_a_warning():
     import importlib
     import sys

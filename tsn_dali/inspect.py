@@ -20,11 +20,11 @@ from typing import List, Optional
 import numpy as np
 
 from tsn_dali import cli
-from .config import EXECUTORS, load_recipe
-from .data.errors import VideoDecodeError
-from .data.plan import ClipPlan
-from .data.planner import ClipPlanner, load_pipeline
-from .data.video_index import probe_video
+from tsn_dali.config import EXECUTORS, load_recipe
+from tsn_dali.data.errors import VideoDecodeError
+from tsn_dali.data.index.video_index import probe_video
+from tsn_dali.data.plan.clip_plan import ClipPlan
+from tsn_dali.data.plan.planner import ClipPlanner, load_pipeline
 
 
 def make_plan(recipe, video: str, split: str = "train", seed: int = 0, epoch: int = 0,
@@ -41,7 +41,7 @@ def make_plan(recipe, video: str, split: str = "train", seed: int = 0, epoch: in
 def render_with_executor(plan: ClipPlan, name: str = "reference",
                          filename_tmpl: str = "img_{:05}.jpg") -> np.ndarray:
     """``build_executor(name).render([plan])`` as uint8 ``[V, H, W, C]`` (crop-major)."""
-    from .data.executors import build_executor  # lazy: torch, and DALI for dali-*
+    from tsn_dali.data.render.executors import build_executor  # lazy: torch, and DALI for dali-*
 
     executor = build_executor(name, reference_workers=0, filename_tmpl=filename_tmpl)
     try:
