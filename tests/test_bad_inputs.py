@@ -1,7 +1,7 @@
 """Bad input and faults, end to end: every case is generated here and goes through the
 real entry points (tsn_dali.train / tsn_dali.test) or the loader they use.
 
-What each bad input gets is tabled in README.md ("Bad input and faults"). Unit-level
+What each bad input gets is tabled in docs/reliability.md. Unit-level
 checks live beside each module (test_video_index, test_annotations, test_config,
 test_planner, test_test, test_train, test_resume, test_dali_executor).
 """

@@ -45,7 +45,7 @@ def nvdec_unusable(device_id: int = 0) -> Optional[str]:
 def cuda_pairing(torch_cuda: Optional[str], dali_cuda: Optional[int]) -> Optional[str]:
     """None where torch's CUDA build (``torch.version.cuda``, e.g. '13.0') and DALI's
     (``nvidia.dali.__cuda_version__``, e.g. 12986) have the same major version, or one is
-    unknown; else the one-line advice of the README's "DALI and CUDA"."""
+    unknown; else the one-line advice of docs/data_path.md, "DALI and CUDA"."""
     try:
         torch_major = int(str(torch_cuda).split(".")[0])
         dali_major = int(dali_cuda) // 1000
@@ -54,7 +54,7 @@ def cuda_pairing(torch_cuda: Optional[str], dali_cuda: Optional[int]) -> Optiona
     if torch_major == dali_major:
         return None
     return (f"DALI is built for CUDA {dali_major} and torch for CUDA {torch_major}: install "
-            f"nvidia-dali-cuda{torch_major}0 in place of nvidia-dali-cuda{dali_major}0 (README: DALI and CUDA)")
+            f"nvidia-dali-cuda{torch_major}0 in place of nvidia-dali-cuda{dali_major}0 (docs/data_path.md: DALI and CUDA)")
 
 
 def _warn_cuda_pairing() -> None:
