@@ -79,11 +79,12 @@ def measure(checkouts: Dict[str, str], command: Sequence[str], rounds: int, warm
     return times, orders
 
 
-def report(rows: List[dict], command: Sequence[str], checkouts: Dict[str, str], orders, note: str) -> str:
+def report(rows: List[dict], command: Sequence[str], checkouts: Dict[str, str], orders, note: str,
+           warmup: int = 1) -> str:
     load = os.getloadavg()
     lines = [f"# Before/after: `{' '.join(command)}`", "",
              f"- command: `python benchmarks/ab.py {' '.join(f'--checkout {k}={v}' for k, v in checkouts.items())} "
-             f"--rounds {len(orders)} -- {' '.join(command)}`",
+             f"--rounds {len(orders)} --warmup {warmup} -- {' '.join(command)}`",
              f"- machine: {os.cpu_count()} CPU cores; load average at the end {load[0]:.2f}",
              f"- rounds: {len(orders)}, order rotated each round ({' / '.join(','.join(o) for o in orders)})"]
     if note:
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     rows = compare(times, next(iter(checkouts)))
-    text = report(rows, command, checkouts, orders, args.note)
+    text = report(rows, command, checkouts, orders, args.note, args.warmup)
     print(text, end="")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
