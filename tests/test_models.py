@@ -119,7 +119,7 @@ def test_pretrained_imagenet_file(tmp_path):
     assert msg.startswith(f"{path}: does not fit backbone mobileone_s0") and "\n" not in msg
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="bad.pth: not a readable state dict"):
+    with pytest.raises(CheckpointError, match="bad.pth: not a PyTorch checkpoint"):
         load_pretrained_backbone(model2, bad)
 
 

@@ -4,9 +4,10 @@ checkpoint as a tsn_dali checkpoint (``model``, ``recipe``, ``format``), loadabl
 
 Key mapping: tsn_dali.models.mmaction (MMAction2's ConvModule ResNet names -> torchvision;
 torchvision/timm/mmcls backbones unchanged; ``cls_head.fc_cls`` -> ``fc``).
-MMAction2 checkpoints may pickle mmengine objects in ``meta``/``message_hub``; they are
-refused unless ``--allow-pickle`` (trusted files only), which reads them with those
-objects replaced by empty stand-ins (mmengine need not be installed).
+MMAction2 checkpoints pickle mmengine and numpy objects in ``meta``/``message_hub``; they
+are read as inert stand-ins, nothing of theirs imported or run (mmengine need not be
+installed). A file naming any other class or function is refused; ``--allow-pickle``
+(trusted files only) reads it with full unpickling.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     mm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="recipe override, e.g. model.num_classes=174")
     mm.add_argument("--allow-pickle", action="store_true",
-                    help="read pickled non-tensor objects (trusted files only)")
+                    help="read the checkpoint with full unpickling: it can run code; trusted files only")
     args = parser.parse_args(argv)
 
     def convert():

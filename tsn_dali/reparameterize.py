@@ -58,10 +58,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("src", metavar="IN.pth")
     parser.add_argument("dst", metavar="OUT.pth")
     parser.add_argument("--backbone", help="for a bare state dict: the backbone (e.g. mobileone_s4)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="read the checkpoint with full unpickling: it can run code; trusted files only")
     args = parser.parse_args(argv)
 
     def reparameterize():
-        out = reparameterize_checkpoint(load_checkpoint(args.src), args.src, args.backbone)
+        out = reparameterize_checkpoint(load_checkpoint(args.src, allow_pickle=args.allow_pickle), args.src,
+                                        args.backbone)
         save_checkpoint(out, args.dst)
         print(f"{args.dst}: {out['recipe']['model']['backbone']} reparameterised (model.deploy: true)")
 

@@ -45,15 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", help="auto | dali-gpu | dali-cpu | reference (sets loader.executor)")
     p.add_argument("--amp", choices=AMP_CHOICES,
                    help="autocast dtype (default: train.amp; auto picks per device)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="read a checkpoint with full unpickling: it can run code; trusted files only")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
-def load_weights(model: torch.nn.Module, path, recipe) -> str:
-    """Load a tsn_dali or MMAction2 checkpoint into ``model``; returns which kind it was."""
+def load_weights(model: torch.nn.Module, path, recipe, allow_pickle: bool = False) -> str:
+    """Load a tsn_dali or MMAction2 checkpoint into ``model``; returns which kind it was.
+    Nothing in the file runs unless ``allow_pickle`` (engine.checkpoint.load_checkpoint)."""
     from tsn_dali.models.weights import check_state_dict, model_state_from
 
-    ckpt = load_checkpoint(path, allow_pickle=True)
+    ckpt = load_checkpoint(path, allow_pickle=allow_pickle)
     kind = "tsn_dali" if isinstance(ckpt.get("model"), dict) else "mmaction2"
     state = model_state_from(ckpt, path, recipe.model.backbone)
     hint = (f" (recipe {recipe.source}: model.backbone={recipe.model.backbone}, "
@@ -94,7 +97,7 @@ def prepare(args, info, recipe):
     if amp.warning and info.is_main:
         print(f"tsn_dali.test: warning: {amp.warning}", file=sys.stderr, flush=True)
     model = build_model(recipe.model)
-    kind = load_weights(model, args.checkpoint, recipe)
+    kind = load_weights(model, args.checkpoint, recipe, args.allow_pickle)
     model = model.to(info.device)
     if recipe.train.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -19,16 +19,14 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import types
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from tsn_dali.engine.errors import CheckpointError
+from tsn_dali.errors import CheckpointError
+from tsn_dali.models.safe_load import ALLOW_PICKLE_RISK, Inert, inert_class, load_checkpoint  # noqa: F401
 
 FORMAT = "tsn_dali"
 VERSION = 1
@@ -94,74 +92,6 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def load_checkpoint(path, map_location="cpu", allow_pickle: bool = False) -> dict:
-    """Read a checkpoint dict; one-line CheckpointError for a missing, truncated or foreign file.
-
-    ``weights_only=True`` first. MMAction2 checkpoints carry pickled mmengine objects in
-    ``meta``/``message_hub``; with ``allow_pickle`` such a file is read with full unpickling
-    after a warning (only for files you trust).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights_only" not in str(exc):
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
-                                  f"({_first_line(exc)})") from None
-        if not allow_pickle:
-            raise CheckpointError(f"{path}: holds pickled objects beyond tensors, e.g. mmengine's "
-                                  f"in an MMAction2 checkpoint ({_first_line(exc)}): pass "
-                                  f"--allow-pickle if you trust the file") from None
-        warnings.warn(f"{path}: holds pickled objects beyond tensors (an MMAction2 checkpoint?); "
-                      "loading it with full unpickling, classes that cannot be imported here "
-                      "(mmengine's) as placeholders", stacklevel=2)
-        try:
-            obj = torch.load(path, map_location=map_location, weights_only=False,
-                             pickle_module=_lenient_pickle)
-        except Exception as exc2:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
-                                  f"({_first_line(exc2)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt "
-                              f"({_first_line(exc)})") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
-    return obj
-
-
-class Placeholder:
-    """Stands in for a pickled object whose class cannot be imported (e.g. mmengine's
-    HistoryBuffer in an MMAction2 checkpoint's ``message_hub``); keeps its state."""
-
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
-
-    def __setstate__(self, state):
-        self.state = state
-
-
-class _LenientUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return type(name, (Placeholder,), {"__module__": module})
-
-
-_lenient_pickle = types.SimpleNamespace(Unpickler=_LenientUnpickler, load=pickle.load,
-                                        __name__="tsn_dali_lenient_pickle")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = [t.strip() for t in str(exc).strip().splitlines() if t.strip()]
-    for t in text:  # torch's weights_only refusal: the useful line is further down
-        if "Unsupported global" in t:
-            return t.split(" Please use")[0]
-    return text[0] if text else type(exc).__name__
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -13,6 +13,7 @@ from typing import Dict, Iterable, Optional
 import torch
 
 from tsn_dali.errors import CheckpointError
+from tsn_dali.models.safe_load import load_checkpoint
 from tsn_dali.models.backbones import CLASSIFIER_PREFIXES
 from tsn_dali.models.mmaction import convert_mmaction_state_dict
 
@@ -87,17 +88,13 @@ def imagenet_state_dict(obj, path) -> Dict[str, torch.Tensor]:
 
 def load_pretrained_backbone(model, path) -> None:
     """Load a local torchvision/timm ImageNet state dict into ``model.backbone``
-    (``torch.load(weights_only=True)``); classifier keys are dropped, a missing
+    (``safe_load.load_checkpoint``: weights only); classifier keys are dropped, a missing
     ``num_batches_tracked`` is tolerated, anything else that does not fit raises a
     one-line ``CheckpointError`` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: pretrained backbone file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable state dict ({first})") from None
+    obj = load_checkpoint(path)  # never runs code from the file (models.safe_load)
     state = imagenet_state_dict(obj, path)
     own = model.backbone.state_dict()
     state = {k: v for k, v in state.items() if k in own or not k.startswith(CLASSIFIER_PREFIXES)}
