@@ -124,3 +124,74 @@ def test_loader_state_maps_to_another_world_size():
     Loader.world_size = 2
     # 3 x 2 x 1 = 6 samples -> 1 batch of 2 x 2 ranks done (rounded down: none left out)
     assert train_mod.map_loader_state(saved, 2, 1, Loader())["batches_done"] == 1
+
+
+def test_temp_checkpoints_a_killed_write_left_are_promoted_or_removed(tmp_path):
+    """A complete latest.pth temp further on than latest.pth is promoted; a partial one, a
+    complete one behind latest.pth and a best.pth link temp are removed; a live writer's
+    temp is left alone. One line each."""
+    import os
+    import subprocess
+    import sys
+
+    from tsn_dali.engine.checkpoint import FORMAT, recover_temp_checkpoints
+
+    def ckpt(epoch, step):
+        return {"format": FORMAT, "model": {"w": torch.full((2,), float(step))}, "optimizer": {}, "epoch": epoch,
+                "step": step}
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    work = tmp_path / "w"
+    work.mkdir()
+    torch.save(ckpt(1, 10), work / "latest.pth")
+    torch.save(ckpt(2, 20), work / f".latest.pth.tmp{dead}")
+    lines = recover_temp_checkpoints(work)
+    assert len(lines) == 1 and "promoted" in lines[0]
+    assert torch.load(work / "latest.pth", weights_only=True)["step"] == 20
+
+    torch.save(ckpt(3, 30), work / "partial")
+    data = (work / "partial").read_bytes()
+    (work / f".latest.pth.tmp{dead}").write_bytes(data[: len(data) // 2])  # killed mid-write
+    (work / "partial").unlink()
+    torch.save(ckpt(1, 5), work / f".latest.pth.tmp{int(dead) + 0}x")  # not a temp name: left
+    (work / f".best.pth.tmp{dead}").write_bytes(b"")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (work / f".latest.pth.tmp{live.pid}").write_bytes(b"being written")
+        lines = recover_temp_checkpoints(work)
+        assert sorted(("incomplete" in x, ".best.pth" in x) for x in lines) == [(False, True), (True, False)]
+        assert (work / f".latest.pth.tmp{live.pid}").exists()  # its writer is running
+    finally:
+        live.kill()
+        live.wait()
+    (work / f".latest.pth.tmp{live.pid}").unlink()
+    assert torch.load(work / "latest.pth", weights_only=True)["step"] == 20
+    behind = work / f".latest.pth.tmp{dead}"
+    torch.save(ckpt(1, 10), behind)
+    assert "not further on" in recover_temp_checkpoints(work)[0] and not behind.exists()
+
+
+def test_resuming_a_finished_run_says_so_and_trains_nothing(setup, tmp_path, capsys):
+    import shutil
+
+    recipe = setup[0]
+    work = tmp_path / "done"
+    shutil.copytree(Path(setup[3]["work_dir"]), work)
+    before = (work / "latest.pth").read_bytes()
+    assert train_mod.main(_args(recipe, work, "--resume")) == 0
+    out = capsys.readouterr().out
+    assert "already finished (epoch 2 done, train.epochs is 2)" in out
+    assert (work / "latest.pth").read_bytes() == before
+
+
+def test_resume_without_latest_takes_the_last_epoch_checkpoint(setup, tmp_path, capsys):
+    import shutil
+
+    recipe = setup[0]
+    work = tmp_path / "lost_latest"
+    shutil.copytree(Path(setup[3]["work_dir"]), work)
+    (work / "latest.pth").unlink()
+    assert train_mod.resolve_resume("auto", work) == work / f"epoch_{EPOCHS}.pth"
+    assert train_mod.main(_args(recipe, work, "--resume")) == 0
+    assert f"epoch_{EPOCHS}.pth: already finished" in capsys.readouterr().out

@@ -177,3 +177,17 @@ def test_command_line_errors_are_returned_not_raised(capsys):
     assert "arguments are required: recipe" in capsys.readouterr().err
     assert train_mod.main(["--help"]) == 0
     assert "usage: python -m tsn_dali.train" in capsys.readouterr().out
+
+
+def test_a_run_whose_every_step_is_skipped_says_so_and_fails(tmp_path, data_root, model_builder, capsys):
+    """std 0: every loss is NaN; the run stops at the end of the first epoch, status 1, and no
+    checkpoint holds a NaN (batch-norm buffers included)."""
+    recipe = train_recipe(data_root, epochs=2)
+    work = tmp_path / "w"
+    assert train_mod.main([str(recipe), "--work-dir", str(work), "--device", "cpu", "--set", "data.std=[0,0,0]",
+                           "--set", "train.nan_policy=skip", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: every step of epoch 1 (3) had a non-finite loss")
+    for ckpt in work.glob("*.pth"):
+        state = torch.load(ckpt, weights_only=True)["model"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), ckpt

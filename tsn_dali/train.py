@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import re
 import random
 import signal
 import sys
@@ -45,7 +46,8 @@ from tsn_dali.config import load_recipe, recipe_to_yaml
 from tsn_dali.data.errors import LoaderStalled
 from tsn_dali.engine import distributed as dist_utils
 from tsn_dali.engine.amp import AMP_CHOICES, resolve_amp
-from tsn_dali.engine.checkpoint import FORMAT, VERSION, load_checkpoint, rng_state, set_rng_state, unwrap
+from tsn_dali.engine.checkpoint import (FORMAT, VERSION, load_checkpoint, recover_temp_checkpoints, rng_state,
+                                       set_rng_state, unwrap)
 from tsn_dali.engine.errors import CheckpointError, TrainingDiverged
 from tsn_dali.engine.evaluate import accuracy, gather_scores, score_split
 from tsn_dali.engine.logs import RunLog
@@ -146,12 +148,17 @@ def sync_buffers(model: torch.nn.Module, info) -> None:
 
 
 def resolve_resume(arg: Optional[str], work_dir: Path) -> Optional[Path]:
-    """``--resume`` value: a path, or 'auto' for ``<work_dir>/latest.pth`` (None when absent)."""
+    """``--resume`` value: a path, or 'auto' for ``<work_dir>/latest.pth``, else the highest
+    ``epoch_N.pth`` there (a run whose latest.pth was lost), else None (a new run)."""
     if arg is None:
         return None
     if arg == "auto":
         latest = work_dir / "latest.pth"
-        return latest if latest.is_file() else None
+        if latest.is_file():
+            return latest
+        numbered = [(int(m.group(1)), p) for p in work_dir.glob("epoch_*.pth")
+                    if (m := re.fullmatch(r"epoch_(\d+)\.pth", p.name)) and p.is_file()]
+        return max(numbered)[1] if numbered else None
     path = Path(arg)
     if not path.is_file():
         raise CheckpointError(f"{path}: --resume checkpoint file not found")
@@ -261,6 +268,7 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> Optional[dict]:
                                    run.optimizer.param_groups[0]["lr"], run.info.is_main and not run.args.no_progress,
                                    run.partial)
     run.partial = {}
+    step_at_start = run.step
     for batch in loader:
         batch_no = meter.got_batch()
         loss = run.step_fn.forward(batch.clips, batch.labels)
@@ -277,6 +285,10 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> Optional[dict]:
             mark_stopped(run, signalled)
             break
     meter.close()
+    if first < meter.batch_no and run.step == step_at_start and not run.stopped:
+        raise TrainingDiverged(
+            f"every step of epoch {epoch + 1} ({meter.batch_no - first}) had a non-finite loss and was skipped "
+            f"(train.nan_policy=skip): stopped; the model and {run.saver.latest} are as they were before it")
     if len(run.readback):  # the last batch reads back; fewer batches than len() breaks ClipLoader's contract
         raise RuntimeError(f"internal: the train loader gave {meter.batch_no - first} batches in epoch "
                            f"{epoch + 1}, expected {meter.num_steps - first}; losses left unchecked")
@@ -448,7 +460,13 @@ def train(args) -> dict:
     try:
         cfg = recipe.train
         work_dir = Path(args.work_dir or Path("work_dirs") / recipe.name)
+        if info.is_main:
+            for line in recover_temp_checkpoints(work_dir):
+                print(f"tsn_dali.train: {line}", flush=True)
+        dist_utils.barrier(info)
         resume_path, ckpt = open_checkpoint(args, work_dir)
+        if ckpt is not None and int(ckpt.get("epoch", 0)) >= cfg.epochs and not ckpt.get("loader"):
+            return already_finished(info, work_dir, resume_path, ckpt, cfg.epochs)
         seed = args.seed if args.seed is not None else (ckpt or {}).get("seed", 0)
         before = seed_everything(seed, args.deterministic)
         model = build_model(recipe.model).to(info.device)
@@ -470,7 +488,7 @@ def train(args) -> dict:
         del ckpt
         run.net = wrap(model, info, cfg.compile)
         run.step_fn = TrainStep(run.net, optimizer, amp=run.amp, grad_clip=cfg.grad_clip, mean=recipe.data.mean,
-                                std=recipe.data.std, scaler=scaler)
+                                std=recipe.data.std, scaler=scaler, skippable=cfg.nan_policy == "skip")
         if info.is_main:
             work_dir.mkdir(parents=True, exist_ok=True)
             (work_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
@@ -490,6 +508,17 @@ def train(args) -> dict:
         if before is not None:
             restore_determinism(before)
         dist_utils.cleanup(info)
+
+
+def already_finished(info, work_dir: Path, path, ckpt: dict, epochs: int) -> dict:
+    """The summary of a run resumed after its last epoch: nothing is trained, status 0."""
+    if info.is_main:
+        print(f"tsn_dali.train: {path}: already finished (epoch {int(ckpt['epoch'])} done, train.epochs is "
+              f"{epochs}); nothing to "
+              f"do (raise train.epochs to train further, or test it with python -m tsn_dali.test)", flush=True)
+    return {"work_dir": str(work_dir), "best_top1": ckpt.get("best_top1"), "history": list(ckpt.get("history", [])),
+            "checkpoint": str(path), "log": None, "steps": int(ckpt.get("step", 0)), "stopped": None,
+            "world_size": info.world_size, "stats": {}, "already_finished": True}
 
 
 def summarize(run: TrainingRun) -> dict:

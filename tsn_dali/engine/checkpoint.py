@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -57,6 +58,65 @@ def save_checkpoint(state: dict, path) -> Path:
         raise CheckpointError(f"{path}: could not write the checkpoint ({reason}); "
                               "the previous file there is unchanged") from exc
     return path
+
+
+TEMP_PATTERN = re.compile(r"^\.(?P<name>.+\.pth)\.tmp(?P<pid>\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
+    return True
+
+
+def _progress(ckpt: dict) -> tuple:
+    return int(ckpt.get("epoch") or 0), int(ckpt.get("step") or 0)
+
+
+def recover_temp_checkpoints(work_dir) -> list:
+    """Temp files a killed write left in ``work_dir`` (``.<name>.pth.tmp<pid>`` of a process
+    no longer running): a complete ``latest.pth`` temp that verifies (reads as a tsn_dali
+    training checkpoint, weights only) and is further on than ``latest.pth`` is promoted
+    to it; every other temp file is removed. Returns one line per file, saying which."""
+    folder = Path(work_dir)
+    lines = []
+    if not folder.is_dir():
+        return lines
+    for tmp in sorted(folder.iterdir()):
+        match = TEMP_PATTERN.match(tmp.name)
+        if not match or not tmp.is_file() or _alive(int(match.group("pid"))):
+            continue
+        final = folder / match.group("name")
+        verdict = "removed"
+        if final.name == "latest.pth":
+            try:
+                ckpt = load_checkpoint(tmp)
+                complete = ckpt.get("format") == FORMAT and all(k in ckpt for k in ("model", "optimizer", "epoch"))
+            except CheckpointError:
+                ckpt, complete = None, False
+            if complete:
+                try:
+                    newer = not final.is_file() or _progress(ckpt) > _progress(load_checkpoint(final))
+                except CheckpointError:  # latest.pth itself unreadable: the temp is better
+                    newer = True
+                if newer:
+                    os.replace(tmp, final)
+                    _fsync_dir(folder)
+                    lines.append(f"{tmp}: a complete checkpoint a stopped write left (epoch {_progress(ckpt)[0]}, "
+                                 f"step {_progress(ckpt)[1]}): promoted to {final}")
+                    continue
+                verdict = f"removed (complete, but not further on than {final})"
+            else:
+                verdict = "removed (incomplete: its write was stopped)"
+        tmp.unlink(missing_ok=True)
+        lines.append(f"{tmp}: a temp file a stopped write left: {verdict}")
+    return lines
 
 
 def link_or_copy(src, dst) -> None:

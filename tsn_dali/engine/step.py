@@ -46,12 +46,16 @@ class TrainStep:
     parameters are the ones clipped; ``amp``: a key of AMP_DTYPES; ``grad_clip``: max
     gradient norm, 0/None for none; ``scaler``: a torch.amp.GradScaler for fp16, else None.
     ``forward`` and ``update`` are the two halves, for a caller that looks at the loss in
-    between (``train.nan_policy: skip``).
+    between (``train.nan_policy: skip``). With ``skippable`` (that policy), ``forward`` first
+    copies the model's buffers (batch-norm running statistics and counts, which a training
+    forward updates in place) and ``skip`` puts them back, so a skipped step changes nothing:
+    no parameter, no optimiser state, no buffer. The copies are buffers only (a ResNet-50's
+    are about 0.2 MB), made on the device without a host sync.
     """
 
     def __init__(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, *, amp: str,
                  grad_clip: Optional[float], mean: Sequence[float], std: Sequence[float],
-                 scaler: Optional["torch.amp.GradScaler"] = None):
+                 scaler: Optional["torch.amp.GradScaler"] = None, skippable: bool = False):
         if amp not in AMP_DTYPES:
             raise ValueError(f"amp {amp!r}; expected one of {', '.join(AMP_DTYPES)}")
         self.net, self.optimizer, self.amp = net, optimizer, amp
@@ -59,8 +63,12 @@ class TrainStep:
         self.mean, self.std = tuple(mean), tuple(std)
         self.scaler = scaler
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.buffers = [b for b in net.buffers()] if skippable else []
+        self._saved_buffers: list = []
 
     def forward(self, clips: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.buffers:
+            self._saved_buffers = [b.detach().clone() for b in self.buffers]
         clips = prepare_clips(clips, self.mean, self.std, self.amp)
         with autocast(clips.device, self.amp):
             logits = self.net(clips)
@@ -82,8 +90,13 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
 
     def skip(self) -> None:
-        """Leave this step out: drop whatever gradients exist, touch no parameter."""
+        """Leave this step out: drop whatever gradients exist, touch no parameter, and put the
+        buffers its forward changed back as they were (``skippable``)."""
         self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buffer, saved in zip(self.buffers, self._saved_buffers):
+                buffer.copy_(saved)
+        self._saved_buffers = []
 
     def __call__(self, clips: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         loss = self.forward(clips, labels)
