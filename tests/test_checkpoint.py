@@ -32,7 +32,7 @@ def test_atomic_checkpoint_failure_keeps_previous_file(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError) as err:
         save_checkpoint({"model": {"w": torch.zeros(3)}, "epoch": 2}, path)
     msg = str(err.value)
-    assert "\n" not in msg and str(path) in msg and "No space left" in msg
+    assert "\n" not in msg and str(path) in msg and "no space left on device (needed ~1 MB" in msg
     assert _sha(path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pth"]  # temp file removed
     monkeypatch.undo()
@@ -81,3 +81,24 @@ def test_a_failed_best_link_raises_the_same_error_on_every_rank(tmp_path):
     assert set(res) == {0, 1}, res
     assert res[0] == res[1] and "best.pth: could not write the checkpoint" in (res[0].get("error") or ""), res
     assert (tmp_path / "ckpt" / "latest.pth").is_file()
+
+
+def test_torch_writer_full_disk_is_said_as_such(tmp_path, monkeypatch):
+    """torch's zip writer reports a short write as '[enforce fail at inline_container.cc:672]
+    . unexpected pos ...': said as a full disk with the size needed; other errors as they are."""
+    path = tmp_path / "latest.pth"
+
+    def short_write(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", short_write)
+    state = {"model": {"w": torch.zeros(3 * 2 ** 20)}}  # 12 MB
+    with pytest.raises(CheckpointError, match=r"no space left on device \(needed ~12 MB, \d+ MB free\)"):
+        save_checkpoint(state, path)
+
+    def other(obj, f):
+        raise RuntimeError("Parent directory does not exist.\nmore")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", other)
+    with pytest.raises(CheckpointError, match=r"\(Parent directory does not exist.\); the previous"):
+        save_checkpoint(state, path)

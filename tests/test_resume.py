@@ -195,3 +195,32 @@ def test_resume_without_latest_takes_the_last_epoch_checkpoint(setup, tmp_path, 
     assert train_mod.resolve_resume("auto", work) == work / f"epoch_{EPOCHS}.pth"
     assert train_mod.main(_args(recipe, work, "--resume")) == 0
     assert f"epoch_{EPOCHS}.pth: already finished" in capsys.readouterr().out
+
+
+def test_sigterm_exits_143_even_when_its_save_fails(setup, monkeypatch, tmp_path, capsys):
+    import errno
+
+    import tsn_dali.engine.checkpoint as ckpt_mod
+
+    recipe, real_builder, _, _ = setup
+
+    def builder_that_signals(cfg):
+        model = real_builder(cfg)
+        forward = model.forward
+
+        def forward_and_signal(x):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return forward(x)
+
+        model.forward = forward_and_signal
+        return model
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(train_mod, "build_model", builder_that_signals)
+    monkeypatch.setattr(ckpt_mod.os, "fsync", full_disk)
+    assert train_mod.main(_args(recipe, tmp_path / "w")) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stopped by SIGTERM, but the checkpoint was not saved" in err[0]
+    assert "no space left on device" in err[0]

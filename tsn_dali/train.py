@@ -293,7 +293,13 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> Optional[dict]:
         raise RuntimeError(f"internal: the train loader gave {meter.batch_no - first} batches in epoch "
                            f"{epoch + 1}, expected {meter.num_steps - first}; losses left unchecked")
     if run.stopped:
-        run.saver.save(lambda: run.state(epoch, loader.state_dict(), meter.partial()))
+        try:
+            run.saver.save(lambda: run.state(epoch, loader.state_dict(), meter.partial()))
+        except CheckpointError as exc:
+            if not run.signum:
+                raise
+            raise cli.Stopped(f"stopped by {run.stopped}, but the checkpoint was not saved: {exc}",
+                              EXIT_CODES.get(run.signum, 1)) from None
         run.log.write({"kind": "stopped", "epoch": epoch + 1, "iter": meter.batch_no, "step": run.step,
                        "reason": run.stopped, "checkpoint": str(run.saver.latest)})
         return None

@@ -16,8 +16,10 @@ An MMAction2 checkpoint is ``{'state_dict': {'backbone.*', 'cls_head.fc_cls.*'},
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import shutil
 import random
 import re
 from pathlib import Path
@@ -54,10 +56,36 @@ def save_checkpoint(state: dict, path) -> Path:
             tmp.unlink()
         except OSError:
             pass
-        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-        raise CheckpointError(f"{path}: could not write the checkpoint ({reason}); "
+        raise CheckpointError(f"{path}: could not write the checkpoint ({write_failure(exc, state, path.parent)}); "
                               "the previous file there is unchanged") from exc
     return path
+
+
+def state_bytes(obj) -> int:
+    """Bytes of the tensors in a (nested) checkpoint dict: about its size on disk."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(state_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(state_bytes(v) for v in obj)
+    return 0
+
+
+def write_failure(exc: BaseException, state, folder: Path) -> str:
+    """Why a write failed, in words: a full disk is said as such, with the size needed,
+    whether the OS said ENOSPC or torch's writer said only ``[enforce fail at
+    inline_container.cc] ... unexpected pos`` (how it reports a short write)."""
+    text = str(exc)
+    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
+        "inline_container" in text and ("unexpected pos" in text or "write" in text))
+    if full:
+        try:
+            free = f", {shutil.disk_usage(folder).free / 2 ** 20:.0f} MB free"
+        except OSError:
+            free = ""
+        return f"no space left on device (needed ~{max(1, round(state_bytes(state) / 2 ** 20))} MB{free})"
+    return getattr(exc, "strerror", None) or (text.splitlines() or [type(exc).__name__])[0]
 
 
 TEMP_PATTERN = re.compile(r"^\.(?P<name>.+\.pth)\.tmp(?P<pid>\d+)$")
@@ -129,7 +157,6 @@ def link_or_copy(src, dst) -> None:
         try:
             os.link(src, tmp)
         except OSError:
-            import shutil
             shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
     except OSError as exc:
