@@ -99,3 +99,55 @@ def test_real_label_maps_and_video_list(tmp_path):
     lst = write(tmp_path / "list.txt", f"demo.mp4 {k400.index('arm wrestling')}\ntest.mp4 0\n")
     records, _ = read_video_list(lst, VIDEOS, num_classes=len(k400))
     assert records[0].label == 6 and Path(records[0].path) == VIDEOS / "demo.mp4"
+
+
+def test_a_byte_order_mark_is_read_past(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    lst = tmp_path / "list.txt"
+    lst.write_bytes("\ufeffa.mp4 1\na.mp4 1\n".encode("utf-8"))
+    records, _ = read_video_list(lst, tmp_path)
+    assert [(r.line, r.label) for r in records] == [(1, 1), (2, 1)]
+    assert records[0].path == str(tmp_path / "a.mp4")  # no invisible \ufeff in the name
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b"a.mp4 1\ncaf\xe9.mp4 2\n", "list.txt:2: expected UTF-8 text, got byte 0xe9 at column 4"),
+    (b"a.mp4 1\x00\x00\n", "list.txt:1: expected text, got a NUL byte"),
+])
+def test_a_list_that_is_not_utf8_text_is_one_line_naming_the_line(tmp_path, raw, expected):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    lst = tmp_path / "list.txt"
+    lst.write_bytes(raw)
+    with pytest.raises(AnnotationError) as err:
+        read_video_list(lst, tmp_path, skip_bad=True)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_duplicates_are_found_and_told_apart(tmp_path):
+    from tsn_dali.data.index.annotations import duplicates
+
+    for name in "abc":
+        (tmp_path / f"{name}.mp4").write_bytes(b"x")
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.mp4 1\nb.mp4 2\na.mp4 1\nb.mp4 0\nc.mp4 0\n")
+    records, _ = read_video_list(lst, tmp_path)
+    repeated, conflicting = duplicates(records)
+    assert repeated == [f"{lst}:3: {tmp_path / 'a.mp4'} repeats line 1"]
+    assert conflicting == [f"{lst}:4: {tmp_path / 'b.mp4'}: line 2 says label 2, this one 0"]
+    assert duplicates(records[:2] + records[4:]) == ([], [])
+
+
+def test_duplicates_are_refused_at_test_and_reported_elsewhere(tmp_path, caplog):
+    from tsn_dali.data.errors import DatasetError
+    from tsn_dali.data.render.loader import check_duplicates
+
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.mp4 1\na.mp4 1\n")
+    records, _ = read_video_list(lst, tmp_path)
+    with pytest.raises(DatasetError, match="1 repeated line.*scored more than once.*allow_duplicates"):
+        check_duplicates(records, str(lst), "test", allowed=False)
+    check_duplicates(records, str(lst), "test", allowed=True)
+    with caplog.at_level("WARNING"):
+        check_duplicates(records, str(lst), "train", allowed=False)
+    assert "1 repeated line(s)" in caplog.text

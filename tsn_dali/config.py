@@ -85,6 +85,9 @@ class DataConfig:
     val_pipeline: str = "tsn_val"
     test_pipeline: str = "tsn_test_tencrop"
     on_bad_video: str = "skip"  # train time: skip (replace and count) | error
+    # a path listed twice (repeated, or with two labels): reported for train and val, refused
+    # for test (each video is scored once); true keeps such lines as listed everywhere
+    allow_duplicates: bool = False
     index_cache: Optional[str] = None  # default: <root>/.tsn_dali_index/
     index_workers: Optional[int] = None  # probe threads per rank; default: cores per local rank
 

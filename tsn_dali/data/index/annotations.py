@@ -5,10 +5,13 @@
 - rawframe list (MMAction2 RawframeDataset): ``frame_dir total_frames label`` per line;
 - label map: one class name a line, line ``i`` (0-based) is class ``i``.
 
-Blank lines and surrounding whitespace are ignored. A malformed line (wrong number of
-fields, a label that is not an integer or not below ``num_classes``, a file or folder
-that does not exist) raises ``AnnotationError("<file>:<line>: <what was expected>")``;
-with ``skip_bad=True`` the line is left out and its message returned in ``problems``.
+Lists are UTF-8 text; a byte-order mark (what some Windows editors write first) is read
+past, and a line that is not UTF-8 is one error naming it. Blank lines and surrounding
+whitespace are ignored. A malformed line (wrong number of fields, a label that is not an
+integer or not below ``num_classes``, a file or folder that does not exist) raises
+``AnnotationError("<file>:<line>: <what was expected>")``; with ``skip_bad=True`` the line
+is left out and its message returned in ``problems``. ``duplicates(records)`` finds a path
+listed twice (the same label: a duplicate line; another label: a conflict).
 """
 from __future__ import annotations
 
@@ -40,11 +43,38 @@ class VideoRecord:
 def _lines(list_file: str):
     if not os.path.isfile(list_file):
         raise AnnotationError(list_file, None, "annotation file not found")
-    with open(list_file, encoding="utf-8") as fh:
-        for number, text in enumerate(fh, start=1):
+    with open(list_file, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise AnnotationError(list_file, number, f"expected UTF-8 text, got byte 0x{raw[exc.start]:02x} at "
+                                      f"column {exc.start + 1} (save the list as UTF-8)") from None
+            if "\x00" in text:
+                raise AnnotationError(list_file, number, "expected text, got a NUL byte (a binary file?)")
             text = text.strip()
             if text:
                 yield number, text
+
+
+def duplicates(records: List[VideoRecord]) -> Tuple[List[str], List[str]]:
+    """(repeated, conflicting): one message per record whose path an earlier line of the
+    same list already gave, ``<file>:<line>: <path> repeats line N`` with the same label,
+    ``... line N says label A, this one B`` with another."""
+    first: dict = {}
+    repeated, conflicting = [], []
+    for record in records:
+        earlier = first.setdefault(record.path, record)
+        if earlier is record:
+            continue
+        where = f"{record.source}:{record.line}: {record.path}"
+        if earlier.label == record.label:
+            repeated.append(f"{where} repeats line {earlier.line}")
+        else:
+            conflicting.append(f"{where}: line {earlier.line} says label {earlier.label}, this one {record.label}")
+    return repeated, conflicting
 
 
 def _int_field(value: str, what: str) -> int:

@@ -404,6 +404,24 @@ def _build_index(recipe, records, progress: bool, rank: int, world_size: int):
                        progress=progress and rank == 0, rank=rank, world_size=world_size)
 
 
+def check_duplicates(records, list_file, split: str, allowed: bool, rank: int = 0) -> None:
+    """A path listed more than once: refused for test, where each video is scored once
+    (DatasetError naming the first), and said in one warning line for train and val, unless
+    ``data.allow_duplicates``."""
+    from tsn_dali.data.index.annotations import duplicates
+
+    repeated, conflicting = duplicates(records)
+    if allowed or not (repeated or conflicting):
+        return
+    summary = (f"{len(repeated)} repeated line(s) and {len(conflicting)} with a conflicting label, e.g. "
+               f"{(conflicting or repeated)[0]}")
+    if split == "test":
+        raise DatasetError(list_file, f"{summary}: a video would be scored more than once (data.allow_duplicates: "
+                           "true scores the lines as listed)")
+    if rank == 0:
+        logger.warning("%s: %s; kept as listed (data.allow_duplicates: true silences this)", list_file, summary)
+
+
 def bad_video_policy(recipe, split: str) -> str:
     """``recipe.test.on_bad_video`` for test, ``recipe.data.on_bad_video`` for train and val."""
     return recipe.test.on_bad_video if split == "test" else recipe.data.on_bad_video
@@ -441,6 +459,7 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
     else:
         records, problems = read_video_list(list_file, prefix, num_classes=recipe.model.num_classes,
                                             skip_bad=policy == "skip")
+    check_duplicates(records, list_file, split, data.allow_duplicates, rank)
     index = _build_index(recipe, records, progress, rank, world_size)
     bad = [(r, index[r.path].error or "no frames") for r in records if not index[r.path].ok]
     if bad and policy == "error":
