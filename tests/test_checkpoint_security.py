@@ -5,7 +5,6 @@ convert, reparameterize), each malicious file of helpers.evil_checkpoints: the p
 never runs, the command exits non-zero with one line on stderr. MMAction2's own metadata
 (mmengine objects, numpy values) is read as inert stand-ins without --allow-pickle; only
 --allow-pickle unpickles fully, after one line naming the risk."""
-import os
 
 import pytest
 import torch

@@ -130,7 +130,6 @@ def test_temp_checkpoints_a_killed_write_left_are_promoted_or_removed(tmp_path):
     """A complete latest.pth temp further on than latest.pth is promoted; a partial one, a
     complete one behind latest.pth and a best.pth link temp are removed; a live writer's
     temp is left alone. One line each."""
-    import os
     import subprocess
     import sys
 

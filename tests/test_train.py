@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 HERE = Path(__file__).resolve().parent
 from helpers.tiny_train import make_videos, train_recipe  # noqa: E402
@@ -30,6 +31,29 @@ def model_builder():
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     return make_videos(tmp_path_factory.mktemp("tiny_train"), num_videos=6)
+
+
+def nan_from_step(monkeypatch, first: int, last: float = float("inf")) -> None:
+    """The model's training forward gets NaN pixels in its ``first``-th to ``last``-th calls
+    (1-based): the loss turns non-finite, and batch norm's running statistics would too, as
+    with a zero std or a diverging lr."""
+    calls = {"n": 0}
+
+    def builder(cfg):
+        model = build_model(cfg)
+        forward = model.forward
+
+        def poisoned(x):
+            if model.training:
+                calls["n"] += 1
+                if first <= calls["n"] <= last:
+                    return forward(x * float("nan"))
+            return forward(x)
+
+        model.forward = poisoned
+        return model
+
+    monkeypatch.setattr(train_mod, "build_model", builder)
 
 
 def _sha(path):
@@ -86,17 +110,18 @@ def one_epoch(data_root, tmp_path_factory):
 
 @pytest.mark.parametrize("log_interval", [1, 3])
 def test_nan_loss_stops_without_touching_checkpoints(one_epoch, tmp_path, model_builder, capsys,
-                                                     log_interval):
+                                                     log_interval, monkeypatch):
     recipe, trained = one_epoch
     work = tmp_path / "work"
     shutil.copytree(trained, work)
     trained_logs = {p.name for p in work.glob("train_*.jsonl")}
     latest, best = _sha(work / "latest.pth"), _sha(work / "best.pth")
-    # lr = inf: the first step of epoch 2 makes the weights inf/nan, the second loss is nan.
+    # The second loss of epoch 2 is NaN (as an lr that makes the weights inf would make it).
     # With log_interval 3 the losses are read back at step 3 only: the report still names
     # step 2, the first non-finite one.
+    nan_from_step(monkeypatch, 2)
     assert train_mod.main([str(recipe), "--work-dir", str(work), "--device", "cpu", "--resume",
-                           "--set", "train.lr=.inf", "--set", f"train.log_interval={log_interval}",
+                           "--set", f"train.log_interval={log_interval}",
                            "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: loss is nan at epoch 2, step 2/3 (global step 5)"), err
@@ -130,12 +155,13 @@ def test_checkpoint_write_failure_in_a_run_keeps_latest(one_epoch, tmp_path, mod
     assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
-def test_nan_loss_skip_policy_counts_skipped_steps(tmp_path, data_root, model_builder):
+def test_nan_loss_skip_policy_counts_skipped_steps(tmp_path, data_root, model_builder, monkeypatch):
     recipe = train_recipe(data_root, epochs=1)
+    nan_from_step(monkeypatch, 2)
     summary = train_mod.run([str(recipe), "--work-dir", str(tmp_path / "w"), "--device", "cpu",
-                              "--set", "train.lr=.inf", "--set", "train.nan_policy=skip",
+                              "--set", "train.nan_policy=skip",
                               "--no-progress"])
-    # step 1 is applied (finite loss, weights become inf/nan), steps 2 and 3 are skipped
+    # step 1 is applied (finite loss), steps 2 and 3 (NaN losses) are skipped
     assert summary["history"][0]["skipped_steps"] == 2 and summary["steps"] == 1
 
 
@@ -180,15 +206,31 @@ def test_command_line_errors_are_returned_not_raised(capsys):
     assert "usage: python -m tsn_dali.train" in capsys.readouterr().out
 
 
-def test_a_run_whose_every_step_is_skipped_says_so_and_fails(tmp_path, data_root, model_builder, capsys):
-    """std 0: every loss is NaN; the run stops at the end of the first epoch, status 1, and no
+def test_a_run_whose_every_step_is_skipped_says_so_and_fails(tmp_path, data_root, model_builder, capsys,
+                                                             monkeypatch):
+    """Every loss NaN: the run stops at the end of the first epoch, status 1, and no
     checkpoint holds a NaN (batch-norm buffers included)."""
     recipe = train_recipe(data_root, epochs=2)
     work = tmp_path / "w"
-    assert train_mod.main([str(recipe), "--work-dir", str(work), "--device", "cpu", "--set", "data.std=[0,0,0]",
+    nan_from_step(monkeypatch, 1)
+    assert train_mod.main([str(recipe), "--work-dir", str(work), "--device", "cpu",
                            "--set", "train.nan_policy=skip", "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: every step of epoch 1 (3) had a non-finite loss")
     for ckpt in work.glob("*.pth"):
         state = torch.load(ckpt, weights_only=True)["model"]
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), ckpt
+
+
+def test_checkpoints_after_skipped_steps_hold_no_nan(tmp_path, data_root, model_builder, monkeypatch):
+    """NaN pixels in step 2 of 3: skipped, and its batch-norm statistics put back, so the
+    epoch's checkpoint is finite everywhere (before, 40 buffers of it were NaN)."""
+    recipe = train_recipe(data_root, epochs=1)
+    work = tmp_path / "w"
+    nan_from_step(monkeypatch, 2, 2)
+    summary = train_mod.run([str(recipe), "--work-dir", str(work), "--device", "cpu",
+                             "--set", "train.nan_policy=skip", "--no-progress"])
+    assert summary["history"][0]["skipped_steps"] == 1 and summary["steps"] == 2
+    state = torch.load(work / "latest.pth", weights_only=True)["model"]
+    buffers = [k for k in state if "running_" in k]
+    assert buffers and all(torch.isfinite(state[k]).all() for k in buffers)

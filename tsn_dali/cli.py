@@ -16,6 +16,7 @@ Each ``tsn_dali.X`` module has ``run(...)`` for programs (returns its result, ra
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Callable, Optional, Sequence
@@ -32,6 +33,14 @@ class Stopped(Exception):
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.code = code
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line (``prog: error: ...; see --help``) with
+    status 2, where argparse prints its whole usage block first."""
+
+    def error(self, message):
+        self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def user_errors() -> tuple:
@@ -94,4 +103,4 @@ def entry(main: Callable[[Optional[Sequence[str]]], int]) -> int:
     return status
 
 
-__all__ = ["OK", "STALLED", "USAGE", "USER_ERROR", "Stopped", "UsageError", "entry", "run_main", "user_errors"]
+__all__ = ["OK", "STALLED", "USAGE", "USER_ERROR", "ArgumentParser", "Stopped", "UsageError", "entry", "run_main", "user_errors"]

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import math
 import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +24,16 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from tsn_dali.errors import UserError
+from tsn_dali.errors import UsageError, UserError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_ROOT.parent
 PIPELINES_DIR = PROJECT_ROOT / "pipelines"
 RECIPES_DIR = PROJECT_ROOT / "recipes"
+
+
+class OverrideSyntaxError(UsageError):
+    """A ``--set`` that is not ``key=value``: a bad command line (status 2)."""
 
 
 class RecipeError(UserError, ValueError):
@@ -239,15 +245,72 @@ class _LineLoader(YamlLoader):
     """YamlLoader that remembers the line of every mapping key (dotted path -> line)."""
 
 
-def _load_yaml_with_lines(path: Path) -> Tuple[Any, Dict[str, int]]:
-    text = path.read_text()
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few KB; a bigger file is not one
+MAX_YAML_NODES = 100_000  # values after every alias is expanded (a recipe has a few hundred)
+
+
+def expanded_size(node, budget: int = MAX_YAML_NODES) -> int:
+    """How many nodes ``node`` holds once every alias is expanded (an alias repeats its
+    anchor's whole subtree), counted once per distinct node: linear in the file however
+    far the aliases expand. Stops counting past ``budget``."""
+    sizes: Dict[int, int] = {}
+
+    def size(n) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        sizes[id(n)] = budget + 1  # a node inside itself (a recursive alias): over budget
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(child) for child in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in n.value)
+        sizes[id(n)] = total = min(total, budget + 1)
+        return total
+
+    return size(node)
+
+
+def read_text_file(path: Path, what: str = "recipe", limit: int = MAX_RECIPE_BYTES) -> str:
+    """A YAML file's text: one RecipeError for one too big (``limit`` bytes), not UTF-8, or
+    binary."""
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise RecipeError(path, "", f"cannot read the {what}: {exc.strerror or exc}") from None
+    if size > limit:
+        raise RecipeError(path, "", f"the file is {size / 2 ** 20:.1f} MB; a {what} is at most "
+                          f"{limit / 2 ** 20:g} MB of YAML")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise RecipeError(path, "", f"expected UTF-8 text, got byte 0x{raw[exc.start]:02x}", line) from None
+    if "\x00" in text:
+        raise RecipeError(path, "", "expected YAML text, got a NUL byte (a binary file?)",
+                          text[:text.index("\x00")].count("\n") + 1)
+    return text
+
+
+def compose_bounded(text: str, path, loader=None):
+    """``yaml.compose`` of ``text``, refused (RecipeError naming ``path``) where its aliases
+    expand past MAX_YAML_NODES values: an alias bomb is caught before anything expands it."""
+    try:
+        node = yaml.compose(text, Loader=loader or _LineLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RecipeError(path, "", f"not valid YAML: {problem}", line) from None
+    if node is not None and expanded_size(node) > MAX_YAML_NODES:
+        raise RecipeError(path, "", f"its aliases expand to more than {MAX_YAML_NODES:,} values (an alias "
+                          "bomb?); a recipe needs a few hundred")
+    return node
+
+
+def _load_yaml_with_lines(path: Path) -> Tuple[Any, Dict[str, int]]:
+    text = read_text_file(path)
+    node = compose_bounded(text, path)
     lines: Dict[str, int] = {}
 
     def walk(n, prefix):
@@ -264,6 +327,18 @@ def _load_yaml_with_lines(path: Path) -> Tuple[Any, Dict[str, int]]:
 
 
 # --------------------------------------------------------------------------- conversion
+
+
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 60
+_SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = 6
+_SHOW.maxlevel = 3
+
+
+def show(value) -> str:
+    """``repr(value)`` for a one-line message, bounded (nested and long values elided): an
+    expanded alias is never formatted whole."""
+    return _SHOW.repr(value)
 
 
 def _type_name(tp) -> str:
@@ -295,12 +370,12 @@ def _convert(value, tp, key: str, where):
         return _build(tp, value, key, where)
     if origin in (list, List):
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(file, key, f"expected {_type_name(tp)}, got {value!r}", line)
+            raise RecipeError(file, key, f"expected {_type_name(tp)}, got {show(value)}", line)
         (inner,) = typing.get_args(tp)
         return [_convert(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]
     if origin in (dict, Dict):
         if not isinstance(value, dict):
-            raise RecipeError(file, key, f"expected {_type_name(tp)}, got {value!r}", line)
+            raise RecipeError(file, key, f"expected {_type_name(tp)}, got {show(value)}", line)
         kt, vt = typing.get_args(tp)
         return {_convert(k, kt, f"{key}.{k}", where): _convert(v, vt, f"{key}.{k}", where)
                 for k, v in value.items()}
@@ -316,7 +391,7 @@ def _convert(value, tp, key: str, where):
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise RecipeError(file, key, f"expected {_type_name(tp)}, got {value!r}", line)
+    raise RecipeError(file, key, f"expected {_type_name(tp)}, got {show(value)}", line)
 
 
 def _build(cls, data: dict, prefix: str, where):
@@ -341,12 +416,12 @@ def _check_values(recipe: Recipe, where) -> None:
     for dotted, allowed in CHOICES.items():
         value = _get(recipe, dotted)
         if value not in allowed:
-            raise RecipeError(file, dotted, f"expected one of {', '.join(allowed)}, got {value!r}",
+            raise RecipeError(file, dotted, f"expected one of {', '.join(allowed)}, got {show(value)}",
                               lines.get(dotted))
     for dotted in POSITIVE:
         value = _get(recipe, dotted)
         if value <= 0:
-            raise RecipeError(file, dotted, f"expected a positive integer, got {value!r}",
+            raise RecipeError(file, dotted, f"expected a positive integer, got {show(value)}",
                               lines.get(dotted))
     if recipe.loader.prefetch < 0:
         raise RecipeError(file, "loader.prefetch", "expected 0 (render in the caller) or more, got "
@@ -361,6 +436,11 @@ def _check_values(recipe: Recipe, where) -> None:
     if recipe.data.index_workers is not None and recipe.data.index_workers <= 0:
         raise RecipeError(file, "data.index_workers", "expected a positive integer or null",
                           lines.get("data.index_workers"))
+    for dotted, rule, ok in _RANGES:
+        value = _get(recipe, dotted)
+        values = value if isinstance(value, list) else [value]
+        if not all(v is None or (math.isfinite(v) and ok(v)) for v in values):
+            raise RecipeError(file, dotted, f"expected {rule}, got {show(value)}", lines.get(dotted))
     if not 0.0 <= recipe.model.dropout < 1.0:
         raise RecipeError(file, "model.dropout", "expected 0 <= dropout < 1", lines.get("model.dropout"))
     ms = recipe.train.milestones
@@ -379,6 +459,22 @@ def _check_values(recipe: Recipe, where) -> None:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise RecipeError(file, key, f"no pipeline '{name}' in {PIPELINES_DIR}{hint}",
                               lines.get(key))
+
+
+MAX_EPOCHS = 100_000
+
+# Numbers that must be finite and in range (a list: each value). null passes (e.g. grad_clip).
+_RANGES = (
+    ("train.lr", "a finite learning rate > 0", lambda v: v > 0),
+    ("train.momentum", "0 <= momentum < 1", lambda v: 0 <= v < 1),
+    ("train.weight_decay", "a finite weight decay >= 0", lambda v: v >= 0),
+    ("train.grad_clip", "a finite gradient-norm clip > 0, or null for none", lambda v: v > 0),
+    ("train.gamma", "0 < gamma <= 1", lambda v: 0 < v <= 1),
+    ("train.epochs", f"at most {MAX_EPOCHS:,} epochs", lambda v: v <= MAX_EPOCHS),
+    ("model.init_std", "a finite std >= 0", lambda v: v >= 0),
+    ("data.mean", "3 finite values", lambda v: True),
+    ("data.std", "3 finite values > 0 (pixels are divided by them)", lambda v: v > 0),
+)
 
 
 def _get(obj, dotted: str):
@@ -439,13 +535,18 @@ def _read_with_bases(path: Path, seen=()) -> Tuple[dict, Dict[str, int], Dict[st
 def parse_override(text: str) -> Tuple[str, Any]:
     """``key.sub=value`` -> (``key.sub``, YAML-parsed value; ``off``/``on``/``yes``/``no`` stay
     strings, as in recipe files)."""
-    if "=" not in text:
-        raise RecipeError("--set", text, "expected key=value, e.g. --set train.lr=0.02")
-    key, raw = text.split("=", 1)
+    key, sep, raw = text.partition("=")
     key = key.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise OverrideSyntaxError(f"--set {show(text)}: expected key=value with a dotted key, e.g. --set train.lr=0.02")
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise OverrideSyntaxError(f"--set {key}: the value is over {MAX_RECIPE_BYTES / 2 ** 20:g} MB")
     try:
+        compose_bounded(raw, "--set", YamlLoader)
         value = load_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except RecipeError as err:
+        if "alias" in err.message:
+            raise RecipeError("--set", key, err.message) from None
         value = raw
     return key, value
 
@@ -536,12 +637,11 @@ def resolve_data_path(recipe: Recipe, rel: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m tsn_dali.config RECIPE [--set k=v ...]``: validate and print the resolved recipe."""
-    import argparse
+    from tsn_dali import cli
 
-    parser = argparse.ArgumentParser(prog="python -m tsn_dali.config", description=main.__doc__)
+    parser = cli.ArgumentParser(prog="python -m tsn_dali.config", description=main.__doc__)
     parser.add_argument("recipe")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    from tsn_dali import cli
 
     args = parser.parse_args(argv)
     return cli.run_main(lambda: print(recipe_to_yaml(load_recipe(args.recipe, args.overrides)), end=""))

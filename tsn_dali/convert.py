@@ -11,7 +11,6 @@ installed). A file naming any other class or function is refused; ``--allow-pick
 """
 from __future__ import annotations
 
-import argparse
 from typing import List, Optional
 
 
@@ -50,7 +49,7 @@ def convert_mmaction_checkpoint(src, dst, recipe_path, allow_pickle: bool = Fals
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tsn_dali.convert", description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(prog="python -m tsn_dali.convert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="kind", required=True)
     mm = sub.add_parser("mmaction", help="MMAction2 TSN checkpoint -> tsn_dali checkpoint")
     mm.add_argument("src", metavar="IN.pth")

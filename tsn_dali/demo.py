@@ -43,7 +43,7 @@ LOADER_NOTES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tsn_dali.demo", description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="python -m tsn_dali.demo", description=__doc__.splitlines()[0])
     p.add_argument("--work-dir", default="work_dirs/demo", help="checkpoints, plot, report")
     p.add_argument("--data-dir", default=None,
                    help="where the dataset is generated (default data/demo, data/demo_quick with --quick)")

@@ -23,7 +23,6 @@ writes benchmarks/results/flops.md.
 """
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from math import prod
 from pathlib import Path
@@ -293,7 +292,7 @@ def report(rows: List[dict]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m tsn_dali.flops [RECIPE ...] [--out FILE]``: the table, printed and written."""
-    parser = argparse.ArgumentParser(prog="python -m tsn_dali.flops", description=main.__doc__)
+    parser = cli.ArgumentParser(prog="python -m tsn_dali.flops", description=main.__doc__)
     parser.add_argument("recipes", nargs="*", help="recipe files (default: every recipe in recipes/)")
     parser.add_argument("--out", default=str(RESULTS), help=f"markdown file (default {RESULTS})")
     args = parser.parse_args(argv)

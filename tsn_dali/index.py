@@ -34,7 +34,7 @@ SHOWN = 20  # bad videos printed; all of them go to the report file
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tsn_dali.index", description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="python -m tsn_dali.index", description=__doc__.splitlines()[0])
     p.add_argument("recipe", help="recipe YAML (a path, or a file name under recipes/)")
     p.add_argument("--split", choices=(*SPLITS, "all"), default="all")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

@@ -13,7 +13,6 @@ exit status 1.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from typing import List, Optional
 
@@ -86,7 +85,7 @@ def describe(info, plan: ClipPlan, split: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tsn_dali.inspect", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog="python -m tsn_dali.inspect", description=__doc__.split("\n")[0])
     parser.add_argument("recipe")
     parser.add_argument("--video", required=True)
     parser.add_argument("--split", choices=("train", "val", "test"), default="train")

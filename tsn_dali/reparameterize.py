@@ -8,7 +8,6 @@ with ``--backbone`` (and ``--num-classes`` if not the fc's). OUT holds ``model``
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import List, Optional
 
@@ -53,7 +52,7 @@ def reparameterize_checkpoint(ckpt: dict, path, backbone: Optional[str] = None) 
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tsn_dali.reparameterize",
+    parser = cli.ArgumentParser(prog="python -m tsn_dali.reparameterize",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("src", metavar="IN.pth")
     parser.add_argument("dst", metavar="OUT.pth")

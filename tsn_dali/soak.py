@@ -246,7 +246,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tsn_dali.soak", description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="python -m tsn_dali.soak", description=__doc__.splitlines()[0])
     p.add_argument("--recipe", default=str(RECIPES_DIR / "demo.yaml"))
     p.add_argument("--executors", help="comma-separated (default dali-cpu,reference; dali-gpu,reference "
                    "with --device cuda)")

@@ -36,7 +36,7 @@ from tsn_dali.train import build_model
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tsn_dali.test", description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="python -m tsn_dali.test", description=__doc__.splitlines()[0])
     p.add_argument("recipe", help="recipe YAML (a path, or a file name under recipes/)")
     p.add_argument("checkpoint", help="tsn_dali or MMAction2 checkpoint (.pth)")
     p.add_argument("--dump", help="write per-video predictions to this pickle (MMAction2 --dump form)")

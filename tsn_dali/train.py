@@ -32,6 +32,7 @@ import re
 import random
 import signal
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from tsn_dali.engine.meters import EpochMeter, LossReadback
 from tsn_dali.engine.optim import build_optimizer, build_scheduler, scaled_lr, set_lr
 from tsn_dali.engine.saver import CheckpointSaver
 from tsn_dali.engine.signals import EXIT_CODES, StopRequest
+from tsn_dali.errors import UsageError
 from tsn_dali.engine.step import TrainStep
 
 
@@ -68,7 +70,7 @@ def build_model(model_cfg):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tsn_dali.train", description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="python -m tsn_dali.train", description=__doc__.splitlines()[0])
     p.add_argument("recipe", help="recipe YAML (a path, or a file name under recipes/)")
     p.add_argument("--work-dir", help="checkpoints and logs (default: work_dirs/<recipe name>)")
     p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
@@ -86,11 +88,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", help="local ImageNet backbone weights (sets model.pretrained)")
     p.add_argument("--executor", help="auto | dali-gpu | dali-cpu | reference (sets loader.executor)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--epochs", type=int, help="override train.epochs")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in total, "
+    p.add_argument("--epochs", type=positive_int, help="override train.epochs")
+    p.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps in total, "
                    "saving a resumable latest.pth (for short checks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse says a bad one in one line, status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def check_inputs(recipe, work_dir: Path, splits=("train", "val")) -> None:
+    """Everything a run will need, checked before its first step (one line each, nothing
+    trained first): the work dir can be written, and the list of every split it will use
+    exists and reads as a list (the videos themselves are checked when indexed)."""
+    from tsn_dali.config import RecipeError, resolve_data_path
+    from tsn_dali.data.index.annotations import read_rawframe_list, read_video_list
+
+    check_work_dir(work_dir)
+    read = read_rawframe_list if recipe.data.format == "rawframes" else read_video_list
+    for split in splits:
+        rel = getattr(recipe.data, f"{split}_list")
+        if not rel:
+            raise RecipeError(recipe.source or "<recipe>", f"data.{split}_list",
+                              f"expected an annotation list for the {split} split (train uses it)")
+        read(resolve_data_path(recipe, rel), check_files=False, skip_bad=True)
+
+
+def check_work_dir(work_dir: Path) -> None:
+    """--work-dir: made if missing, then a file written and removed there; a file in its
+    place, or a folder that cannot be made or written (read-only, /proc), is a UsageError."""
+    path = Path(work_dir)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--work-dir {work_dir}: is a file; expected a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--work-dir {work_dir}: cannot write there ({exc.strerror or exc})") from None
 
 
 def recipe_overrides(args) -> List[str]:
@@ -466,6 +510,7 @@ def train(args) -> dict:
     try:
         cfg = recipe.train
         work_dir = Path(args.work_dir or Path("work_dirs") / recipe.name)
+        check_inputs(recipe, work_dir)
         if info.is_main:
             for line in recover_temp_checkpoints(work_dir):
                 print(f"tsn_dali.train: {line}", flush=True)

@@ -1,7 +1,6 @@
 """``python -m tsn_dali.bench``: the parts, run one after another, and the command line."""
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import sys
@@ -190,7 +189,7 @@ def run(args, argv: Sequence[str]) -> dict:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):
-    p = argparse.ArgumentParser(prog="python -m tsn_dali.bench",
+    p = cli.ArgumentParser(prog="python -m tsn_dali.bench",
                                 description="Loader, model and end-to-end clips/s of a recipe, side by side.")
     p.add_argument("recipe", help="recipe YAML (e.g. recipes/k400_r50.yaml)")
     p.add_argument("--videos", nargs="+", default=[], metavar="DIR_OR_LIST",

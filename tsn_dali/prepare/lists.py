@@ -381,7 +381,7 @@ def reencode(summary: dict, gop: int, short_side: Optional[int], crf: Optional[i
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tsn_dali.prepare lists",
+    p = cli.ArgumentParser(prog="python -m tsn_dali.prepare lists",
                                 description=__doc__.splitlines()[0])
     p.add_argument("dataset", choices=DATASETS)
     p.add_argument("--root", help="the data set's folder (default data/<dataset>): lists are written here")

@@ -220,7 +220,7 @@ with --gop, shorter GOPs decode fewer frames per clip but make bigger files; 16 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tsn_dali.prepare", description=__doc__.splitlines()[0],
+    p = cli.ArgumentParser(prog="python -m tsn_dali.prepare", description=__doc__.splitlines()[0],
                                 epilog=TRADE_OFF, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("list", help="MMAction2 video list: 'relative/path.mp4 label' a line")
     p.add_argument("--prefix", default="", help="folder the list's paths are relative to")

@@ -394,7 +394,7 @@ def _parse_size(text: str) -> Tuple[int, int]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Generate a synthetic labelled video dataset (MMAction2 video-list layout)."""
     d = SyntheticSpec()
-    parser = argparse.ArgumentParser(prog="python -m tsn_dali.data.media.synthetic", description=main.__doc__)
+    parser = cli.ArgumentParser(prog="python -m tsn_dali.data.media.synthetic", description=main.__doc__)
     parser.add_argument("out", help="dataset folder")
     parser.add_argument("--videos", type=int, default=d.videos, help="train + val videos (default %(default)s)")
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction)

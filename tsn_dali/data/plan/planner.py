@@ -21,7 +21,7 @@ from typing import Dict, List
 import numpy as np
 import yaml
 
-from tsn_dali.config import PIPELINES_DIR, DataConfig, YamlLoader
+from tsn_dali.config import PIPELINES_DIR, DataConfig, RecipeError, YamlLoader, compose_bounded, read_text_file
 from tsn_dali.data.errors import PipelineError
 from tsn_dali.data.plan.ops import OPS, Op, PlanState, check_pipeline
 from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts
@@ -69,12 +69,10 @@ def _resolve_path(name_or_path) -> Path:
 
 def _read_nodes(path: Path):
     """The pipeline's YAML node list (PipelineError with the line where it is not one)."""
-    try:
-        root = yaml.compose(path.read_text(), Loader=YamlLoader)  # YAML 1.2 booleans: 'off' is a string
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise PipelineError(str(path), "", f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                            mark.line + 1 if mark else None) from None
+    try:  # bounded: size, UTF-8, aliases (config.compose_bounded); YAML 1.2 booleans
+        root = compose_bounded(read_text_file(path, "pipeline"), path, YamlLoader)
+    except RecipeError as err:
+        raise PipelineError(str(path), "", err.message, err.line) from None
     if not isinstance(root, yaml.SequenceNode) or not root.value:
         raise PipelineError(str(path), "", "expected a list of ops, e.g. '- SampleFrames: {...}'", 1)
     return root.value

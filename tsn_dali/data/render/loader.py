@@ -488,6 +488,11 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
     batch_size = cfg.test_batch_size if split == "test" else cfg.batch_size
     if not records:
         raise DatasetError(list_file, "no usable videos left after dropping bad ones")
+    if split == "train" and batch_size * world_size > len(records):
+        if owns:
+            executor.close()
+        raise DatasetError(list_file, f"loader.batch_size {batch_size} x {world_size} rank(s) is more than its "
+                           f"{len(records)} usable video(s): not one full batch (train drops the last partial one)")
     loader = ClipLoader(records, index, planner, executor, batch_size=batch_size,
                         train=split == "train", rank=rank, world_size=world_size, device=device,
                         mean=data.mean, std=data.std, dtype=dtype, prefetch=cfg.prefetch,

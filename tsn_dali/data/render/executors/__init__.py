@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from tsn_dali.config import EXECUTORS  # the one list of executor names
+from tsn_dali.errors import UsageError
 from tsn_dali.data.render.executors.base import DECODES, Executor
 from tsn_dali.data.render.executors.reference import ReferenceExecutor
 
@@ -113,11 +114,14 @@ def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_work
 
     dali_device = "cpu"
     if resolved == "dali-gpu":
+        if not torch.cuda.is_available():
+            raise UsageError("loader.executor dali-gpu: this machine has no CUDA device torch can use; "
+                             "use dali-cpu, reference or auto")
         _warn_cuda_pairing()
         dev = torch.device(device)
-        if dev.type != "cuda":
-            dev = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
-        dali_device = str(dev) if dev.index else "cuda"
+        if dev.type != "cuda" or dev.index is None:  # cuda:0 is device 0, not "the current one"
+            dev = torch.device("cuda", torch.cuda.current_device())
+        dali_device = str(dev)
     return DaliExecutor(device=dali_device, num_threads=num_threads, decode_workers=decode_workers,
                         decode_sessions=decode_sessions, slice_gops=slice_gops, decode=decode,
                         filename_tmpl=filename_tmpl)

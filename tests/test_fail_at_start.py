@@ -1,0 +1,96 @@
+"""A bad run setting fails at start, in one line, with the documented status (2: the
+command line; 1: data or settings), and nothing is trained or written first."""
+import time
+
+import pytest
+import torch
+
+from helpers.tiny_train import make_videos, train_recipe
+import tsn_dali.train as train_mod
+
+BOMB = "".join(f"{c}: &{c} [" + ",".join([f"*{p}"] * 9 if p else ['"lol"'] * 9) + "]\n"
+               for p, c in zip([None] + list("abcdefgh"), "abcdefghi"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = make_videos(tmp_path_factory.mktemp("start"), num_videos=4)
+    return root, train_recipe(root, epochs=1)
+
+
+def run(args, capsys):
+    status = train_mod.main([*args, "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    return status, err
+
+
+@pytest.mark.parametrize("extra, status, says", [
+    (["--set", "garbage"], 2, "--set 'garbage': expected key=value"),
+    (["--max-steps", "0"], 2, "--max-steps: expected a positive integer, got 0"),
+    (["--max-steps", "-5"], 2, "expected a positive integer, got -5"),
+    (["--set", "train.lr=-1"], 1, "train.lr: expected a finite learning rate > 0, got -1.0"),
+    (["--set", "train.lr=.nan"], 1, "train.lr: expected a finite learning rate > 0, got nan"),
+    (["--set", "train.epochs=1e23"], 1, "train.epochs: expected int, got '1e23'"),
+    (["--set", "data.std=[0,0,0]"], 1, "data.std: expected 3 finite values > 0"),
+    (["--set", "loader.batch_size=100000"], 1, "loader.batch_size 100000 x 1 rank(s) is more than its 4 usable"),
+    (["--set", "data.val_list=nope.txt"], 1, "nope.txt: annotation file not found"),
+])
+def test_a_bad_setting_is_one_line_before_any_step(tiny, tmp_path, capsys, extra, status, says):
+    root, recipe = tiny
+    work = tmp_path / "w"
+    got, err = run([str(recipe), "--work-dir", str(work), *extra], capsys)
+    assert got == status and len(err) == 1, err
+    assert says in err[-1], err
+    assert not list(work.glob("*.pth"))  # nothing trained, nothing saved
+
+
+@pytest.mark.parametrize("where", ["file", "proc", "readonly"])
+def test_a_work_dir_that_cannot_be_written_is_a_bad_command_line(tiny, tmp_path, capsys, where):
+    root, recipe = tiny
+    if where == "file":
+        work = tmp_path / "a_file"
+        work.write_text("x")
+    elif where == "proc":
+        work = "/proc/tsn_dali_work"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        work = ro / "w"
+        import os
+        if os.access(ro, os.W_OK):  # root ignores the mode bits
+            pytest.skip("this user can write in a read-only folder")
+    status, err = run([str(recipe), "--work-dir", str(work)], capsys)
+    assert status == 2 and len(err) == 1 and err[0].startswith(f"error: --work-dir {work}: "), err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_dali_gpu_without_a_gpu_is_one_line(tiny, tmp_path, capsys):
+    root, recipe = tiny
+    status, err = run([str(recipe), "--work-dir", str(tmp_path / "w"), "--executor", "dali-gpu"], capsys)
+    assert status == 2 and len(err) == 1 and "dali-gpu: this machine has no CUDA device" in err[0], err
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00binary", "expected UTF-8 text, got byte 0x89"),
+    (BOMB.encode() + b"name: *i\n", "its aliases expand to more than 100,000 values"),
+    (b"# padding\n" * 120_000, "a recipe is at most 1 MB"),
+])
+def test_a_recipe_that_is_not_one_is_refused_at_once(tmp_path, capsys, content, says):
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes(content)
+    t0 = time.perf_counter()
+    status, err = run([str(path), "--work-dir", str(tmp_path / "w")], capsys)
+    assert time.perf_counter() - t0 < 30  # not a timing target: a bomb that expands would take hours
+    assert status == 1 and len(err) == 1 and err[0].startswith(f"error: {path}") and says in err[0], err
+
+
+def test_the_alias_count_can_fail_and_pass():
+    import yaml
+
+    from tsn_dali.config import MAX_YAML_NODES, expanded_size
+
+    assert expanded_size(yaml.compose("a: [1, 2]\nb: 3\n")) == 1 + (1 + 3) + (1 + 1)
+    bomb = yaml.compose(BOMB)
+    assert expanded_size(bomb) > MAX_YAML_NODES
+    assert expanded_size(yaml.compose("a: &x [1, 2]\nb: *x\nc: *x\n")) == 1 + 3 * (1 + 3)
