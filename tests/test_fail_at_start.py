@@ -1,6 +1,7 @@
 """A bad run setting fails at start, in one line, with the documented status (2: the
 command line; 1: data or settings), and nothing is trained or written first."""
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,3 +95,13 @@ def test_the_alias_count_can_fail_and_pass():
     bomb = yaml.compose(BOMB)
     assert expanded_size(bomb) > MAX_YAML_NODES
     assert expanded_size(yaml.compose("a: &x [1, 2]\nb: *x\nc: *x\n")) == 1 + 3 * (1 + 3)
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    from tsn_dali.config import RecipeError, load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("base: " + str(Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml")
+                    + "\nloader:\n  batch_size: 2\ntrain:\n  lr: 0.1\nloader:\n  prefetch: 1\n")
+    with pytest.raises(RecipeError, match=r"r.yaml:6: loader: given twice \(first at line 2\)"):
+        load_recipe(path)

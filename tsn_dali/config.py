@@ -315,9 +315,13 @@ def _load_yaml_with_lines(path: Path) -> Tuple[Any, Dict[str, int]]:
 
     def walk(n, prefix):
         if isinstance(n, yaml.MappingNode):
+            seen: Dict[str, int] = {}
             for k, v in n.value:
                 key = f"{prefix}.{k.value}" if prefix else str(k.value)
-                lines[key] = k.start_mark.line + 1
+                if key in seen:  # YAML keeps the last silently: a whole section would vanish
+                    raise RecipeError(path, key, f"given twice (first at line {seen[key]}); keep one",
+                                      k.start_mark.line + 1)
+                seen[key] = lines[key] = k.start_mark.line + 1
                 walk(v, key)
 
     if node is not None:

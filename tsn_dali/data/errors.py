@@ -10,6 +10,16 @@ class VideoDecodeError(UserError, RuntimeError):
         super().__init__(f"{path}: {reason}")
 
 
+class PipelineFailure(UserError, RuntimeError):
+    """The executor failed as a whole (out of memory, a CUDA or driver error, a DLPack
+    hand-over, a decoder that does not start), not one video: never charged to a video, so
+    the loader stops instead of replacing video after video. ``str(err)`` is one line."""
+
+    def __init__(self, executor: str, what: str, error: str):
+        self.executor, self.what, self.error = executor, what, error
+        super().__init__(f"{executor} failed as a whole ({what}), not one video: {error}")
+
+
 class DatasetError(UserError, ValueError):
     """A split that cannot be used as a whole (bad videos under ``on_bad_video: error``, none
     left). ``str(err)`` is one line: ``<list file>: <what is wrong>``."""

@@ -9,7 +9,7 @@ from typing import Any, List, Optional
 import torch
 import torch.distributed as dist
 
-from tsn_dali.engine.errors import UsageError
+from tsn_dali.errors import UsageError
 
 
 @dataclass
@@ -40,6 +40,34 @@ def resolve_device(name: Optional[str]) -> str:
     return name
 
 
+def cuda_index(requested: str, world_size: int, local_rank: int, visible: int, current: int) -> int:
+    """The CUDA device a process uses (a pure rule, so that every launcher is testable):
+
+    - ``cuda:N``: device N, in one process or under torchrun alike (it must be visible);
+    - ``cuda`` in one process: torch's current device;
+    - ``cuda`` under torchrun: ``LOCAL_RANK`` where that many GPUs are visible; where each
+      task sees one GPU only (SLURM's ``--gpus-per-task=1``, a per-rank
+      ``CUDA_VISIBLE_DEVICES``), device 0. Any other shortfall is a UsageError.
+    """
+    _, _, index = requested.partition(":")
+    if index:
+        try:
+            n = int(index)
+        except ValueError:
+            raise UsageError(f"--device {requested}: expected cuda or cuda:N") from None
+        if not 0 <= n < visible:
+            raise UsageError(f"--device {requested}: {visible} CUDA device(s) visible here (0..{visible - 1})")
+        return n
+    if world_size <= 1:
+        return current
+    if local_rank < visible:
+        return local_rank
+    if visible == 1:
+        return 0
+    raise UsageError(f"LOCAL_RANK {local_rank} but {visible} CUDA devices are visible: launch at most "
+                     f"{visible} processes per node, or show each one its own GPU")
+
+
 def process_group_timeout(stall_timeout: Optional[float]) -> timedelta:
     """How long a collective may wait: at least 30 min, and 5 min beyond ``loader.stall_timeout``
     (0 or None: off), so that a stalled rank saves and exits before a peer's watchdog kills it."""
@@ -49,7 +77,7 @@ def process_group_timeout(stall_timeout: Optional[float]) -> timedelta:
 def setup_distributed(device: Optional[str] = None, stall_timeout: Optional[float] = None) -> DistInfo:
     """Read RANK / WORLD_SIZE / LOCAL_RANK (torchrun) and join the process group.
 
-    NCCL on CUDA, gloo on CPU; each process uses ``cuda:LOCAL_RANK``. A plain
+    NCCL on CUDA, gloo on CPU; the CUDA device follows ``cuda_index``. A plain
     ``python -m`` run (no WORLD_SIZE) is a single process without a group. Collectives time
     out after ``process_group_timeout(stall_timeout)``.
     """
@@ -58,7 +86,9 @@ def setup_distributed(device: Optional[str] = None, stall_timeout: Optional[floa
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if kind == "cuda":
-        dev = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+        name = resolve_device(device)
+        dev = torch.device("cuda", cuda_index(name, world_size, local_rank, torch.cuda.device_count(),
+                                              torch.cuda.current_device()))
         torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu")

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from tsn_dali.data.media.decoding import decode_frames
-from tsn_dali.data.errors import VideoDecodeError
+from tsn_dali.data.errors import PipelineFailure, VideoDecodeError
 from tsn_dali.data.render.executors import dali_pipeline as graph
 from tsn_dali.data.render.executors.base import DECODES, check_render_args
 from tsn_dali.data.render.executors.nvdec import NvdecSupport
@@ -56,6 +56,28 @@ logger = logging.getLogger(__name__)
 
 MAX_PIPELINES = 4  # cached pipelines per executor
 RAWFRAME_CODECS = ("rawframes", "jpeg")
+
+
+WHOLE_PIPELINE = (  # (what, pattern of the error's text): failures of the device, not of a video
+    ("out of memory", r"out of memory|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation"),
+    ("a CUDA error", r"\bCUDA error\b|cudaError\w+|CUDA_ERROR_\w+|CUresult"),
+    ("the DLPack hand-over", r"dlpack|DLPack"),
+)
+
+
+def whole_pipeline_error(exc: BaseException) -> Optional[str]:
+    """What failed, where ``exc`` is plainly the device's and not a video's (torch's OOM
+    error, CUDA error codes, DLPack), else None: those are the only failures charged to the
+    pipeline without a test. The rest are tried again video by video (``_blame``)."""
+    if isinstance(exc, (getattr(torch, "OutOfMemoryError", ()), BufferError)):
+        return "out of memory" if not isinstance(exc, BufferError) else "the DLPack hand-over"
+    import re
+
+    text = str(exc)
+    for what, pattern in WHOLE_PIPELINE:
+        if re.search(pattern, text):
+            return what
+    return None
 
 
 def probe_codec(path: str) -> str:
@@ -124,6 +146,8 @@ class DaliExecutor:
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_lock = threading.Lock()
         self._lock = threading.Lock()  # one DALI run at a time
+        self._known_good: Dict[tuple, dict] = {}  # pipeline key -> a sample that rendered
+        self._unproven_failures: set = set()  # videos failed while nothing has worked yet
 
     # ------------------------------------------------------------------ routing
 
@@ -238,18 +262,52 @@ class DaliExecutor:
         feed_ndarray(tensor, dst, cuda_stream=stream)
         return dst
 
-    def _failing_sample(self, key, plans, samples, error) -> VideoDecodeError:
-        """DALI failed a run: run its samples one at a time to name the failing video."""
-        if len(plans) == 1:
-            return VideoDecodeError(plans[0].path, f"DALI: {graph.first_line(error)}")
-        for plan, sample in zip(plans, samples):
-            try:
-                self._run_samples(key, [sample])
-            except Exception as exc:  # DALI raises RuntimeError / IndexError / ValueError
-                self._pipelines.pop(key, None)
-                return VideoDecodeError(plan.path, f"DALI: {graph.first_line(exc)}")
-        paths = ", ".join(p.path for p in plans)
-        return VideoDecodeError(paths, f"DALI failed the batch but no single video: {graph.first_line(error)}")
+    def _failure(self, what: str, error) -> PipelineFailure:
+        return PipelineFailure(self.name, what, graph.first_line(error))
+
+    def _works(self, key, sample) -> bool:
+        try:
+            self._run_samples(key, [sample])
+            return True
+        except Exception:  # noqa: BLE001 - any failure of a sample that worked before
+            self._pipelines.pop(key, None)
+            return False
+
+    def _blame(self, key, plans, samples, error) -> Exception:
+        """DALI failed a run: the error to raise. A device failure (``whole_pipeline_error``)
+        is the pipeline's at once. Else each sample runs alone: the first that fails is the
+        video to blame, provided a sample that worked before still works (else the pipeline
+        broke: PipelineFailure with the original error); where every sample fails, or none
+        does alone, or nothing ever worked and a second video in a row fails, it is the
+        pipeline's too."""
+        what = whole_pipeline_error(error)
+        if what:
+            return self._failure(what, error)
+        failing, worked = None, False
+        if len(plans) > 1:
+            for plan, sample in zip(plans, samples):
+                if self._works(key, sample):
+                    worked = True
+                    self._known_good[key] = sample
+                else:
+                    failing = failing or plan
+                if failing is not None and worked:
+                    break  # one fails, another works: a video's fault, no need to go on
+            if failing is None:
+                return self._failure(f"the batch of {len(plans)} failed, each video alone decodes", error)
+            if not worked:
+                return self._failure(f"every one of {len(plans)} videos failed", error)
+        else:
+            failing = plans[0]
+        good = self._known_good.get(key)
+        if good is not None and not self._works(key, good):
+            return self._failure("a video that decoded before fails now", error)
+        if good is None:
+            self._unproven_failures.add(failing.path)
+            if len(self._unproven_failures) >= 2:
+                return self._failure(f"{len(self._unproven_failures)} videos in a row failed and none ever "
+                                     "decoded", error)
+        return VideoDecodeError(failing.path, f"DALI: {graph.first_line(error)}")
 
     def run(self, prepared: PreparedBatch) -> torch.Tensor:
         """The batch ``[N, V, C, H, W]`` (executors/base.py) from ``prepare``'s result."""
@@ -266,8 +324,9 @@ class DaliExecutor:
                     parts.append((positions, self._run_samples(key, samples)))
                 except Exception as exc:
                     self._pipelines.pop(key, None)  # a pipeline that raised is not reused
-                    raise self._failing_sample(key, [prepared.plans[i] for i in positions], samples,
-                                               exc) from None
+                    raise self._blame(key, [prepared.plans[i] for i in positions], samples, exc) from None
+                self._known_good[key] = samples[0]
+                self._unproven_failures.clear()
             for k, v in prepared.counts.items():
                 self.stats[k] = self.stats.get(k, 0) + v
         buf = parts[0][1]

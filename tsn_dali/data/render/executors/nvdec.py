@@ -4,7 +4,8 @@ NVDEC (DALI's ``mixed`` video decoder) reads H.264, HEVC, VP8, VP9, AV1 and MPEG
 MJPEG (DALI 2.4's documentation). NVIDIA's NVDEC application note and DALI's issues
 (#4483, #6079, #2197) add per-GPU limits that fail only at decode time:
 
-- no AV1 on Hopper (compute capability 9.0);
+- no AV1 on Hopper (compute capability 9.0): NVIDIA's support matrix, not measured here,
+  so it is a hint (``likely_reason``) and the real test decode decides;
 - H.264 4:2:2 / 4:4:4 and 10-bit H.264 only from Blackwell (compute capability 10.0 on);
   HEVC 4:2:2 likewise;
 - gray (monochrome) video fails;
@@ -64,8 +65,6 @@ def rule_reason(stream: StreamFacts, compute_capability: Tuple[int, int]) -> Opt
     sub = chroma(stream.pix_fmt)
     if sub == "gray":
         return f"gray video ({stream.pix_fmt}): NVDEC decodes colour video only"
-    if codec == "av1" and tuple(compute_capability) == HOPPER:
-        return "AV1: Hopper's NVDEC has no AV1 decoder"
     old = tuple(compute_capability) < BLACKWELL
     if codec == "h264" and old and (sub in ("422", "444") or stream.bit_depth > 8):
         return f"H.264 {stream.pix_fmt}: 4:2:2, 4:4:4 and 10-bit H.264 need a Blackwell GPU's NVDEC"
@@ -76,6 +75,14 @@ def rule_reason(stream: StreamFacts, compute_capability: Tuple[int, int]) -> Opt
     h = stream.coded_height or stream.height
     if w and h and (w < min_w or h < min_h):
         return f"{w}x{h} is below NVDEC's minimum {min_w}x{min_h} for {codec}"
+    return None
+
+
+def likely_reason(stream: StreamFacts, compute_capability: Tuple[int, int]) -> Optional[str]:
+    """A limit NVIDIA's tables give but nothing here measured: the test decode still runs,
+    and this is said beside its reason when it fails."""
+    if _codec(stream.codec) == "av1" and tuple(compute_capability) == HOPPER:
+        return "Hopper's NVDEC has no AV1 decoder, by NVIDIA's support matrix"
     return None
 
 
@@ -118,6 +125,9 @@ class NvdecSupport:
                 return failed[path]
             probe = self._probe or (lambda s, p: probe_decode(s, p, self.device_id))
             why = probe(stream, path)
+            hint = likely_reason(stream, self.compute_capability)
+            if why is not None and hint:
+                why = f"{why} ({hint})"
             if why is None:
                 answers[key] = None
             else:
@@ -204,5 +214,5 @@ def nvdec_works(device_id: int = 0, decode: Optional[Callable] = None) -> Option
     return reason
 
 
-__all__ = ["MIN_SIZE", "NVDEC_CODECS", "NvdecSupport", "chroma", "decode_once", "nvdec_works",
+__all__ = ["MIN_SIZE", "NVDEC_CODECS", "NvdecSupport", "chroma", "decode_once", "likely_reason", "nvdec_works",
            "probe_decode", "rule_reason", "tiny_clip"]
