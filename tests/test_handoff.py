@@ -118,31 +118,3 @@ def test_the_loader_records_an_event_per_batch_when_the_next_is_asked_for(tmp_pa
     assert all(e.recorded for e in FakeEvent.made)
     assert all(e.done for e in FakeEvent.made)  # the end of the pass waited for all of them
     assert handoff.MODES == ("view", "copy")
-
-
-def test_finish_reading_waits_for_the_current_stream_on_cuda_only(monkeypatch):
-    waited = []
-
-    class Stream:
-        def synchronize(self):
-            waited.append(True)
-
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
-    handoff.finish_reading("cpu")
-    assert waited == []
-    handoff.finish_reading(torch.device("cuda", 0))
-    assert waited == [True]
-
-
-def test_padded_batches_wait_for_their_copy_before_dropping_the_rendered_clips(tmp_path, monkeypatch):
-    """A batch with padding is a copy of the rendered clips (perhaps DALI views): the copy
-    must have run before they are dropped; a full batch is the rendered clips themselves."""
-    from tsn_dali.data.render import loader as loader_module
-
-    calls = []
-    monkeypatch.setattr(loader_module, "finish_reading", lambda device: calls.append(str(device)))
-    root = make_dataset(tmp_path, 3)
-    vl = build_loader(load_recipe(recipe_yaml(root, test_batch_size=2)), "test", progress=False)
-    batches = list(vl)
-    assert [b.samples.tolist() for b in batches] == [[0, 1], [2, -1]]
-    assert calls == ["cpu"]  # once: for the padded batch only

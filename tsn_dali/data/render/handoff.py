@@ -91,13 +91,4 @@ class HandoffGuard:
                 event.synchronize()
 
 
-def finish_reading(device) -> None:
-    """Before dropping DALI views that kernels queued on ``device`` read (a copy out of
-    them), wait for those kernels: DALI reuses a dropped buffer on its own stream. A no-op
-    on the CPU, where kernels have run when they return."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.current_stream(device).synchronize()
-
-
-__all__ = ["HandoffGuard", "MODES", "finish_reading"]
+__all__ = ["HandoffGuard", "MODES"]

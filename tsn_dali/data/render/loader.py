@@ -10,8 +10,11 @@ Rendering (tsn_dali.data.render.prefetch): a background thread keeps ``prefetch`
 the executor's host-side ``prepare`` for the next batches runs in threads while its
 ``run`` decodes the current one. Val/test render ``eval_videos_per_run`` videos per
 executor run (several batches at once, handed out one by one). ``prefetch: 0`` renders
-in the caller. Batches are handed out through a guard (tsn_dali.data.render.handoff) that keeps
-each one from being reused while the consumer's queued kernels may still read it.
+in the caller. On a GPU the render thread queues its work on a CUDA stream of its own and
+never waits for the device; a batch is ready on the stream that was current where it was
+asked for (tsn_dali.data.render.streams). Batches are handed out through a guard
+(tsn_dali.data.render.handoff) that keeps each one from being reused while the consumer's
+queued kernels may still read it.
 
 Bad videos: videos the index cannot use are dropped before sharding (listed in
 ``stats['dropped']``; ``on_bad_video: error`` raises instead). A video that fails while
@@ -39,9 +42,10 @@ import torch
 
 from tsn_dali.data.errors import DatasetError, LoaderStalled, VideoDecodeError
 from tsn_dali.data.render.executors.base import TORCH_DTYPES
-from tsn_dali.data.render.handoff import HandoffGuard, finish_reading
+from tsn_dali.data.render.handoff import HandoffGuard
 from tsn_dali.data.render.order import BatchOrder, epoch_permutation
 from tsn_dali.data.render.prefetch import Prefetcher
+from tsn_dali.data.render.streams import render_stream
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +122,7 @@ class ClipLoader:
         self._bad: Dict[int, str] = {}  # sample -> reason, found while rendering
         self._active: Optional[Prefetcher] = None
         self._hung = False  # a render thread was left blocked (a stall): never wait for it
+        self._streams = render_stream(self.device)
         if self.train and len(self) == 0:
             raise ValueError(f"ClipLoader: {len(self.records)} videos over {world_size} rank(s) "
                              f"give no full batch of {batch_size}; expected at least "
@@ -168,8 +173,9 @@ class ClipLoader:
         groups = [np.concatenate(todo[i:i + k]) for i in range(0, len(todo), k)]
         guard = HandoffGuard(self.device, self.handoff)
         try:
-            for batches in self._rendered(groups, epoch):
+            for batches, ready in self._rendered(groups, epoch):
                 for batch in batches:
+                    self._streams.consume(batch, ready)  # ready on the asking thread's stream
                     clips = guard.hand_out(batch.clips)
                     self.order.done += 1
                     yield Batch(clips, batch.labels, batch.samples)
@@ -181,6 +187,8 @@ class ClipLoader:
         """Stop the prefetch thread (and the executor, where this loader built it). After a
         stall the blocked render is left behind and the executor's close is time-boxed."""
         self._stop_active()
+        if not self._hung:
+            self._streams.close()
         if self.owns_executor and self.executor is not None:
             if self._hung:
                 _close_time_boxed(self.executor.close, 2.0, f"executor {self.executor_name}")
@@ -193,7 +201,7 @@ class ClipLoader:
         """Each group's batches, in order: rendered here (prefetch 0) or in the background."""
         if self.prefetch <= 0:
             for ids in groups:
-                yield self._split(self._render(ids, epoch))
+                yield self._finish(ids, epoch, None, None)
             return
         prefetcher = Prefetcher(groups, lambda ids: self._prepare(ids, epoch),
                                 lambda ids, prepared, error: self._finish(ids, epoch, prepared, error),
@@ -251,11 +259,18 @@ class ClipLoader:
         return _Prepared(slots, plans, self.executor.prepare(plans, mean=self.mean, std=self.std,
                                                              dtype=self.dtype))
 
-    def _finish(self, ids: np.ndarray, epoch: int, prepared: Optional[_Prepared], error) -> List[Batch]:
-        """Fast path, stage 2 (the render thread): run the prepared group; any decode
-        failure, or a sample found bad since stage 1, goes to the retry path."""
+    def _finish(self, ids: np.ndarray, epoch: int, prepared: Optional[_Prepared], error):
+        """Stage 2 (the render thread; the caller's with ``prefetch: 0``): the group's
+        batches and their ready event, rendered on the loader's stream."""
         if error is not None and not isinstance(error, VideoDecodeError):
             raise error
+        with self._streams.rendering():
+            batches = self._finish_group(ids, epoch, prepared, error)
+            return batches, self._streams.ready()
+
+    def _finish_group(self, ids: np.ndarray, epoch: int, prepared: Optional[_Prepared], error) -> List[Batch]:
+        """Run the prepared group (the fast path); any decode failure, or a sample found bad
+        since stage 1, goes to the retry path."""
         if error is None and prepared is not None and not any(s in self._bad for _, s in prepared.slots):
             try:
                 clips = self._on_device(self.executor.run(prepared.inputs))
@@ -285,7 +300,7 @@ class ClipLoader:
 
     def _on_device(self, clips: torch.Tensor) -> torch.Tensor:
         if clips.device != self.device:
-            clips = clips.to(self.device, non_blocking=True)  # keeps the channels_last strides
+            clips = self._streams.to_device(clips)  # keeps the channels_last strides
         return clips
 
     def _mark_bad(self, err: VideoDecodeError, samples) -> None:
@@ -331,9 +346,10 @@ class ClipLoader:
         """The batch of ``ids``: rendered ``clips`` for ``slots``, zero clips (label and sample
         -1) for padding and skipped videos, in the same NVHWC layout."""
         n = len(ids)
+        to_device = self._streams.to_device
         if clips is not None and len(slots) == n:
-            labels = torch.tensor([p.label for p in plans], dtype=torch.int64).to(self.device)
-            samples = torch.tensor([s for _, s in slots], dtype=torch.int64).to(self.device)
+            labels = to_device(torch.tensor([p.label for p in plans], dtype=torch.int64))
+            samples = to_device(torch.tensor([s for _, s in slots], dtype=torch.int64))
             return Batch(clips, labels, samples)
         if clips is None:
             template = self.plan(0, epoch)
@@ -343,13 +359,13 @@ class ClipLoader:
             nvhwc = clips.permute(0, 1, 3, 4, 2)
             full = torch.zeros((n,) + tuple(nvhwc.shape[1:]), dtype=clips.dtype, device=self.device)
             full[[i for i, _ in slots]] = nvhwc
-            finish_reading(full.device)  # ``clips`` may be a DALI view, dropped on return
+            self._streams.retain(clips)  # may be a DALI view: kept until the copy has run
         labels = torch.full((n,), -1, dtype=torch.int64)
         samples = torch.full((n,), -1, dtype=torch.int64)
         for j, (i, s) in enumerate(slots):
             labels[i] = plans[j].label
             samples[i] = s
-        return Batch(full.permute(0, 1, 4, 2, 3), labels.to(self.device), samples.to(self.device))
+        return Batch(full.permute(0, 1, 4, 2, 3), to_device(labels), to_device(samples))
 
     def __del__(self):
         try:

@@ -22,9 +22,12 @@ decoder's concurrent NVDEC sessions are ``decode_sessions`` (DALI sizes the mixe
 decoder's pool from the pipeline's thread count), apart from ``num_threads``, DALI's CPU
 threads for the frames path.
 
-Torch gets DALI's NFHWC output as a DLPack view (no copy): DALI's dynamic executor keeps
-a run's output alive while torch holds a reference, and returns the memory to its pool
-(in order on its own stream) when torch drops it. The loader's hand-off guard
+Torch gets DALI's NFHWC output as a DLPack view (no copy), imported on the current stream
+(the loader's render stream), which DALI's export makes wait for its own: DALI's dynamic
+executor keeps a run's output alive while torch holds a reference, and returns the memory
+to its pool (in order on its own stream) when torch drops it. A batch put together from
+two runs, or cast to bfloat16, is copied on the current stream and the views it read are
+kept (``streams.Retainer``) until that copy has run: no wait in the render thread. The loader's hand-off guard
 (tsn_dali.data.render.handoff) keeps it referenced until the kernels that read it are done.
 Pipelines are built once per (crops, out size, dtype, path, normalise, whole-frame resize
 or not, rearrangement or not), sized for the
@@ -48,7 +51,7 @@ from tsn_dali.data.errors import PipelineFailure, VideoDecodeError
 from tsn_dali.data.render.executors import dali_pipeline as graph
 from tsn_dali.data.render.executors.base import DECODES, check_render_args
 from tsn_dali.data.render.executors.nvdec import NvdecSupport
-from tsn_dali.data.render.handoff import finish_reading
+from tsn_dali.data.render.streams import Retainer
 from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts
 from tsn_dali.data.render.slicing import clip_input, unique_frames
 
@@ -146,6 +149,7 @@ class DaliExecutor:
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_lock = threading.Lock()
         self._lock = threading.Lock()  # one DALI run at a time
+        self._retainer = Retainer(self.device)  # DALI views a queued copy reads
         self._known_good: Dict[tuple, dict] = {}  # pipeline key -> a sample that rendered
         self._unproven_failures: set = set()  # videos failed while nothing has worked yet
 
@@ -336,8 +340,8 @@ class DaliExecutor:
                 buf[positions] = part
         if prepared.dtype == "bfloat16":
             buf = buf.to(torch.bfloat16)
-        if buf is not parts[0][1]:
-            finish_reading(self.device)  # the copies above read DALI's views, dropped next
+        if buf is not parts[0][1]:  # the copies above read DALI's views: kept until they ran
+            self._retainer.retain(*(part for _, part in parts))
         return buf.permute(0, 1, 4, 2, 3)
 
     def render(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype: str = "uint8") -> torch.Tensor:
@@ -351,6 +355,7 @@ class DaliExecutor:
     def close(self):
         """Tear down the cached DALI pipelines and the host threads."""
         with self._lock:
+            self._retainer.close()
             self._pipelines.clear()
         with self._pool_lock:
             pool, self._pool = self._pool, None
