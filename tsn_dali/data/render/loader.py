@@ -115,7 +115,10 @@ class ClipLoader:
         self.handoff = handoff
         HandoffGuard(self.device, handoff)  # checks the mode now, not at the first batch
         self.batches_per_run = 1 if self.train else max(1, int(eval_videos_per_run) // self.batch_size)
-        self.stats: Dict[str, list] = {"replaced": [], "skipped": [], "dropped": [], "frames_path": []}
+        self.stats: Dict[str, object] = {"replaced": [], "skipped": [], "dropped": [], "frames_path": [],
+                                         # the executor's live counters: clips per path and codec
+                                         # ("clips decoder vp9", "clips frames h264"), frames fed
+                                         "decoded": getattr(executor, "stats", {})}
         self.list_file: Optional[str] = None
         self.stall_timeout = float(stall_timeout) if stall_timeout else None
         self.split = split or ("train" if self.train else "val")
@@ -531,7 +534,7 @@ def _slow_path_videos(executor, records, index, log: bool) -> list:
         reasons: Dict[str, int] = {}
         for why in slow.values():
             reasons[why] = reasons.get(why, 0) + 1
-        logger.warning("%s: %d video(s) are decoded on the CPU (%s):\n%s", executor.name, len(slow),
-                       "; ".join(f"{n} x {why}" for why, n in reasons.items()),
-                       "\n".join(f"{p}: {why}" for p, why in slow.items()))
+        logger.warning("%s: %d of %d video(s) take the frames path, decoded on the CPU outside DALI (%s); "
+                       "listed in loader.stats['frames_path']", executor.name, len(slow), len(records),
+                       "; ".join(f"{n} x {why}" for why, n in reasons.items()))
     return [{"path": p, "reason": why} for p, why in slow.items()]

@@ -168,10 +168,17 @@ class DaliExecutor:
         return ("frames", reason) if reason else ("decoder", None)
 
     def check_videos(self, streams: Mapping[str, StreamFacts]) -> Dict[str, str]:
-        """{path: reason} for the videos NVDEC cannot decode (dali-gpu; they take the frames
-        path). Every format is tried once here, at start-up, rather than mid-epoch."""
-        if self.dali_device != "gpu" or self.decode == "mmaction":
+        """{path: reason} for the videos DALI's decoder on this device will not read: they
+        take the frames path (decoded on the CPU outside DALI, augmented in DALI). dali-gpu:
+        what NVDEC cannot decode, every format tried once here, at start-up; dali-cpu: every
+        codec but VP8/VP9/MJPEG. ``decode: mmaction`` sends every video there by choice
+        (nothing listed)."""
+        if self.decode == "mmaction":
             return {}
+        if self.dali_device == "cpu":
+            readable = graph.DALI_CODECS["cpu"]
+            return {path: f"DALI's CPU decoder reads {'/'.join(sorted(readable))}, not {s.codec}"
+                    for path, s in streams.items() if s.codec not in readable and s.codec not in RAWFRAME_CODECS}
         out = {}
         for path, stream in streams.items():
             if stream.codec in RAWFRAME_CODECS:
@@ -204,7 +211,8 @@ class DaliExecutor:
                             "sliced_clips": int(clip.sliced), "decoder_clips": 1}
         frames, order = unique_frames(plan.frame_indices)
         decoded = np.ascontiguousarray(decode_frames(plan.path, frames, filename_tmpl=self.filename_tmpl))
-        return graph.plan_inputs(plan, order=order, frames=decoded, mean=mean, std=std), {"frames_path_clips": 1}
+        return (graph.plan_inputs(plan, order=order, frames=decoded, mean=mean, std=std),
+                {"frames_path_clips": 1, "frames_path_frames": int(len(decoded))})
 
     def prepare(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype: str = "uint8") -> PreparedBatch:
         """Route, read, slice and (frames path) decode one batch (thread-safe)."""
@@ -212,9 +220,11 @@ class DaliExecutor:
         routes = [self.route(p)[0] for p in plans]
         results = self._map(lambda i: self._sample(plans[i], routes[i], mean, std), list(range(len(plans))))
         counts: Dict[str, int] = {"clips": len(plans)}
-        for _, c in results:
+        for plan, route, (_, c) in zip(plans, routes, results):
             for k, v in c.items():
                 counts[k] = counts.get(k, 0) + v
+            key = f"clips {route} {plan.codec or 'unknown'}"  # e.g. "clips frames h264"
+            counts[key] = counts.get(key, 0) + 1
         paths: Dict[str, List[int]] = {}
         for i, r in enumerate(routes):
             paths.setdefault(r, []).append(i)

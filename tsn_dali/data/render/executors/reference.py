@@ -168,6 +168,12 @@ class ReferenceExecutor:
         for i, (views, _) in enumerate(results):
             buf[i].copy_(views)
         self.stats["clips"] += len(plans)
+        self.stats["frames_path_clips"] = self.stats.get("frames_path_clips", 0) + len(plans)
+        self.stats["frames_path_frames"] = self.stats.get("frames_path_frames", 0) + sum(
+            len(set(p.frame_indices.tolist())) for p in plans)
+        for p in plans:
+            key = f"clips frames {p.codec or 'unknown'}"
+            self.stats[key] = self.stats.get(key, 0) + 1
         x = buf.to(self.device, non_blocking=True)
         return normalise(x, mean, std, dtype).permute(0, 1, 4, 2, 3)
 
