@@ -200,7 +200,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     views = {t["label"]: render_views(root, t, args.device, args.pixel_videos, args.overrides)
              for t in test_ex}
     first = runs[0]["tests"][labels[0]]
-    from tsn_dali.bench import environment
+    from tsn_dali.bench.environment import environment
 
     env = environment(torch.device(args.device), list(argv if argv is not None else sys.argv[1:]))
     env["command"] = "python benchmarks/cross_executor.py " + " ".join(argv if argv is not None else sys.argv[1:])

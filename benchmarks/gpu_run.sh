@@ -1,108 +1,170 @@
 #!/usr/bin/env bash
-# The GPU run of benchmarks/README.md, on a machine where torch sees CUDA and the package
-# is installed as the README says (DALI, PyAV and decord import):
+# The GPU run of benchmarks/README.md ("The GPU run"): what a first GPU must settle.
 #
-#   bash benchmarks/gpu_run.sh OUT_DIR [PART] [NUM_VIDEOS]
+#   bash benchmarks/gpu_run.sh OUT_DIR [quick|full|env|clips|check|loader|train|soak]
 #
-# PART (default all), each well under 10 minutes on one H100 with 16 CPU cores:
-#   clips   NUM_VIDEOS (default 64) K400-like H.264 clips (340x256, 300 frames at 30 fps, the
-#           encoder's long GOP) in $CLIPS (default /tmp/k400like), and the same clips prepared
-#           with keyframes every 16 frames (python -m tsn_dali.prepare --gop 16); kept if there
-#   check   benchmarks/gpu_check.py: dali-gpu vs dali-cpu frame identities, and dali-gpu's GOP
-#           slices vs whole files bit for bit (exit 1 on a mismatch)
-#   loader  loader only, train and test views, on the original and the prepared clips: dali-gpu
-#           (GOP slices, 16 NVDEC sessions, DLPack view), +whole (whole files), +sessions4,
-#           +copy (torch-owned copies), and the reference loader with 16 workers; NVDEC busy %
-#   train   the trainer's step alone (eager and torch.compile) and fed by dali-gpu (view, copy)
-#           and by the reference loader
-#   soak    python -m tsn_dali.soak: train + val epochs with dali-gpu and reference; host RSS,
-#           threads and device memory after each epoch
-# Results: OUT_DIR/<part>/ (results.json/.md/.png) and OUT_DIR/<part>.log. BENCH_ARGS replaces
-# the bench's sizes and repeats, SOAK_ARGS the soak's (defaults below), COMPILE= leaves
-# torch.compile out; DEVICE=cpu dry-runs every part without a GPU
-# (dali-gpu then listed as unavailable, gpu_check comparing dali-cpu with itself), as
-# tests/test_bench.py does.
+# quick (the default, the first thing to run on a GPU): under 8 minutes on one H100/H200
+# with 16 CPU cores, start-up included. Each part runs under `timeout` and writes its
+# results as it goes; OUT_DIR/summary.md gets a line per part as it ends, so a run killed
+# at any point leaves what it measured:
+#   env     driver, torch's and DALI's CUDA and whether they pair, GPU, NVDEC engines
+#   clips   K400-like H.264 clips (340x256, 300 frames at 30 fps, the encoder's long GOP)
+#           generated on every CPU core in $CLIPS (default /tmp/k400like), and the same
+#           clips with keyframes every 16 frames (python -m tsn_dali.prepare --gop 16);
+#           reused when there
+#   check   benchmarks/gpu_check.py: frame identities (numbered clips), GOP slices vs whole
+#           files bit for bit, NVDEC vs dali-cpu, a mixed NVDEC + frames-path batch,
+#           bfloat16, view integrity under a real training step, a whole-pipeline failure
+#           said in one line; then dali-gpu vs dali-cpu clips/s, interleaved
+#   loader  python -m tsn_dali.bench --parts loader on the original and the GOP-16 clips:
+#           dali-gpu (slices, 16 NVDEC sessions, views), +whole, +sessions4, +copy and the
+#           reference loader with 16 workers, train and test views, interleaved; NVDEC busy %
+#   train   the trainer's step alone and fed by dali-gpu and by the reference loader,
+#           interleaved, with the share of time spent waiting for data
+# full: the same at larger sizes, then soak (train + val epochs, host and device memory).
+# At the end benchmarks/gpu_report.py writes OUT_DIR/results.md and results.json: every
+# check's status and whether the targets were met (5x the reference loader, 90% of the step).
+# Knobs (environment): CLIPS, NUM_VIDEOS, FRAMES, SIZE, DEVICE=cpu (a dry run without a GPU:
+# dali-cpu where dali-gpu would be, VP9 numbered clips), BENCH_ARGS and CHECK_ARGS (added to
+# every bench / gpu_check call), TIME_SCALE (multiplies every part's timeout), SOAK_ARGS.
 set -uo pipefail
-out=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR [all|clips|check|loader|train|soak] [NUM_VIDEOS]}
-part=${2:-all}
-num=${3:-64}
-clips=${CLIPS:-/tmp/k400like}
-out=$(realpath -m "$out"); clips=$(realpath -m "$clips")
-device=${DEVICE:-cuda}
-bench_args=${BENCH_ARGS:---batch-size 32 --iters 10 --warmup 3 --repeats 3}
-compile=${COMPILE---compile}  # COMPILE= (empty) leaves torch.compile out of the train part
-soak_args=${SOAK_ARGS:---epochs 24 --warmup 8}
+out=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR [quick|full|env|clips|check|loader|train|soak]}
+mode=${2:-quick}
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
+out=$(realpath "$out")
+device=${DEVICE:-cuda}
+clips=$(realpath -m "${CLIPS:-/tmp/k400like}")
+frames=${FRAMES:-300}
+size=${SIZE:-340x256}
+scale=${TIME_SCALE:-1}
+bench_extra=${BENCH_ARGS:-}
+check_extra=${CHECK_ARGS:-}
+soak_args=${SOAK_ARGS:---epochs 24 --warmup 8}
+cores=$(nproc)
 export PYTHONUNBUFFERED=1
 status=0
+dali=dali-gpu
+[[ $device == cpu ]] && dali=dali-cpu
+case $mode in
+  quick) num=${NUM_VIDEOS:-32}; rounds=3; iters=2; batch=32; check_videos=8 ;;
+  full) num=${NUM_VIDEOS:-64}; rounds=5; iters=5; batch=32; check_videos=32 ;;
+  *) num=${NUM_VIDEOS:-32}; rounds=3; iters=2; batch=32; check_videos=8 ;;
+esac
+summary="$out/summary.md"
+[[ -f $summary ]] || printf '# GPU run (%s)\n\n| part | status | seconds | results |\n| --- | --- | ---: | --- |\n' "$mode" > "$summary"
 
-DEVICE=$device python - <<'EOF' || exit 2
-import os
+part() {  # part NAME SECONDS COMMAND...: run under timeout, log, one summary line
+  local name=$1 limit
+  limit=$(python -c "print(int($2 * $scale))")
+  shift 2
+  local t0=$SECONDS rc
+  echo "gpu_run: $name (at most ${limit} s)"
+  timeout --kill-after=15 "$limit" bash -c "$*" > >(tee "$out/$name.log") 2>&1
+  rc=$?
+  local verdict=ok
+  if [[ $rc -eq 124 || $rc -eq 137 ]]; then verdict="TIMED OUT after ${limit} s"; status=1
+  elif [[ $rc -ne 0 ]]; then verdict="FAILED (exit $rc)"; status=1; fi
+  printf '| %s | %s | %d | %s.log |\n' "$name" "$verdict" $((SECONDS - t0)) "$name" >> "$summary"
+  echo "gpu_run: $name: $verdict ($((SECONDS - t0)) s)"
+  return $rc
+}
+
+env_part() {
+  DEVICE=$device python - <<'EOF'
+import json, os, shutil, subprocess, sys
 import torch
-import av, decord, nvidia.dali  # noqa: F401
-gpu = os.environ["DEVICE"] != "cpu"
-assert not gpu or torch.cuda.is_available(), "no CUDA device (DEVICE=cpu dry-runs this script)"
-print("gpu_run:", torch.cuda.get_device_name(0) if gpu else "cpu dry run", "torch", torch.__version__,
-      "DALI", nvidia.dali.__version__)
+info = {"device": os.environ["DEVICE"], "python": sys.version.split()[0], "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda, "cpu_cores": os.cpu_count()}
+try:
+    import nvidia.dali as dali
+    info["dali"], info["dali_cuda"] = dali.__version__, getattr(dali, "__cuda_version__", None)
+except Exception as exc:
+    info["dali"] = f"does not import: {exc}"
+from tsn_dali.data.render.executors import cuda_pairing
+info["pairing"] = cuda_pairing(info["torch_cuda"], info.get("dali_cuda")) or "torch and DALI agree"
+for module in ("av", "decord", "torchcodec"):
+    try:
+        info[module] = __import__(module).__version__
+    except Exception:
+        info[module] = None
+smi = shutil.which("nvidia-smi")
+if smi and info["device"] != "cpu":
+    q = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total,compute_cap", "--format=csv,noheader"],
+                       capture_output=True, text=True).stdout.strip().splitlines()
+    info["gpu"], info["driver"], info["memory"], info["compute_capability"] = [x.strip() for x in q[0].split(",")]
+    # NVDEC engines per GPU, from NVIDIA's Video Codec SDK support matrix (not read off the device)
+    engines = {"H100": 7, "H200": 7, "H800": 7, "A100": 5, "A800": 5, "L40": 3, "L4": 4, "A10": 2, "B200": 7}
+    info["nvdec_engines"] = next((n for k, n in engines.items() if k in info["gpu"]), None)
+print(json.dumps(info, indent=1))
 EOF
+}
 
-run_clips() {
+clips_part() {
   if [[ ! -f "$clips/demo_train_list_videos.txt" ]]; then
     python -m tsn_dali.data.media.synthetic "$clips" --videos "$num" --classes $((num < 8 ? num : 8)) \
-      --val-fraction 0 --frames 300 --size 340x256 --codec h264 --fps 30 --quiet || return 2
+      --val-fraction 0 --frames "$frames" --size "$size" --codec h264 --fps 30 --workers "$cores" --quiet || return 2
   fi
   if [[ ! -f "$clips/gop16/demo_train_list_videos.txt" ]]; then
     python -m tsn_dali.prepare "$clips/demo_train_list_videos.txt" --prefix "$clips/videos_train" \
-      --out "$clips/gop16" --gop 16 --no-progress || return 2
+      --out "$clips/gop16" --gop 16 --workers "$cores" --no-progress || return 2
   fi
+  ls "$clips/videos_train" | head -3
 }
 
-run_check() {
-  python benchmarks/gpu_check.py "$clips/videos_train" --numbered 4 --device "$device" 2>&1 | tee "$out/gpu_check.txt"
-  return "${PIPESTATUS[0]}"
+check_part() {
+  # shellcheck disable=SC2086
+  python benchmarks/gpu_check.py "$clips/videos_train" --device "$([[ $device == cpu ]] && echo cpu || echo cuda:0)" \
+    --numbered 4 --max-videos "$check_videos" --rounds "$rounds" --out "$out/check" $check_extra
 }
 
-dali=dali-gpu
-[[ $device == cpu ]] && dali=dali-cpu  # the dry run measures dali-cpu where dali-gpu would be
-
-bench() {  # bench NAME LIST PREFIX EXTRA_ARGS...
+bench() {  # bench NAME LIST PREFIX ARGS...
   local name=$1 list=$2 prefix=$3
   shift 3
   # shellcheck disable=SC2086
   python -m tsn_dali.bench recipes/k400_r50.yaml --device "$device" --videos "$list" --prefix "$prefix" \
-    --reference-workers 16 --gop-videos 0 --out "$out/$name" "$@" $bench_args 2>&1 | tee "$out/$name.log"
-  return "${PIPESTATUS[0]}"
+    --reference-workers 16 --gop-videos 0 --rounds "$rounds" --iters "$iters" --batch-size "$batch" \
+    --out "$out/$name" "$@" $bench_extra
 }
 
-run_loader() {
-  local variants="$dali,$dali+whole,$dali+sessions4,$dali+copy,reference"
-  bench loader_original "$clips/demo_train_list_videos.txt" "$clips/videos_train" \
-    --parts loader --executors "$variants" || return 1
-  bench loader_gop16 "$clips/gop16/demo_train_list_videos.txt" "$clips/gop16" \
-    --parts loader --executors "$variants" || return 1
+loader_part() {
+  local variants="$dali,$dali+whole,$dali+sessions4,$dali+copy,reference" rc=0
+  bench loader_original "$clips/demo_train_list_videos.txt" "$clips/videos_train" --parts loader \
+    --executors "$variants" --note "K400-like H.264, the encoder's long GOP" || rc=1
+  bench loader_gop16 "$clips/gop16/demo_train_list_videos.txt" "$clips/gop16" --parts loader \
+    --executors "$variants" --note "the same clips with keyframes every 16 frames" || rc=1
+  return $rc
 }
 
-run_train() {
-  bench train "$clips/demo_train_list_videos.txt" "$clips/videos_train" \
-    --parts model,e2e --executors "$dali,$dali+copy,reference" $compile
+train_part() {
+  bench train "$clips/gop16/demo_train_list_videos.txt" "$clips/gop16" --parts model,e2e \
+    --executors "$dali,reference" --note "the trainer's step, fed by each loader (GOP-16 clips)"
 }
 
-run_soak() {
+soak_part() {
   # shellcheck disable=SC2086
-  python -m tsn_dali.soak --device "$device" --out "$out/soak" $soak_args 2>&1 | tee "$out/soak.log"
-  return "${PIPESTATUS[0]}"
+  python -m tsn_dali.soak --device "$device" --out "$out/soak" $soak_args
 }
 
-case $part in
-  all) run_clips || exit 2; run_check || status=1; run_loader || status=1; run_train || status=1
-       run_soak || status=1 ;;
-  clips) run_clips || exit 2 ;;
-  check) run_check || status=1 ;;
-  loader) run_loader || status=1 ;;
-  train) run_train || status=1 ;;
-  soak) run_soak || status=1 ;;
-  *) echo "gpu_run: unknown part $part; expected all, clips, check, loader, train or soak" >&2; exit 2 ;;
+export out device clips frames size bench_extra check_extra soak_args cores dali num rounds iters batch check_videos
+export -f env_part clips_part check_part bench loader_part train_part soak_part
+echo "gpu_run: $mode, device $device, $cores CPU cores, results in $out"
+case $mode in
+  quick|full)
+    part env 30 env_part
+    part clips 75 clips_part || { echo "gpu_run: no clips, nothing else can run" >&2; exit 2; }
+    part check 90 check_part
+    part loader 180 loader_part
+    part train 90 train_part
+    [[ $mode == full ]] && part soak 1800 soak_part ;;
+  env) part env 30 env_part ;;
+  clips) part clips 300 clips_part ;;
+  check) part check 600 check_part ;;
+  loader) part loader 1200 loader_part ;;
+  train) part train 600 train_part ;;
+  soak) part soak 3600 soak_part ;;
+  *) echo "gpu_run: unknown mode $mode; expected quick, full, env, clips, check, loader, train or soak" >&2; exit 2 ;;
 esac
-echo "gpu_run: $part done (exit $status); results in $out"
+python benchmarks/gpu_report.py "$out" > /dev/null || status=1
+echo "gpu_run: $mode done (exit $status); results: $out/results.md (checks and targets), $summary"
 exit $status

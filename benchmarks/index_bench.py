@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 
 from tsn_dali.data.index import build as index_build, cache as index_cache  # noqa: E402
+from tsn_dali.bench.environment import cpu_name  # noqa: E402
 from tsn_dali.data.index.video_index import VideoInfo  # noqa: E402
 
 
@@ -71,19 +71,36 @@ def _peak_mib() -> float:
 
 
 def probe_throughput(paths, repeats: int, cores: int) -> dict:
+    """Videos/s of a cold build with 1 probe thread and with one per core, the two measured
+    interleaved (tsn_dali.bench.interleave: an untimed round, then ``repeats`` rounds, the
+    order rotated), with the median, min-max and ratio of each."""
+    from tsn_dali.bench.interleave import compare, run_rounds
     from tsn_dali.data.index.build import build_index
 
-    out = {"videos": len(paths), "cores": cores, "runs": {}}
-    for workers in sorted({1, cores}):
-        rates, per_cpu_s = [], []
-        for _ in range(repeats):
+    per_cpu_s = {}
+
+    def system(workers):
+        def window(round_no):
             start, cpu0 = time.perf_counter(), time.process_time()
             index = build_index(paths, cache_dir=None, workers=workers, progress=False)
-            rates.append(len(paths) / (time.perf_counter() - start))
-            per_cpu_s.append(len(paths) / (time.process_time() - cpu0))
             assert not index.bad, index.report()
-        out["runs"][workers] = {"videos_per_s": statistics.median(rates), "all": rates,
-                                "videos_per_cpu_s": statistics.median(per_cpu_s)}
+            if round_no >= 0:
+                per_cpu_s.setdefault(workers, []).append(len(paths) / (time.process_time() - cpu0))
+            return len(paths) / (time.perf_counter() - start)
+        return window
+
+    threads = sorted({1, cores})
+    rates, errors, orders, _ = run_rounds({f"{w} thread(s)": system(w) for w in threads}, repeats, warmup=1)
+    if errors:
+        raise RuntimeError(f"probe throughput: {errors}")
+    rows = {r["system"]: r for r in compare(rates, "1 thread(s)")}
+    out = {"videos": len(paths), "cores": cores, "runs": {}, "orders": orders}
+    for w in threads:
+        row = rows[f"{w} thread(s)"]
+        out["runs"][w] = {"videos_per_s": row["clips_per_s"]["median"], "all": row["clips_per_s"]["runs"],
+                          "min": row["clips_per_s"]["min"], "max": row["clips_per_s"]["max"],
+                          "ratio_to_1_thread": row["ratio"], "verdict": row["verdict"],
+                          "videos_per_cpu_s": statistics.median(per_cpu_s[w])}
     out["per_core"] = out["runs"][cores]["videos_per_s"] / cores
     out["single_thread"] = out["runs"][1]["videos_per_s"]
     return out
@@ -223,13 +240,17 @@ def markdown(res: dict) -> str:
     if res.get("note"):
         lines.append(f"- note: {res['note']}")
     lines += ["", "## Probe throughput (no cache)", "",
-              f"{p['videos']} videos: {res['videos_desc']}; median of {res['repeats']} runs.", "",
-              "| probe threads | videos/s | videos per CPU-second |", "| --- | --- | --- |"]
-    lines += [f"| {w} | {r['videos_per_s']:.1f} | {r['videos_per_cpu_s']:.1f} |" for w, r in p["runs"].items()]
+              f"{p['videos']} videos: {res['videos_desc']}; the thread counts measured interleaved in this "
+              f"process: one untimed round, then {res['repeats']} rounds, the order rotated; median (min-max).", "",
+              "| probe threads | videos/s | ratio to 1 thread | videos per CPU-second |", "| --- | --- | --- | --- |"]
+    lines += [f"| {w} | {r['videos_per_s']:.1f} ({r['min']:.1f}-{r['max']:.1f}) | {r['ratio_to_1_thread']:.2f}x "
+              f"({r['verdict']}) | {r['videos_per_cpu_s']:.1f} |" for w, r in p["runs"].items()]
     lines += ["", f"**{p['per_core']:.1f} videos/s per core** with {p['cores']} threads on {p['cores']} cores "
               f"({p['single_thread']:.1f} videos/s on one thread); a probe costs "
               f"{1000 / p['runs'][1]['videos_per_cpu_s']:.0f} ms of CPU time (decoder threads included).", "",
               f"## Warm start, {res['entries']:,} cached entries", "",
+              "Each layout in a fresh process, the two interleaved; the run with the median time of "
+              f"{res['warm'][next(iter(res['warm']))]['rounds']} is shown.", "",
               "| VideoInfo | cache file | save | parse | stat + check | VideoIndex | `build_index` all told (CPU time) | index memory (RSS growth) | peak RSS |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, w in res["warm"].items():
@@ -245,16 +266,6 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", help="folder of videos to probe (searched recursively)")
@@ -263,13 +274,15 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", default="/tmp/tsn_dali_index_bench")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / f"index-cpu-{time.strftime('%Y-%m-%d')}"))
+    ap.add_argument("--warm-rounds", type=int, default=1,
+                    help="warm starts of each VideoInfo layout, interleaved (the median run is reported)")
     ap.add_argument("--no-ranks", action="store_true", help="skip the 2-rank warm start")
     ap.add_argument("--note", default="")
     args = ap.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     cores = index_build.default_workers()
-    res = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": _cpu_name(), "cores": cores,
+    res = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_name(), "cores": cores,
            "load_start": [round(x, 2) for x in os.getloadavg()], "entries": args.entries,
            "repeats": args.repeats, "note": args.note,
            "command": shlex.join(["python", "benchmarks/index_bench.py", *(argv or sys.argv[1:])])}
@@ -279,7 +292,7 @@ def main(argv=None) -> int:
     else:
         folder = work / "k400like"
         subprocess.run([sys.executable, "-m", "tsn_dali.data.media.synthetic", str(folder), "--videos",
-                        str(args.generate), "--val-fraction", "0", "--frames", "300", "--size", "340x256",
+                        str(args.generate), "--classes", str(max(1, min(args.generate, 8))), "--val-fraction", "0", "--frames", "300", "--size", "340x256",
                         "--codec", "h264", "--fps", "30", "--quiet"], check=True,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))
         res["videos_desc"] = "generated Kinetics-like clips, 340x256, 300 frames at 30 fps, H.264, x264's default GOP"
@@ -291,8 +304,17 @@ def main(argv=None) -> int:
     shutil.rmtree(fab, ignore_errors=True)
     fake = fabricate(fab / "videos", args.entries, wide=False)
     res["warm"] = {}
-    for name, wide in (("today's fields", False), ("+ 10 keyframes and 5 fields", True)):
-        res["warm"][name] = warm_start(fab, fake, wide)
+    variants = {"today's fields": False, "+ 10 keyframes and 5 fields": True}
+    runs = {name: [] for name in variants}
+    from tsn_dali.bench.interleave import rotated
+
+    for r in range(args.warm_rounds):  # interleaved: the order rotated each round
+        for name in rotated(list(variants), r):
+            runs[name].append(warm_start(fab, fake, variants[name]))
+    for name, results in runs.items():  # the run with the median build time
+        results.sort(key=lambda w: w["build_index_s"])
+        res["warm"][name] = dict(results[len(results) // 2], rounds=len(results),
+                                 build_index_s_all=[w["build_index_s"] for w in results])
         print(f"warm start ({name}): {res['warm'][name]['build_index_s']:.2f} s, "
               f"{res['warm'][name]['index_mib']:.0f} MiB", flush=True)
     if not args.no_ranks:

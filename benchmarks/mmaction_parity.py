@@ -141,7 +141,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError as exc:
         print(f"error: {exc}: run this with MMAction2 1.2.0 installed (see the docstring)", file=sys.stderr)
         return 1
-    from tsn_dali.bench import _cpu_name, _version
+    from tsn_dali.bench.environment import cpu_name, version
 
     executors = build_executors(args.executors.split(","), args.device)
     try:
@@ -151,8 +151,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             executor.close()
     argv_used = list(argv if argv is not None else sys.argv[1:])
     env = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-           "cpu": _cpu_name(), "mmaction2": mmaction.__version__, "mmcv": mmcv.__version__,
-           "decord": _version("decord"), "dali": _version("nvidia.dali"),
+           "cpu": cpu_name(), "mmaction2": mmaction.__version__, "mmcv": mmcv.__version__,
+           "decord": version("decord"), "dali": version("nvidia.dali"),
            "command": "python benchmarks/mmaction_parity.py " + " ".join(argv_used)}
     date = datetime.date.today().isoformat()
     out = Path(args.out or PROJECT_ROOT / "benchmarks" / "results" / f"mmaction_parity-{args.device}-{date}")

@@ -8,4 +8,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tsn_dali.soak import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

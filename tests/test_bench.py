@@ -63,60 +63,120 @@ def test_quick_run_writes_every_section(tiny_videos, tmp_path, capsys):
     out = tmp_path / "out"
     rc = bench.main(["recipes/k400_r50.yaml", "--videos", *videos, "--quick",
                      "--executors", "dali-gpu,dali-cpu,dali-cpu+whole,reference", "--reference-workers", "1",
-                     "--gop-codec", "vp9", "--gops", "original,16,4",
+                     "--gop-codec", "vp9", "--gops", "original,16,4", "--peers", "mmaction2,torchcodec",
                      "--batch-size", "2", "--work-dir", str(tmp_path / "work"), "--out", str(out), *TINY])
     assert rc == 0
     result = json.loads((out / "results.json").read_text())
-    for section in ("env", "config", "videos", "unavailable", "loader", "model", "end_to_end", "gop", "headline"):
+    for section in ("env", "config", "videos", "unavailable", "comparisons", "parity", "headline"):
         assert section in result
     assert result["env"]["cpu_count"] >= 1 and result["env"]["torch"] and result["env"]["date"]
-    assert "--quick" in result["env"]["command"]
+    assert "--quick" in result["env"]["command"] and result["env"]["load_average_at_end"] is not None
     assert len(result["videos"]) == len(videos) + 2  # 3 generated + the real one (if any)
-    assert (result["config"]["iters"], result["config"]["repeats"]) == (2, 1)
+    assert (result["config"]["iters"], result["config"]["rounds"]) == (1, 2)
+    comparisons = {c["title"]: c for c in result["comparisons"]}
+    assert list(comparisons) == ["loader, train view", "loader, test view",
+                                 "training: the step alone and fed by each loader", "GOP original, train view",
+                                 "GOP 16, train view", "GOP 4, train view"]
 
-    # every executor asked for is either measured or says why not
-    measured = {e["executor"] for e in result["loader"]}
-    assert measured | set(result["unavailable"]) == {"dali-gpu", "dali-cpu", "dali-cpu+whole", "reference"}
+    # every system asked for is either measured or says why not, in every comparison
+    for title, c in comparisons.items():
+        assert not c["errors"], c["errors"]
+        names = [r["system"] for r in c["rows"]]
+        assert c["orders"][1] == c["orders"][0][1:] + c["orders"][0][:1]  # rotated each round
+        for r in c["rows"]:
+            s = r["clips_per_s"]
+            assert len(s["runs"]) == 2 and s["min"] <= s["median"] <= s["max"] and s["median"] > 0
+            assert r["verdict"] in ("baseline", "within spread", "faster beyond spread", "slower beyond spread")
+        if c["part"] in ("loader", "gop"):
+            peers = {n for n in names if n in ("mmaction2", "torchcodec")}
+            assert set(names) - peers == {"dali-cpu", "dali-cpu+whole", "reference"}
+            assert c["baseline"] == "reference"
+    unavailable = result["unavailable"]
     if not torch.cuda.is_available():
-        assert "CUDA" in result["unavailable"]["dali-gpu"]
+        assert "CUDA" in unavailable["dali-gpu"]
+    for peer in ("mmaction2", "torchcodec"):  # measured, or skipped with the reason said
+        measured = any(r["system"] == peer for r in comparisons["loader, train view"]["rows"])
+        assert measured or f"{peer} (train view)" in unavailable
+    for check in result["parity"]:  # a peer measured on other frames or crops would show here
+        assert check["same_shape"] and check["max_abs_diff"] <= 2, check
 
-    for e in result["loader"] + result["end_to_end"] + result["gop"]:
-        assert "error" not in e, e
-    loader = {(e["executor"], e["view"]): e for e in result["loader"]}
-    train, test = loader[("reference", "train")], loader[("reference", "test")]
+    rows = {r["system"]: r for r in comparisons["loader, train view"]["rows"]}
+    test_rows = {r["system"]: r for r in comparisons["loader, test view"]["rows"]}
     # tsn_train: 3 segments x 1 crop; tsn_test_tencrop: 25 clips x 10 crops
-    assert (train["views_per_clip"], train["frames_sampled_per_clip"]) == (3, 3.0)
-    assert (test["views_per_clip"], test["frames_sampled_per_clip"]) == (250, 25.0)
-    # a decoder decodes at least the frames sampled
-    assert train["frames_decoded_per_clip"] >= train["frames_sampled_per_clip"]
-    for e in result["loader"] + result["model"] + result["end_to_end"] + result["gop"]:
-        assert e["clips_per_s"]["median"] > 0
-        assert e["clips_per_s"]["min"] <= e["clips_per_s"]["median"] <= e["clips_per_s"]["max"]
-    assert [e["variant"] for e in result["model"]] == ["eager"]
-    e2e = {e["executor"]: e for e in result["end_to_end"]}
-    assert 0.0 <= e2e["reference"]["data_wait_share"]["median"] <= 1.0
-    assert result["headline"]["end_to_end_vs_model"]["reference"] > 0
+    assert (rows["reference"]["views_per_clip"], rows["reference"]["frames_sampled_per_clip"]) == (3, 3.0)
+    assert (test_rows["reference"]["views_per_clip"], test_rows["reference"]["frames_sampled_per_clip"]) == (250, 25.0)
+    # counted, per path and codec: H.264 is dali-cpu's frames path
+    assert set(rows["dali-cpu"]["paths"]) == {"frames h264"} and rows["dali-cpu"]["frames_path_share"] == 1.0
+    assert rows["dali-cpu"]["frames_path_frames_per_clip"] == 3.0
+
+    e2e = comparisons["training: the step alone and fed by each loader"]
+    assert e2e["baseline"] == "model"
+    assert {r["system"] for r in e2e["rows"]} == {"model", "e2e dali-cpu", "e2e dali-cpu+whole", "e2e reference"}
+    assert all(0.0 <= r["data_wait_share"]["median"] <= 1.0 for r in e2e["rows"] if r["system"] != "model")
+    assert result["headline"]["end_to_end_vs_model"]["reference"]["ratio"] > 0
 
     # GOP: re-encoded as VP9 (DALI's CPU decoder reads it in its graph) with keyframes every
     # 16 and 4 frames; the originals (encoder default) have one keyframe in 48 frames
-    gop = {(e["gop"], e["executor"]): e for e in result["gop"]}
-    assert gop[("16", "reference")]["keyframe_interval"] <= 16 < gop[("original", "reference")]["keyframe_interval"]
-    assert gop[("4", "reference")]["file_bytes"] > gop[("16", "reference")]["file_bytes"]
-    sliced, whole = gop[("16", "dali-cpu")], gop[("16", "dali-cpu+whole")]
+    gop = {c["gop"]: c for c in result["comparisons"] if c["part"] == "gop"}
+    assert gop["16"]["keyframe_interval"] <= 16 < gop["original"]["keyframe_interval"]
+    assert gop["4"]["file_bytes"] > gop["16"]["file_bytes"]
+    g16 = {r["system"]: r for r in gop["16"]["rows"]}
+    sliced, whole = g16["dali-cpu"], g16["dali-cpu+whole"]
     # counted from what was fed to DALI's decoder: slices feed fewer frames and bytes
-    assert sliced["frames_decoded_counted"] and whole["frames_decoded_counted"]
-    assert sliced["sliced_share"] > 0 and whole["sliced_share"] == 0
-    assert sliced["frames_decoded_per_clip"] < whole["frames_decoded_per_clip"]
+    assert set(sliced["paths"]) == {"decoder vp9"} and sliced["sliced_share"] > 0 and whole["sliced_share"] == 0
+    assert sliced["frames_fed_per_clip"] < whole["frames_fed_per_clip"]
     assert sliced["bytes_per_clip"] < whole["bytes_per_clip"]
-    assert gop[("4", "dali-cpu")]["frames_decoded_per_clip"] < sliced["frames_decoded_per_clip"]
+    g4 = {r["system"]: r for r in gop["4"]["rows"]}
+    assert g4["dali-cpu"]["frames_fed_per_clip"] < sliced["frames_fed_per_clip"]
     assert "dali-cpu GOP 16" in result["headline"]["sliced_vs_whole"]
+    assert not any("train view" in k for k in result["headline"]["sliced_vs_whole"])  # H.264: not DALI-decoded
 
     md = (out / "results.md").read_text()
-    for heading in ("## Loader only", "## Model only", "## End to end", "## Decode cost vs GOP", "## Headline"):
+    for heading in ("## Loader, train view", "## Loader, test view", "## Training", "## GOP 16, train view",
+                    "## Headline"):
         assert heading in md
     png = (out / "throughput.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    assert "## Loader only" in capsys.readouterr().out
+    assert "## Loader, train view" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("parts, sections", [("loader", ["## Loader, train view", "## Loader, test view"]),
+                                             ("model", ["## Training"]), ("e2e", ["## Training"]),
+                                             ("gop", ["## GOP original", "## GOP 16"])])
+def test_each_part_alone_prints_only_its_sections(tiny_videos, tmp_path, parts, sections):
+    out = tmp_path / "out"
+    rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tiny_videos), "--quick", "--parts", parts,
+                     "--executors", "dali-cpu,reference", "--reference-workers", "0", "--gop-codec", "vp9",
+                     "--batch-size", "2", "--work-dir", str(tmp_path / "work"), "--out", str(out), *TINY])
+    assert rc == 0
+    md = (out / "results.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ") and not line.startswith("## Headline")]
+    assert headings == [h for h in headings if any(h.startswith(s) for s in sections)] and headings
+
+
+def test_interleaved_rounds_rotate_and_verdicts_can_fail():
+    from tsn_dali.bench.interleave import compare, run_rounds, verdict
+
+    calls = []
+
+    def system(name, rate):
+        def window(round_no):
+            calls.append((name, round_no))
+            if name == "broken" and round_no >= 0:
+                raise RuntimeError("decoder gone\nmore")
+            return rate + round_no
+        return window
+
+    rates, errors, orders, spans = run_rounds({"a": system("a", 10), "b": system("b", 20),
+                                               "broken": system("broken", 5)}, rounds=3, warmup=1)
+    assert calls[:3] == [("a", -1), ("b", -1), ("broken", -1)]  # the untimed round
+    assert orders == [["a", "b", "broken"], ["b", "a"], ["a", "b"]]  # rotated; broken dropped
+    assert rates == {"a": [10, 11, 12], "b": [20, 21, 22], "broken": []}
+    assert errors == {"broken": "RuntimeError: decoder gone"} and len(spans["a"]) == 3
+    rows = {r["system"]: r for r in compare(rates, "a")}
+    assert rows["b"]["verdict"] == "faster beyond spread" and rows["b"]["ratio"] == pytest.approx(21 / 11)
+    assert verdict([10, 12], [11, 13], False) == "within spread"
+    assert verdict([5, 6], [11, 13], False) == "slower beyond spread"
 
 
 def test_bad_arguments_give_one_line_errors(tmp_path, capsys):
@@ -134,45 +194,68 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys):
     assert rc == 2 and "--parts: unknown part 'bogus'" in capsys.readouterr().err
     rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tmp_path), "--iters", "0"])
     assert rc == 2 and "--iters" in capsys.readouterr().err
+    rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tmp_path), "--peers", "pytorchvideo"])
+    assert rc == 2 and "--peers: unknown peer 'pytorchvideo'" in capsys.readouterr().err
     assert bench.main(["recipes/k400_r50.yaml", "--bogus-flag"]) == 2  # argparse's, returned
     rc = bench.main(["recipes/no_such.yaml", "--videos", str(tmp_path)])
     assert rc == 1 and "no_such.yaml" in capsys.readouterr().err
 
 
-def test_gpu_run_script_dry_runs_on_cpu(tmp_path):
-    """benchmarks/gpu_run.sh, every part, with DEVICE=cpu: generates and prepares clips,
-    checks frame identities (dali-cpu against itself there), runs the loader and train
-    parts with dali-cpu where dali-gpu would be, and a tiny soak."""
+def test_gpu_run_quick_dry_runs_on_cpu(tmp_path):
+    """``DEVICE=cpu bash benchmarks/gpu_run.sh OUT quick`` at tiny sizes: every part runs
+    under its timeout and writes as it goes; dali-cpu stands where dali-gpu would be; the
+    report gives every check and target."""
     import subprocess
     import sys
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_run.sh"
-    env = dict(os.environ, DEVICE="cpu", CLIPS=str(tmp_path / "clips"), COMPILE="",
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    env = dict(os.environ, DEVICE="cpu", CLIPS=str(tmp_path / "clips"), NUM_VIDEOS="2", FRAMES="24", SIZE="96x72",
+               TIME_SCALE="4", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
                BENCH_ARGS=" ".join(["--quick", "--batch-size", "2", "--reference-workers", "1"] + TINY),
-               SOAK_ARGS=" ".join(["--executors", "reference", "--epochs", "3", "--warmup", "1",
-                                   "--videos", "16", "--frames", "8", "--width", "64", "--height", "48",
-                                   "--set", "train.amp='off'", "--set", "data.input_size=32",
-                                   "--set", "data.short_side=40", "--set", "loader.reference_workers=1"]))
+               CHECK_ARGS="--view-batches 2 --view-size 48 --batch 2 --rounds 1")
     out = tmp_path / "out"
-    proc = subprocess.run(["bash", str(script), str(out), "all", "2"], env=env, capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(script), str(out), "quick"], env=env, capture_output=True, text=True,
                           timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    check = (out / "gpu_check.txt").read_text()
-    assert check.count(" ok ") == 6 and "identity checks: all ok" in check  # 4 numbered + 2 generated
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    summary = (out / "summary.md").read_text()
+    for name in ("env", "clips", "check", "loader", "train"):
+        assert f"| {name} | ok |" in summary
+    assert '"torch_cuda"' in (out / "env.log").read_text() and "pairing" in (out / "env.log").read_text()
+    checks = json.loads((out / "check" / "gpu_check.json").read_text())
+    assert {c["check"] for c in checks["checks"]} >= {"numbered", "sliced_vs_whole", "gpu_vs_cpu", "mixed_batch",
+                                                      "bfloat16", "view_integrity", "pipeline_failure"}
+    assert checks["speed"]["rows"]
     for name in ("loader_original", "loader_gop16"):
         result = json.loads((out / name / "results.json").read_text())
-        assert {(e["executor"], e["view"]) for e in result["loader"]} == {
-            (v, view) for v in ("dali-cpu", "dali-cpu+whole", "dali-cpu+sessions4", "dali-cpu+copy", "reference")
-            for view in ("train", "test")}
-        assert all("clips_per_s" in e for e in result["loader"])
+        systems = {(r["system"], c["view"]) for c in result["comparisons"] for r in c["rows"]}
+        assert systems == {(v, view) for v in ("dali-cpu", "dali-cpu+whole", "dali-cpu+sessions4", "dali-cpu+copy",
+                                                "reference") for view in ("train", "test")}
     gop16 = json.loads((out / "loader_gop16" / "results.json").read_text())
     assert all(v["keyframe_interval"] <= 16 for v in gop16["videos"])
     train = json.loads((out / "train" / "results.json").read_text())
-    assert [e["variant"] for e in train["model"]] == ["eager"]
-    assert {e["executor"] for e in train["end_to_end"]} == {"dali-cpu", "dali-cpu+copy", "reference"}
-    soak = json.loads((out / "soak" / "results.json").read_text())
-    assert [len(r["samples"]) for r in soak["runs"]] == [4]  # before + 3 epochs
+    assert {r["system"] for c in train["comparisons"] for r in c["rows"]} == {"model", "e2e dali-cpu",
+                                                                              "e2e reference"}
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["targets"]) == 5 and all(t["status"] != "not measured" for t in res["targets"].values())
+    assert "## Targets" in (out / "results.md").read_text()
+
+
+def test_gpu_run_leaves_what_a_killed_part_measured(tmp_path):
+    """A part past its timeout is said in the summary; the parts before it keep their results."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_run.sh"
+    env = dict(os.environ, DEVICE="cpu", CLIPS=str(tmp_path / "clips"), NUM_VIDEOS="2", FRAMES="24", SIZE="96x72",
+               TIME_SCALE="0.02", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    out = tmp_path / "out"
+    subprocess.run(["bash", str(script), str(out), "clips"], env=dict(env, TIME_SCALE="1"), capture_output=True,
+                   timeout=300, check=True)
+    proc = subprocess.run(["bash", str(script), str(out), "check"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    summary = (out / "summary.md").read_text()
+    assert "| clips | ok |" in summary and "| check | TIMED OUT after" in summary
 
 
 def test_executor_variants_parse_and_reject_unknown_options():

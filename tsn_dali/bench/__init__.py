@@ -1,28 +1,26 @@
-"""Throughput benchmarks: clips/s of the loader, the model and both together.
+"""Throughput benchmarks: clips/s of the loaders, the model and both together.
 
-``python -m tsn_dali.bench RECIPE --videos DIR_OR_LIST ...`` measures, in one process,
-one after another on the same machine and the same videos (``--parts``):
+``python -m tsn_dali.bench RECIPE --videos DIR_OR_LIST ...``. Every part is a comparison of
+systems measured in this one process, interleaved (interleave.py): one untimed round, then
+``--rounds`` rounds in which each system times one window of ``--iters`` steps, the order
+rotated each round; each system gets its median, spread and ratio to a named baseline, and
+a difference within the spread is said to be one (``--parts``):
 
-- loader: clips/s of each executor variant (``--executors``: dali-gpu where CUDA is
-  present, dali-cpu, reference with N DataLoader workers; ``+whole``, ``+copy``,
-  ``+sessionsN`` variants, measure.py) for the recipe's train view and test view,
-  through the ClipLoader a training run uses (prefetch included); frames sampled per
-  clip, and frames and bytes fed to the decoder per clip as the DALI executors count
-  them (the reference executor's decord: an estimate); NVDEC utilisation on a GPU;
-- model: clips/s of the trainer's own step (tsn_dali.engine.step: forward, backward,
-  grad clip, SGD, fused on CUDA) on synthetic input, channels_last; with
-  ``torch.compile`` where ``--compile``;
-- e2e: training clips/s with each executor feeding that step, and the share of time the
-  host spent blocked waiting for data;
-- gop: decode cost vs GOP: the first ``--gop-videos`` videos as they are and re-encoded
-  (``--gop-codec``, ``tsn_dali.prepare``) with each of ``--gops``; loader only.
+- loader: each executor variant (``--executors``: dali-gpu where CUDA is present, dali-cpu,
+  reference with N DataLoader workers; ``+whole``, ``+copy``, ``+sessionsN``, ``+mmaction``
+  variants, measure.py) and the peers (``--peers``: MMAction2's own pipeline, torchcodec;
+  peers.py, checked pixel by pixel against ours on the same plans), for the recipe's train
+  view and test view, through a ClipLoader as training uses it (prefetch included); clips
+  per path and codec, frames and bytes fed per clip as counted; NVDEC utilisation on a GPU;
+- model / e2e: the trainer's own step (tsn_dali.engine.step) on synthetic input as the
+  baseline (``torch.compile`` too with ``--compile``), and with ``e2e`` that step fed by each
+  executor, with the share of time the host waited for data;
+- gop: the first ``--gop-videos`` videos as they are and re-encoded (``--gop-codec``,
+  ``tsn_dali.prepare``) with each of ``--gops``: one loader comparison per GOP.
 
-Every measurement: ``--warmup`` batches excluded, then ``--repeats`` windows of
-``--iters`` batches, each window one clips/s figure; the report gives the median,
-min/max and the quartiles of the windows. Results: ``results.json``, ``results.md``
-and ``throughput.png`` in ``--out`` (default ``benchmarks/results/<device>-<date>``).
-
-Modules: cli (the parts, the command line), measure (executors, loaders, the step),
+Results: ``results.json``, ``results.md`` and ``throughput.png`` in ``--out`` (default
+``benchmarks/results/<device>-<date>``). Modules: cli (the parts, the command line),
+interleave (rounds, comparisons), measure (executors, loaders, the step as systems), peers,
 videos, environment (machine facts, NVDEC utilisation), stats, report.
 """
 from tsn_dali.bench.cli import main, parse_args, run

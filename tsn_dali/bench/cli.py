@@ -1,4 +1,4 @@
-"""``python -m tsn_dali.bench``: the parts, run one after another, and the command line."""
+"""``python -m tsn_dali.bench``: the parts (each a comparison measured interleaved) and the command line."""
 from __future__ import annotations
 
 import datetime
@@ -6,7 +6,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -14,9 +14,11 @@ import torch
 from tsn_dali import cli
 from tsn_dali.engine.errors import UsageError
 from tsn_dali.bench.environment import device_slug, environment
-from tsn_dali.bench.measure import (attempt, bench_amp, build_tsn, make_loader, make_train_step,
-                                    measure_end_to_end, measure_loader, measure_model, open_executors,
-                                    parse_variant, plan_costs)
+from tsn_dali.bench.environment import DecoderMonitor
+from tsn_dali.bench.interleave import comparison
+from tsn_dali.bench.measure import (EndToEndWindow, LoaderWindow, ModelWindow, bench_amp, build_tsn, make_loader,
+                                    make_train_step, open_executors, parse_variant, plan_costs)
+from tsn_dali.bench.peers import PEERS, PeerUnavailable, peer_system
 from tsn_dali.bench.report import headline, markdown, write_outputs
 from tsn_dali.bench.videos import find_videos, generate_videos, reencode
 from tsn_dali.config import PROJECT_ROOT, load_recipe
@@ -30,7 +32,11 @@ def _log(text: str) -> None:
 
 
 class Run:
-    """One benchmark run: the recipe, the videos and their index, the executors, the result."""
+    """One benchmark run: the recipe, the videos and their index, the executors, the result.
+
+    Every part is a comparison of systems measured interleaved (tsn_dali.bench.interleave):
+    loader (each executor variant, and the peers, per view), model and e2e (the step alone
+    as the baseline, fed by each executor), gop (each variant per GOP)."""
 
     def __init__(self, args, argv: Sequence[str]):
         self.args = args
@@ -42,10 +48,10 @@ class Run:
             torch.set_flush_denormal(True)
         self.bs = args.batch_size or self.recipe.loader.batch_size
         self.test_bs = args.test_batch_size or self.recipe.loader.test_batch_size
-        self.iters, self.warmup, self.repeats = args.iters or 5, args.warmup, args.repeats
-        self.num_batches = self.warmup + self.iters * self.repeats
+        self.iters, self.warmup, self.rounds = args.iters or 5, args.warmup, args.rounds
         self.work = args.work_dir or os.path.join(tempfile.gettempdir(), "tsn_dali_bench")
         self.variants = [parse_variant(v) for v in args.executors.split(",") if v.strip()]
+        self.peers = [p.strip() for p in (args.peers or "").split(",") if p.strip()]
         self.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
         self.paths = self._videos()
         self.index = self._index(self.paths)
@@ -53,9 +59,8 @@ class Run:
                        "videos": [{k: v for k, v in self.index[p].to_json().items()
                                    if k in ("path", "codec", "width", "height", "num_frames", "fps",
                                             "keyframe_interval", "size", "pix_fmt")} for p in self.paths],
-                       "unavailable": {}, "loader": [], "model": [], "end_to_end": [], "gop": []}
+                       "unavailable": {}, "comparisons": [], "parity": []}
         self.executors = {}
-        self.steps = {}
 
     def _videos(self) -> List[str]:
         a = self.args
@@ -82,55 +87,78 @@ class Run:
                 "num_segments": r.data.num_segments, "input_size": r.data.input_size,
                 "short_side": r.data.short_side, "train_pipeline": r.data.train_pipeline,
                 "test_pipeline": r.data.test_pipeline, "batch_size": self.bs, "test_batch_size": self.test_bs,
-                "iters": self.iters, "warmup": self.warmup, "repeats": self.repeats, "device": str(self.device),
+                "iters": self.iters, "warmup": self.warmup, "rounds": self.rounds, "device": str(self.device),
                 "dtype": r.loader.dtype, "amp": bench_amp(r, self.device), "channels_last": True,
                 "prefetch": r.loader.prefetch, "num_threads": r.loader.num_threads,
                 "decode_workers": r.loader.decode_workers, "decode_sessions": r.loader.decode_sessions,
                 "reference_workers": a.reference_workers, "compile": bool(a.compile), "parts": self.parts,
-                "gop_codec": a.gop_codec, "gops": a.gops, "quick": bool(a.quick), "note": a.note or ""}
+                "peers": self.peers, "gop_codec": a.gop_codec, "gops": a.gops, "quick": bool(a.quick),
+                "note": a.note or ""}
+
+    def _compare(self, title: str, systems: dict, baseline: Optional[str], **facts) -> None:
+        if not systems:
+            return
+        costs = {name: getattr(system, "costs") for name, system in systems.items() if hasattr(system, "costs")}
+        with DecoderMonitor(self.device) as monitor:
+            result = comparison(title, systems, baseline, self.rounds, self.warmup, costs=costs,
+                                monitor=monitor if self.device.type == "cuda" else None, **facts)
+        for row in result["rows"]:
+            row.update(facts.get("plan_costs", {}).get(row["system"], {}))
+        self.result["comparisons"].append(result)
+
+    def _loader_systems(self, split: str, paths, index, batch: int, title: str) -> Tuple[dict, dict]:
+        systems, planned = {}, {}
+        for v in self.variants:
+            if v.label not in self.executors:
+                continue
+            loader = make_loader(self.recipe, split, paths, index, self.executors[v.label], batch,
+                                 1 + self.iters, self.device, handoff=v.handoff)
+            systems[v.label] = LoaderWindow(loader, self.iters, self.device)
+            planned[v.label] = plan_costs(loader, index)
+        for name in self.peers:
+            try:
+                systems[name], check = peer_system(name, self.recipe, split, paths, index, batch, self.iters,
+                                                   self.device, self.args.reference_workers, self.executors)
+            except PeerUnavailable as why:
+                self.result["unavailable"][f"{name} ({split} view)"] = str(why)
+                _log(f"{name}: not measured ({why})")
+                continue
+            planned[name] = plan_costs(systems[name].planning, index)
+            if check:
+                self.result["parity"].append(dict(check, peer=name, view=split, comparison=title))
+        return systems, planned
 
     # ------------------------------------------------------------------ parts
 
     def loader_part(self):
         for split, batch in (("train", self.bs), ("test", self.test_bs)):
+            title = f"loader, {split} view"
+            systems, planned = self._loader_systems(split, self.paths, self.index, batch, title)
+            self._compare(title, systems, "reference", part="loader", view=split,
+                          batch_size=batch, plan_costs=planned)
+
+    def model_e2e_part(self):
+        """The trainer's step alone (the baseline) and, with ``e2e``, fed by each executor."""
+        from tsn_dali.bench.measure import synthetic_batch
+
+        model, builder = build_tsn(self.recipe.model)
+        self.result["config"]["model_builder"] = builder
+        step = make_train_step(model, self.recipe, self.device)
+        probe = make_loader(self.recipe, "train", self.paths, self.index, None, self.bs, 1, self.device)
+        clips, labels = synthetic_batch(self.bs, probe.num_views, self.recipe.data.input_size,
+                                        self.recipe.model.num_classes, self.recipe.loader.dtype, self.device)
+        systems = {"model": ModelWindow(step, clips, labels, self.iters, self.device)}
+        if self.args.compile:
+            compiled = make_train_step(build_tsn(self.recipe.model)[0], self.recipe, self.device, compile=True)
+            systems["model compiled"] = ModelWindow(compiled, clips, labels, self.iters, self.device)
+        if "e2e" in self.parts:
             for v in self.variants:
-                if v.label not in self.executors:
-                    continue
-                _log(f"loader {v.label} {split} view")
-                loader = make_loader(self.recipe, split, self.paths, self.index, self.executors[v.label], batch,
-                                     self.num_batches, self.device, handoff=v.handoff)
-                entry = {"executor": v.label, "view": split, "batch_size": batch, **plan_costs(loader, self.index)}
-                self.result["loader"].append(attempt(entry, lambda: measure_loader(
-                    loader, self.warmup, self.iters, self.repeats, self.device)))
-
-    def model_part(self):
-        num_views = make_loader(self.recipe, "train", self.paths, self.index, None, self.bs, 1, self.device).num_views
-        for variant, compiled in [("eager", False)] + ([("compiled", True)] if self.args.compile else []):
-            _log(f"model {variant}")
-            torch.manual_seed(0)
-            entry = {"variant": variant, "batch_size": self.bs, "views_per_clip": num_views}
-
-            def model_run(compiled=compiled, variant=variant):
-                model, self.result["config"]["model_builder"] = build_tsn(self.recipe.model)
-                self.steps[variant] = make_train_step(model, self.recipe, self.device, compile=compiled)
-                return measure_model(self.steps[variant], self.bs, num_views, self.recipe.data.input_size,
-                                     self.recipe.model.num_classes, self.recipe.loader.dtype,
-                                     self.warmup + (2 if compiled else 0), self.iters, self.repeats, self.device)
-
-            self.result["model"].append(attempt(entry, model_run))
-
-    def e2e_part(self):
-        if "eager" not in self.steps:
-            self.model_part()
-        for v in self.variants:
-            if v.label not in self.executors or "eager" not in self.steps:
-                continue
-            _log(f"end to end {v.label}")
-            loader = make_loader(self.recipe, "train", self.paths, self.index, self.executors[v.label], self.bs,
-                                 self.num_batches, self.device, handoff=v.handoff)
-            entry = {"executor": v.label, "model": "eager", "batch_size": self.bs}
-            self.result["end_to_end"].append(attempt(entry, lambda: measure_end_to_end(
-                loader, self.steps["eager"], self.warmup, self.iters, self.repeats, self.device)))
+                if v.label in self.executors:
+                    loader = make_loader(self.recipe, "train", self.paths, self.index, self.executors[v.label],
+                                         self.bs, 1 + self.iters, self.device, handoff=v.handoff)
+                    systems[f"e2e {v.label}"] = EndToEndWindow(loader, step, self.iters, self.device)
+        self._compare("training: the step alone and fed by each loader", systems, "model", part="e2e",
+                      view="train", batch_size=self.bs)
 
     def gop_part(self):
         """The first ``--gop-videos`` videos as they are ('original') and re-encoded
@@ -150,16 +178,10 @@ class Run:
             index = build_index(paths, cache_dir=os.path.join(self.work, "index"), workers=2, progress=False)
             facts = {"gop": gop, "keyframe_interval": float(np.mean([index[p].keyframe_interval or 1 for p in paths])),
                      "file_bytes": float(np.mean([index[p].size for p in paths]))}
-            for v in self.variants:
-                if v.label not in self.executors:
-                    continue
-                _log(f"GOP {gop} loader {v.label}")
-                loader = make_loader(self.recipe, "train", paths, index, self.executors[v.label], self.bs,
-                                     self.num_batches, self.device, handoff=v.handoff)
-                entry = {**facts, "executor": v.label, "view": "train", "batch_size": self.bs,
-                         **plan_costs(loader, index)}
-                self.result["gop"].append(attempt(entry, lambda: measure_loader(
-                    loader, self.warmup, self.iters, self.repeats, self.device)))
+            title = f"GOP {gop}, train view"
+            systems, planned = self._loader_systems("train", paths, index, self.bs, title)
+            self._compare(title, systems, "reference", part="gop", view="train",
+                          batch_size=self.bs, plan_costs=planned, **facts)
 
     def __call__(self) -> dict:
         self.executors, self.result["unavailable"] = open_executors(self.variants, self.recipe, self.device,
@@ -167,9 +189,12 @@ class Run:
         for name, why in self.result["unavailable"].items():
             _log(f"{name}: unavailable ({why})")
         try:
-            for part in PARTS:
-                if part in self.parts and (part != "gop" or self.args.gop_videos > 0):
-                    getattr(self, f"{part}_part")()
+            if "loader" in self.parts:
+                self.loader_part()
+            if "model" in self.parts or "e2e" in self.parts:
+                self.model_e2e_part()
+            if "gop" in self.parts and self.args.gop_videos > 0:
+                self.gop_part()
         finally:
             for ex in self.executors.values():
                 try:
@@ -177,13 +202,14 @@ class Run:
                 except Exception:
                     pass
         self.result["headline"] = headline(self.result)
+        self.result["env"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         return self.result
 
 
 def run(args, argv: Sequence[str]) -> dict:
     check_args(args)
     if args.quick:
-        args.repeats, args.warmup, args.iters = 1, 1, min(args.iters or 2, 2)
+        args.rounds, args.warmup, args.iters = 2, 1, min(args.iters or 1, 1)
         args.gop_videos = min(args.gop_videos, 2)
     return Run(args, argv)()
 
@@ -209,9 +235,12 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p.add_argument("--reference-workers", type=int, default=16, help="DataLoader workers of the reference executor")
     p.add_argument("--batch-size", type=int, default=None, help="train batch (default loader.batch_size)")
     p.add_argument("--test-batch-size", type=int, default=None, help="test view batch (default loader.test_batch_size)")
-    p.add_argument("--iters", type=int, default=None, help="batches per timed window (default 5)")
-    p.add_argument("--warmup", type=int, default=2, help="batches before timing (default 2)")
-    p.add_argument("--repeats", type=int, default=3, help="timed windows (default 3)")
+    p.add_argument("--peers", default="", help=f"other loaders measured on the same clips and plans, some of "
+                   f"{', '.join(PEERS)} (each skipped, saying why, where its package is missing)")
+    p.add_argument("--iters", type=int, default=None, help="steps per timed window (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds before the timed ones (default 1)")
+    p.add_argument("--rounds", "--repeats", dest="rounds", type=int, default=5,
+                   help="timed rounds: each system measured once a round, the order rotated (default 5)")
     p.add_argument("--gop-videos", type=int, default=4, help="videos for the GOP comparison (0: skip it)")
     p.add_argument("--gops", default="original,16", help="GOPs compared: 'original' and keyframe intervals "
                    "(e.g. original,16,4,1; 1 is all-intra)")
@@ -223,7 +252,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override, as in python -m tsn_dali.config")
     p.add_argument("--note", default=None, help="a line of context for the report (e.g. 'machine shared, under load')")
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 1 warm-up, 2 iters, 2 GOP videos")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 1 warm-up, 1 step, 2 GOP videos")
     return p.parse_args(argv)
 
 
@@ -234,7 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def check_args(args) -> None:
     """The command-line checks argparse cannot do (UsageError: status 2), before any work."""
-    for name in ("iters", "warmup", "repeats", "batch_size", "test_batch_size"):
+    for name in ("iters", "warmup", "rounds", "batch_size", "test_batch_size"):
         value = getattr(args, name)
         if value is not None and value <= 0 and not (name == "warmup" and value == 0):
             raise UsageError(f"--{name.replace('_', '-')}: expected a positive integer, got {value}")
@@ -244,6 +273,9 @@ def check_args(args) -> None:
     for text in args.executors.split(","):
         if text.strip():
             parse_variant(text)
+    for peer in (p.strip() for p in (args.peers or "").split(",")):
+        if peer and peer not in PEERS:
+            raise UsageError(f"--peers: unknown peer {peer!r}; expected some of {', '.join(PEERS)}")
 
 
 def bench(args, argv: Sequence[str]) -> None:

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import threading
+import time
 from typing import List, Optional, Sequence
 
 import torch
@@ -25,7 +26,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(module: str) -> Optional[str]:
+def version(module: str) -> Optional[str]:
     try:
         mod = __import__(module, fromlist=["__version__"])
         return str(getattr(mod, "__version__", "unknown"))
@@ -47,11 +48,11 @@ def environment(device: torch.device, argv: Sequence[str]) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda if cuda else None,
-        "dali": _version("nvidia.dali"),
-        "timm": _version("timm"),
-        "torchvision": _version("torchvision"),
-        "pyav": _version("av"),
-        "decord": _version("decord"),
+        "dali": version("nvidia.dali"),
+        "timm": version("timm"),
+        "torchvision": version("torchvision"),
+        "pyav": version("av"),
+        "decord": version("decord"),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": "python -m tsn_dali.bench " + " ".join(shlex.quote(a) for a in argv),
     }
@@ -105,7 +106,7 @@ class DecoderMonitor:
 
     def _read(self):
         for line in self._proc.stdout:
-            self.lines.append(line)
+            self.lines.append((time.time(), line))
 
     def __exit__(self, *exc):
         if self._proc is not None:
@@ -113,12 +114,15 @@ class DecoderMonitor:
             self._proc.wait(timeout=5)
             self._thread.join(timeout=5)
 
-    def summary(self) -> Optional[dict]:
-        """Mean and max NVDEC utilisation (percent) over the samples, or None."""
-        values = parse_dmon(self.lines)
+    def summary(self, spans=None) -> Optional[dict]:
+        """Mean and max NVDEC utilisation (percent) over the samples (those taken within one
+        of ``spans``, (start, end) times, where given), or None."""
+        lines = [line for t, line in self.lines
+                 if spans is None or line.startswith("#") or any(a <= t <= b for a, b in spans)]
+        values = parse_dmon(lines)
         if not values:
             return None
         return {"mean": sum(values) / len(values), "max": max(values), "samples": len(values)}
 
 
-__all__ = ["DecoderMonitor", "cpu_name", "device_slug", "environment", "parse_dmon"]
+__all__ = ["DecoderMonitor", "cpu_name", "device_slug", "environment", "parse_dmon", "version"]

@@ -13,13 +13,12 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from tsn_dali.bench.environment import DecoderMonitor
-from tsn_dali.bench.stats import summarize, sync, windows
+from tsn_dali.bench.stats import summarize
 from tsn_dali.config import EXECUTORS
 from tsn_dali.data.render.executors.base import TORCH_DTYPES
 from tsn_dali.engine.amp import resolve_amp
@@ -140,41 +139,69 @@ def plan_costs(loader, index, max_plans: int = 64) -> dict:
             "frames_decoded_per_clip": float(np.mean(decoded)), "frames_decoded_counted": False}
 
 
-def fed_costs(before: Dict[str, int], after: Dict[str, int]) -> dict:
-    """Per clip, from a DALI executor's counters over a run: frames and bytes fed to its
-    decoder, the share of clips sliced and of clips on the frames path."""
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    clips = max(delta.get("clips", 0), 1)
-    decoded = delta.get("decoder_clips", 0)
-    out = {"frames_path_share": delta.get("frames_path_clips", 0) / clips}
-    if decoded:
-        out.update(frames_decoded_per_clip=delta["frames_fed"] / decoded, frames_decoded_counted=True,
-                   bytes_per_clip=delta["bytes_fed"] / decoded, sliced_share=delta["sliced_clips"] / decoded)
-    return out
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def measure_loader(loader, warmup: int, iters: int, repeats: int, device: torch.device) -> dict:
-    """Clips/s of iterating ``loader`` (one pass; warm-up steps excluded; a step is one
-    executor run: ``loader.batches_per_run`` batches); where the executor counts what it
-    feeds its decoder, those counts per clip; NVDEC utilisation."""
-    before = dict(loader.executor.stats)
-    it = iter(loader)
-    per_step = loader.batches_per_run
+class LoaderWindow:
+    """A system (tsn_dali.bench.interleave): one timed window of iterating ``loader``.
 
-    def step():
-        for _ in range(per_step):
+    Each window is a pass of its own (``set_epoch``: new shuffle and crops each round): one
+    untimed step, then ``iters`` timed steps (a step: one executor run, i.e.
+    ``loader.batches_per_run`` batches), and the pass is closed, so that nothing renders in
+    the background while another system is timed. The executor's counters over its
+    windows are summed for ``costs``."""
+
+    def __init__(self, loader, iters: int, device: torch.device):
+        self.loader, self.iters, self.device = loader, int(iters), device
+        self.counted: Dict[str, int] = {}
+
+    def _step(self, it):
+        batch = None
+        for _ in range(self.loader.batches_per_run):
             batch = next(it)
-        if batch.clips.device.type == "cuda":
-            torch.cuda.synchronize(batch.clips.device)
+        return batch
 
-    with DecoderMonitor(device) as monitor:
-        secs = windows(step, warmup, iters, repeats, device)
-    loader.close()
-    out = {"clips_per_s": summarize([iters * per_step * loader.batch_size / s for s in secs])}
-    if loader.executor.name != "reference":
-        out.update(fed_costs(before, loader.executor.stats))
-    if monitor.summary() is not None:
-        out["nvdec_utilisation"] = monitor.summary()
+    def __call__(self, round_no: int) -> float:
+        before = dict(getattr(self.loader.executor, "stats", {}))
+        self.loader.set_epoch(round_no + 100)
+        it = iter(self.loader)
+        try:
+            self._step(it)
+            _sync(self.device)
+            t0 = time.perf_counter()
+            for _ in range(self.iters):
+                self._step(it)
+            _sync(self.device)
+            seconds = time.perf_counter() - t0
+        finally:
+            it.close()
+        after = getattr(self.loader.executor, "stats", {})
+        for k, v in after.items():
+            if isinstance(v, (int, float)):
+                self.counted[k] = self.counted.get(k, 0) + v - before.get(k, 0)
+        return self.iters * self.loader.batches_per_run * self.loader.batch_size / seconds
+
+    def costs(self) -> dict:
+        return counted_costs(self.counted)
+
+
+def counted_costs(delta: Dict[str, int]) -> dict:
+    """Per clip, from an executor's counters over the windows: frames and bytes fed to DALI's
+    decoder, frames the frames path decoded (both counted), and the clips of each path and
+    codec."""
+    clips = max(delta.get("clips", 0), 1)
+    out = {"clips_counted": delta.get("clips", 0),
+           "paths": {k[len("clips "):]: v for k, v in sorted(delta.items()) if k.startswith("clips ") and v},
+           "frames_path_share": delta.get("frames_path_clips", 0) / clips}
+    decoded = delta.get("decoder_clips", 0)
+    if decoded:
+        out.update(frames_fed_per_clip=delta.get("frames_fed", 0) / decoded,
+                   bytes_per_clip=delta.get("bytes_fed", 0) / decoded,
+                   sliced_share=delta.get("sliced_clips", 0) / decoded)
+    if delta.get("frames_path_clips"):
+        out["frames_path_frames_per_clip"] = delta.get("frames_path_frames", 0) / delta["frames_path_clips"]
     return out
 
 
@@ -216,56 +243,63 @@ def synthetic_batch(batch_size: int, num_views: int, size: int, num_classes: int
     return x.permute(0, 1, 4, 2, 3), labels
 
 
-def measure_model(train_step: TrainStep, batch_size: int, num_views: int, size: int, num_classes: int,
-                  dtype: str, warmup: int, iters: int, repeats: int, device: torch.device) -> dict:
-    """Clips/s of ``train_step`` on one synthetic batch, reused every step."""
-    clips, labels = synthetic_batch(batch_size, num_views, size, num_classes, dtype, device)
-    secs = windows(lambda: train_step(clips, labels), warmup, iters, repeats, device)
-    return {"clips_per_s": summarize([iters * batch_size / s for s in secs])}
+class ModelWindow:
+    """A system: ``iters`` timed steps of the trainer's step on one synthetic batch (after one
+    untimed step)."""
 
+    def __init__(self, train_step: TrainStep, clips: torch.Tensor, labels: torch.Tensor, iters: int,
+                 device: torch.device):
+        self.step, self.clips, self.labels, self.iters, self.device = train_step, clips, labels, int(iters), device
 
-def measure_end_to_end(loader, train_step: TrainStep, warmup: int, iters: int, repeats: int,
-                       device: torch.device) -> dict:
-    """Training clips/s with ``loader`` feeding ``train_step``, and the share of each window's
-    time the host spent blocked in ``next(loader)``. As in tsn_dali.train, nothing inside a
-    window waits for the GPU (each window ends with one synchronize), so the host queues
-    steps ahead and a wait shows only when the loader falls behind."""
-    it = iter(loader)
-    waited = [0.0]
-
-    def step():
+    def __call__(self, round_no: int) -> float:
+        self.step(self.clips, self.labels)
+        _sync(self.device)
         t0 = time.perf_counter()
-        batch = next(it)
-        waited[0] += time.perf_counter() - t0
-        train_step(batch.clips, batch.labels)
+        for _ in range(self.iters):
+            self.step(self.clips, self.labels)
+        _sync(self.device)
+        return self.iters * self.clips.shape[0] / (time.perf_counter() - t0)
 
-    rates, shares = [], []
-    for _ in range(warmup):
-        step()
-    sync(device)
-    for _ in range(repeats):
-        waited[0] = 0.0
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            step()
-        sync(device)
-        secs = time.perf_counter() - t0
-        rates.append(iters * loader.batch_size / secs)
-        shares.append(waited[0] / secs)
-    loader.close()
-    return {"clips_per_s": summarize(rates), "data_wait_share": summarize(shares)}
+    def costs(self) -> dict:
+        return {}
 
 
-def attempt(entry: dict, fn) -> dict:
-    """``entry`` updated with ``fn()``, or with ``error`` where the measurement failed."""
-    try:
-        entry.update(fn())
-    except Exception as exc:
-        entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        print(f"  failed: {entry['error']}", file=sys.stderr)
-    return entry
+class EndToEndWindow:
+    """A system: training clips/s with ``loader`` feeding ``train_step`` over one window (a
+    pass of its own, one untimed step), and the share of the window's time the host spent
+    blocked in ``next(loader)``. As in tsn_dali.train, nothing inside a window waits for
+    the GPU (the window ends with one synchronize), so a wait shows only where the loader
+    falls behind."""
+
+    def __init__(self, loader, train_step: TrainStep, iters: int, device: torch.device):
+        self.loader, self.step, self.iters, self.device = loader, train_step, int(iters), device
+        self.wait_shares: List[float] = []
+
+    def __call__(self, round_no: int) -> float:
+        self.loader.set_epoch(round_no + 100)
+        it = iter(self.loader)
+        try:
+            batch = next(it)
+            self.step(batch.clips, batch.labels)
+            _sync(self.device)
+            waited, t0 = 0.0, time.perf_counter()
+            for _ in range(self.iters):
+                w0 = time.perf_counter()
+                batch = next(it)
+                waited += time.perf_counter() - w0
+                self.step(batch.clips, batch.labels)
+            _sync(self.device)
+            seconds = time.perf_counter() - t0
+        finally:
+            it.close()
+        if round_no >= 0:
+            self.wait_shares.append(waited / seconds)
+        return self.iters * self.loader.batch_size / seconds
+
+    def costs(self) -> dict:
+        return {"data_wait_share": summarize(self.wait_shares)} if self.wait_shares else {}
 
 
-__all__ = ["EXECUTOR_NAMES", "Variant", "attempt", "bench_amp", "build_tsn", "fed_costs", "frames_decoded",
-           "make_loader", "make_train_step", "measure_end_to_end", "measure_loader", "measure_model",
-           "open_executors", "parse_variant", "plan_costs", "synthetic_batch"]
+__all__ = ["EXECUTOR_NAMES", "EndToEndWindow", "LoaderWindow", "ModelWindow", "Variant", "bench_amp", "build_tsn",
+           "counted_costs", "frames_decoded", "make_loader", "make_train_step", "open_executors", "parse_variant",
+           "plan_costs", "synthetic_batch"]

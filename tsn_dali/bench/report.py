@@ -7,64 +7,83 @@ from pathlib import Path
 from typing import Dict, Optional
 
 
-def _median(entries, **match) -> Optional[float]:
-    for e in entries:
-        if all(e.get(k) == v for k, v in match.items()) and "clips_per_s" in e:
-            return e["clips_per_s"]["median"]
-    return None
+def _row(comparison: dict, system: str) -> Optional[dict]:
+    return next((r for r in comparison["rows"] if r["system"] == system), None)
 
 
 def headline(result: dict) -> dict:
-    """Ratios of medians: each DALI variant's loader vs the reference loader (train and test
-    views, and per GOP), sliced vs whole-file per GOP, and end to end vs model only (eager)."""
-    out = {"loader_vs_reference": {}, "end_to_end_vs_model": {}, "gop_vs_reference": {},
-           "sliced_vs_whole": {}}
-    for view in ("train", "test"):
-        ref = _median(result["loader"], executor="reference", view=view)
-        for e in result["loader"]:
-            fast = _median([e], view=view)
-            if ref and fast and e["executor"] != "reference":
-                out["loader_vs_reference"][f"{e['executor']} {view}"] = fast / ref
-    for e in result["gop"]:
-        gop, name = e["gop"], e["executor"]
-        ref = _median(result["gop"], executor="reference", gop=gop)
-        mine = _median([e])
-        if ref and mine and name != "reference":
-            out["gop_vs_reference"][f"{name} GOP {gop}"] = mine / ref
-        whole = _median(result["gop"], executor=f"{name}+whole", gop=gop)
-        if whole and mine and "+" not in name and name != "reference":
-            out["sliced_vs_whole"][f"{name} GOP {gop}"] = mine / whole
-    model = _median(result["model"], variant="eager")
-    for e in result["end_to_end"]:
-        if model and "clips_per_s" in e:
-            out["end_to_end_vs_model"][e["executor"]] = e["clips_per_s"]["median"] / model
+    """Ratios of medians, each from one interleaved comparison: every loader against the
+    comparison's baseline (the reference loader) per view and per GOP, GOP slices against
+    whole files, and end to end against the step alone."""
+    out = {"loader_vs_baseline": {}, "gop_vs_baseline": {}, "sliced_vs_whole": {}, "end_to_end_vs_model": {}}
+    for c in result["comparisons"]:
+        for r in c["rows"]:
+            if r.get("verdict") in (None, "baseline"):
+                continue
+            entry = {"ratio": r["ratio"], "verdict": r["verdict"], "baseline": c["baseline"]}
+            if c["part"] == "loader":
+                out["loader_vs_baseline"][f"{r['system']} {c['view']}"] = entry
+            elif c["part"] == "gop":
+                out["gop_vs_baseline"][f"{r['system']} GOP {c['gop']}"] = entry
+            elif c["part"] == "e2e" and r["system"].startswith("e2e "):
+                out["end_to_end_vs_model"][r["system"][4:]] = entry
+        if c["part"] in ("loader", "gop"):
+            for r in c["rows"]:
+                whole = _row(c, f"{r['system']}+whole")
+                if whole and "frames_fed_per_clip" in r and "frames_fed_per_clip" in whole:  # DALI decoded
+                    where = f"GOP {c['gop']}" if c["part"] == "gop" else f"{c['view']} view"
+                    out["sliced_vs_whole"][f"{r['system']} {where}"] = \
+                        r["clips_per_s"]["median"] / whole["clips_per_s"]["median"]
     return out
 
 
+def _num(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
 def _fmt(stats: Optional[dict]) -> str:
-    """``median (min–max)`` with three significant digits."""
+    """``median (min–max)``, three significant digits (whole numbers from 100)."""
     if not stats:
         return "n/a"
-    return f"{stats['median']:.3g} ({stats['min']:.3g}–{stats['max']:.3g})"
+    return f"{_num(stats['median'])} ({_num(stats['min'])}–{_num(stats['max'])})"
 
 
-def _rate(e: dict) -> str:
-    return _fmt(e.get("clips_per_s")) if "error" not in e else "failed: " + e["error"]
+def _fed(r: dict) -> str:
+    if "frames_fed_per_clip" in r:
+        return f"{r['frames_fed_per_clip']:.1f}"
+    if "frames_path_frames_per_clip" in r:
+        return f"{r['frames_path_frames_per_clip']:.1f} (decoded outside DALI)"
+    return "n/a"
 
 
-def _frames(e: dict) -> str:
-    if "frames_decoded_per_clip" not in e:
-        return "n/a"
-    return f"{e['frames_decoded_per_clip']:.1f}" + ("" if e.get("frames_decoded_counted") else " (est.)")
+def _decoded(r: dict) -> str:
+    return f"{r['frames_decoded_per_clip']:.1f}" if "frames_decoded_per_clip" in r else "n/a"
 
 
-def _bytes(e: dict) -> str:
-    return f"{e['bytes_per_clip'] / 1024:.0f} KiB" if "bytes_per_clip" in e else "n/a"
+def _paths(r: dict) -> str:
+    paths = r.get("paths")
+    return ", ".join(f"{k} {v}" for k, v in paths.items()) if paths else "n/a"
 
 
-def _nvdec(e: dict) -> str:
-    u = e.get("nvdec_utilisation")
+def _bytes(r: dict) -> str:
+    return f"{r['bytes_per_clip'] / 1024:.0f} KiB" if "bytes_per_clip" in r else "n/a"
+
+
+def _nvdec(r: dict) -> str:
+    u = r.get("nvdec_utilisation")
     return f"{u['mean']:.0f}% (max {u['max']:.0f}%)" if u else "n/a"
+
+
+def _wait(r: dict) -> str:
+    w = r.get("data_wait_share")
+    return f"{100 * w['median']:.0f}% ({100 * w['min']:.0f}–{100 * w['max']:.0f}%)" if w else ""
+
+
+def _ratio(r: dict) -> str:
+    if "ratio" not in r:
+        return ""
+    mark = "" if r["verdict"] in ("baseline", "within spread") else " **"
+    return f"{r['ratio']:.2f}x{mark} ({r['verdict']})"
 
 
 def _header(result: dict) -> list:
@@ -75,15 +94,18 @@ def _header(result: dict) -> list:
         "",
         f"- date: {env['date']}",
         f"- device: {env['device']} ({env['device_type']}); CPUs: {env['cpu_count']} "
-        f"({env['cpus_usable']} usable), load average at start {env['load_average_at_start']}",
+        f"({env['cpus_usable']} usable), load average at start {env['load_average_at_start']}"
+        + (f", at the end {env['load_average_at_end']}" if env.get("load_average_at_end") else ""),
         f"- versions: torch {env['torch']}, DALI {env['dali']}, timm {env['timm']}, "
         f"torchvision {env['torchvision']}, PyAV {env['pyav']}, decord {env['decord']}, Python {env['python']}",
         f"- command: `{env['command']}`",
         f"- model: {cfg['backbone']}, {cfg['num_segments']} segments, {cfg['input_size']} px, "
         f"batch {cfg['batch_size']} (test view batch {cfg['test_batch_size']}), AMP {cfg['amp']}, "
         f"loader dtype {cfg['dtype']}, channels_last",
-        f"- timing: {cfg['warmup']} warm-up batches excluded, {cfg['repeats']} windows of "
-        f"{cfg['iters']} batches; figures are clips/s, median (min–max) over the windows",
+        f"- timing: every table is one comparison, its systems measured in this process interleaved: "
+        f"{cfg['warmup']} untimed round(s), then {cfg['rounds']} rounds, each system once a round (a "
+        f"window of {cfg['iters']} step(s) after an untimed one), the order rotated each round; clips/s "
+        f"is the median (min–max) over the rounds; a ratio marked ** lies beyond the spread of both",
         f"- videos: {len(result['videos'])} ({kinds}); reference workers {cfg['reference_workers']}, "
         f"DALI threads {cfg['num_threads']}, decode workers {cfg['decode_workers']}, NVDEC sessions "
         f"{cfg['decode_sessions']}, prefetch {cfg['prefetch']}",
@@ -95,92 +117,86 @@ def _header(result: dict) -> list:
     return lines
 
 
+def _table(c: dict) -> list:
+    e2e = c["part"] == "e2e"
+    title = c["title"] + (f" (keyframe every {c['keyframe_interval']:.1f} frames on average, "
+                          f"{c['file_bytes'] / 1024:.0f} KiB a file)" if c["part"] == "gop" else "")
+    lines = ["", f"## {title[0].upper()}{title[1:]}", "", f"batch {c['batch_size']}; baseline: {c['baseline']}", ""]
+    if e2e:
+        lines += ["| system | clips/s | ratio to the baseline | share of time blocked waiting for data |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {r['system']} | {_fmt(r['clips_per_s'])} | {_ratio(r)} | {_wait(r)} |" for r in c["rows"]]
+    else:
+        lines += ["| system | clips/s | ratio to the baseline | views/clip | frames sampled/clip | frames fed/clip "
+                  "(counted) | decord est./clip | bytes fed/clip | clips per path | NVDEC busy |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in c["rows"]:
+            lines.append(f"| {r['system']} | {_fmt(r['clips_per_s'])} | {_ratio(r)} | {r.get('views_per_clip', '')} | "
+                         f"{r.get('frames_sampled_per_clip', float('nan')):.1f} | {_fed(r)} | {_decoded(r)} | "
+                         f"{_bytes(r)} | {_paths(r)} | {_nvdec(r)} |")
+    for name, error in c["errors"].items():
+        lines.append(f"| {name} | failed: {error} | | |" + (" | | | | | |" if not e2e else ""))
+    return lines
+
+
 def markdown(result: dict) -> str:
-    """The results as markdown tables (median, min–max over the repeats)."""
+    """The results as markdown: one table per comparison (only those that ran)."""
     lines = _header(result)
-    lines += ["", "## Loader only", "",
-              "| executor | view | batch | views/clip | frames sampled/clip | frames decoded/clip | "
-              "bytes fed/clip | NVDEC busy | clips/s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for e in result["loader"]:
-        lines.append(f"| {e['executor']} | {e['view']} | {e['batch_size']} | {e['views_per_clip']} | "
-                     f"{e['frames_sampled_per_clip']:.1f} | {_frames(e)} | {_bytes(e)} | {_nvdec(e)} | {_rate(e)} |")
-    lines += ["", "## Model only (the trainer's step, tsn_dali.engine.step, on synthetic input)", "",
-              "| variant | batch | views/clip | clips/s |", "| --- | --- | --- | --- |"]
-    for e in result["model"]:
-        lines.append(f"| {e['variant']} | {e['batch_size']} | {e['views_per_clip']} | {_rate(e)} |")
-    lines += ["", "## End to end (each executor feeding that step)", "",
-              "| executor | batch | clips/s | share of time blocked waiting for data |", "| --- | --- | --- | --- |"]
-    for e in result["end_to_end"]:
-        if "error" in e:
-            lines.append(f"| {e['executor']} | {e['batch_size']} | failed: {e['error']} | |")
-            continue
-        w = e["data_wait_share"]
-        lines.append(f"| {e['executor']} | {e['batch_size']} | {_fmt(e['clips_per_s'])} | "
-                     f"{100 * w['median']:.0f}% ({100 * w['min']:.0f}–{100 * w['max']:.0f}%) |")
-    if result["gop"]:
-        codec = result["config"].get("gop_codec", "")
-        lines += ["", f"## Decode cost vs GOP ({codec}, train view, loader only)", "",
-                  "| GOP | keyframe every (mean) | file KiB | executor | frames decoded/clip | bytes fed/clip | "
-                  "NVDEC busy | clips/s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for e in result["gop"]:
-        lines.append(f"| {e['gop']} | {e['keyframe_interval']:.1f} | {e['file_bytes'] / 1024:.0f} | {e['executor']} | "
-                     f"{_frames(e)} | {_bytes(e)} | {_nvdec(e)} | {_rate(e)} |")
+    for c in result["comparisons"]:
+        lines += _table(c)
+    if result.get("parity"):
+        lines += ["", "## Peers: the same plans, pixel by pixel", "",
+                  "Each peer's first clip against the reference executor's render of the same plan (uint8).", "",
+                  "| peer | comparison | same shape | mean abs diff | max abs diff |", "| --- | --- | --- | --- | --- |"]
+        for p in result["parity"]:
+            lines.append(f"| {p['peer']} | {p['comparison']} | {p['same_shape']} | "
+                         f"{p.get('mean_abs_diff', float('nan')):.2f} | {p.get('max_abs_diff', float('nan')):.0f} |")
     lines += _headline_lines(result["headline"])
-    lines += ["", "frames decoded/clip: counted from what the DALI executors feed their decoder (the "
-              "packets of each clip's GOP slices, or up to the last wanted frame of a whole file); "
-              "(est.): the reference executor's decord, estimated by `tsn_dali.bench.frames_decoded` "
-              "(from the keyframe before each wanted frame). bytes fed/clip: what the decoder got.", ""]
+    lines += ["", "frames fed/clip: counted from what the DALI executors feed their decoder (the packets of each "
+              "clip's GOP slices, or up to the last wanted frame of a whole file), or the frames decoded outside "
+              "DALI (frames path, the reference executor). decord est./clip: what a seeking decoder (decord) "
+              "decodes from the keyframe before each wanted frame (`tsn_dali.bench.frames_decoded`).", ""]
     return "\n".join(lines)
 
 
 def _headline_lines(h: dict) -> list:
-    lines = ["", "## Headline ratios (of medians)", ""]
-    for k, v in h["loader_vs_reference"].items():
-        lines.append(f"- loader {k} / reference: {v:.2f}x")
-    for k, v in h["gop_vs_reference"].items():
-        lines.append(f"- loader {k} / reference: {v:.2f}x")
+    lines = ["", "## Headline ratios (of medians, each within one comparison)", ""]
+    for group, what in (("loader_vs_baseline", "loader"), ("gop_vs_baseline", "loader")):
+        for k, v in h[group].items():
+            lines.append(f"- {what} {k} / {v['baseline']}: {v['ratio']:.2f}x ({v['verdict']})")
     for k, v in h["sliced_vs_whole"].items():
         lines.append(f"- {k}: GOP slices / whole files: {v:.2f}x")
     for k, v in h["end_to_end_vs_model"].items():
-        lines.append(f"- end to end with {k} / model only: {100 * v:.0f}%")
-    if not h["loader_vs_reference"] and not h["gop_vs_reference"]:
-        lines.append("- loader DALI / reference: n/a (no DALI executor measured)")
+        lines.append(f"- end to end with {k} / model only: {100 * v['ratio']:.0f}% ({v['verdict']})")
+    if len(lines) == 3:
+        lines.append("- none: a single system was measured")
     return lines
 
 
 def chart(result: dict, path: str) -> str:
-    """Bar chart (matplotlib Agg): loader, model vs end to end, GOP; bars are medians,
-    whiskers min/max."""
+    """One bar chart per comparison (matplotlib Agg): bars are medians, whiskers min/max."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [
-        ("Loader only, train view", [(e["executor"], e) for e in result["loader"] if e["view"] == "train"]),
-        ("Loader only, test view", [(e["executor"], e) for e in result["loader"] if e["view"] == "test"]),
-        ("Training: model only vs end to end",
-         [(f"model ({e['variant']})", e) for e in result["model"]] +
-         [(f"e2e {e['executor']}", e) for e in result["end_to_end"]]),
-        ("Loader vs GOP (train view)", [(f"{e['executor']} GOP {e['gop']}", e) for e in result["gop"]]),
-    ]
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.8))
-    for ax, (title, items) in zip(axes, panels):
-        items = [(label, e["clips_per_s"]) for label, e in items if "clips_per_s" in e]
-        ax.set_title(title, fontsize=10)
+    panels = [c for c in result["comparisons"] if c["rows"]]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 4.8), squeeze=False)
+    for ax, c in zip(axes[0], panels):
+        items = [(r["system"], r["clips_per_s"]) for r in c["rows"]]
+        ax.set_title(c["title"], fontsize=10)
         ax.set_ylabel("clips/s")
-        if not items:
-            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
-            continue
         med = [s["median"] for _, s in items]
         err = [[m - s["min"] for m, (_, s) in zip(med, items)], [s["max"] - m for m, (_, s) in zip(med, items)]]
         ax.bar(range(len(items)), med, yerr=err, capsize=4, color="#4C72B0")
         ax.set_xticks(range(len(items)))
         ax.set_xticklabels([label for label, _ in items], rotation=35, ha="right", fontsize=7)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=axes[0][0].transAxes)
     env, cfg = result["env"], result["config"]
     fig.suptitle(f"{Path(cfg['recipe']).name}: {cfg['backbone']}, {cfg['num_segments']} seg, "
                  f"{cfg['input_size']} px, batch {cfg['batch_size']} on {env['device']} "
-                 f"({env['date'][:10]})", fontsize=10)
+                 f"({env['date'][:10]}); interleaved, {cfg['rounds']} rounds", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -1,11 +1,9 @@
-"""Timing windows and their statistics."""
+"""Statistics of per-window figures."""
 from __future__ import annotations
 
-import time
-from typing import Callable, List, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
 
 
 def summarize(values: Sequence[float]) -> dict:
@@ -18,24 +16,4 @@ def summarize(values: Sequence[float]) -> dict:
             "q1": float(q1), "q3": float(q3), "runs": [float(x) for x in v]}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def windows(step: Callable[[], None], warmup: int, iters: int, repeats: int, device: torch.device) -> List[float]:
-    """Seconds of each of ``repeats`` windows of ``iters`` calls of ``step()``, after ``warmup`` calls."""
-    for _ in range(warmup):
-        step()
-    sync(device)
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            step()
-        sync(device)
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-__all__ = ["summarize", "sync", "windows"]
+__all__ = ["summarize"]

@@ -18,6 +18,7 @@ CODECS = {
     "hevc": ("libx265", ".mp4"),
     "vp9": ("libvpx-vp9", ".webm"),
     "mpeg4": ("mpeg4", ".avi"),
+    "mjpeg": ("mjpeg", ".avi"),  # what NVDEC does not decode: the frames path on a GPU
 }
 
 NUMBER_BITS = 12  # frame numbers 0..4095
@@ -44,7 +45,7 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: float = 30, codec:
     try:
         rate = Fraction(fps).limit_denominator(1001)
         stream = container.add_stream(encoder, rate=rate)
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         options = {}
         if codec == "hevc":
             options["x265-params"] = "log-level=error"
