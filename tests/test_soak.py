@@ -50,3 +50,14 @@ def test_tiny_soak_records_every_epoch(tmp_path):
     assert "| reference |" in md and "| closed |" in md
     assert (out / "soak.png").stat().st_size > 0
     assert not list(out.glob(".worker-*"))
+
+
+def test_a_gpu_soak_generates_what_nvdec_decodes():
+    from tsn_dali.soak import build_parser, data_spec
+
+    gpu = data_spec(build_parser().parse_args(["--device", "cuda"]))
+    assert (gpu["codec"], gpu["width"], gpu["height"]) == ("h264", 340, 256)
+    cpu = data_spec(build_parser().parse_args([]))
+    assert (cpu["codec"], cpu["width"], cpu["height"]) == ("vp9", 128, 96)
+    mine = data_spec(build_parser().parse_args(["--device", "cuda", "--codec", "vp9", "--width", "256"]))
+    assert (mine["codec"], mine["width"], mine["height"]) == ("vp9", 256, 256)

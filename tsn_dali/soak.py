@@ -36,6 +36,9 @@ from tsn_dali.config import PROJECT_ROOT, RECIPES_DIR
 from tsn_dali.engine.errors import UsageError
 
 DEFAULT_DATA = dict(videos=64, frames=32, width=128, height=96, codec="vp9")
+# On a GPU: Kinetics-like H.264, which NVDEC decodes (VP9 below 128x128 it does not: the
+# soak would then never exercise NVDEC).
+GPU_DATA = dict(DEFAULT_DATA, width=340, height=256, codec="h264")
 # The demo recipe, float32 on CPU (no native bf16 on many CPUs), smaller crops for speed.
 CPU_SET = ["train.amp='off'", "loader.dtype=float32", "data.input_size=64", "data.short_side=72"]
 
@@ -258,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "counted (many more batches per minute)")
     p.add_argument("--data", help="dataset folder (generated there if absent; default a temp folder)")
     for key, value in DEFAULT_DATA.items():
-        p.add_argument(f"--{key}", type=type(value), default=value, help=f"generated data (default {value})")
+        gpu = GPU_DATA[key]
+        p.add_argument(f"--{key}", type=type(value), default=None,
+                       help=f"generated data (default {value}" + (f"; {gpu} on a GPU)" if gpu != value else ")"))
     p.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
                    help="recipe overrides (default on CPU: " + " ".join(CPU_SET) + ")")
     p.add_argument("--out", help="results folder (default benchmarks/results/soak-<device>-<date>)")
@@ -296,6 +301,12 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def data_spec(args) -> dict:
+    """The generated data: what the command line gives, else the device's defaults."""
+    defaults = GPU_DATA if str(args.device).startswith("cuda") else DEFAULT_DATA
+    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
+
+
 def run(argv: Optional[List[str]] = None) -> dict:
     """The soak as the command line says; returns the results (a worker: its one run)."""
     args = build_parser().parse_args(argv)
@@ -305,7 +316,7 @@ def run(argv: Optional[List[str]] = None) -> dict:
     if args.data is None:
         tmp = tempfile.TemporaryDirectory(prefix="tsn_dali_soak_")
         args.data = tmp.name
-    spec = SyntheticSpec(**{k: getattr(args, k) for k in DEFAULT_DATA})
+    spec = SyntheticSpec(**data_spec(args))
     data = generate(args.data, spec, progress=False)
     if args.worker:  # one executor in this process
         result = soak_one(_recipe(args, data), args.epochs, args.device, loader_only=args.loader_only)
@@ -331,7 +342,7 @@ def run(argv: Optional[List[str]] = None) -> dict:
     results = {"date": date, "machine": _machine(), "recipe": os.path.relpath(args.recipe, PROJECT_ROOT),
                "overrides": _overrides(args), "epochs": args.epochs, "warmup": args.warmup,
                "loader_only": args.loader_only,
-               "data": {k: getattr(args, k) for k in DEFAULT_DATA},
+               "data": data_spec(args),
                "load_average": os.getloadavg(), "command": " ".join(
                    ["python -m tsn_dali.soak"] + list(argv if argv is not None else sys.argv[1:])), "runs": runs}
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -346,7 +357,7 @@ def _run_worker(args, name: str, out: Path) -> dict:
     path = out / f".worker-{name}.json"
     cmd = [sys.executable, "-m", "tsn_dali.soak", "--worker", name, "--worker-json", str(path),
            "--recipe", args.recipe, "--epochs", str(args.epochs), "--device", args.device,
-           "--data", args.data] + [f"--{k}={getattr(args, k)}" for k in DEFAULT_DATA]
+           "--data", args.data] + [f"--{k}={v}" for k, v in data_spec(args).items()]
     if args.loader_only:
         cmd.append("--loader-only")
     for text in _overrides(args):
