@@ -86,7 +86,7 @@ def test_an_older_cache_version_is_a_miss(tmp_path, monkeypatch):
     monkeypatch.setattr(video_index, "probe_video", _stub(probed=probed))
     index = build_index(paths, cache_dir=cache, workers=1, progress=False)
     assert probed == paths and [i.num_frames for i in index] == [10, 20]
-    assert json.loads((cache / "video_index.json").read_text())["version"] == index_cache.FORMAT_VERSION == 3
+    assert json.loads((cache / "video_index.json").read_text())["version"] == index_cache.FORMAT_VERSION == 4
 
 
 def test_an_interrupted_build_keeps_what_it_probed(tmp_path, monkeypatch):

@@ -113,7 +113,10 @@ class LoaderConfig:
     handoff: str = "view"  # view: DALI's buffer, kept until used | copy: a torch-owned copy
     eval_videos_per_run: int = 8  # val/test: videos rendered per executor run
     reference_workers: int = 8  # torch DataLoader workers of the reference executor
-    dtype: str = "float16"  # float16 | bfloat16 | float32 | uint8
+    # auto: what the model's autocast computes in (train.amp on the device: bfloat16, float16,
+    # float32 where AMP is off; tsn_dali.engine.amp.loader_dtype) | float16 | bfloat16 |
+    # float32 | uint8 (raw pixels)
+    dtype: str = "auto"
     # seconds without a batch from the render thread before the run stops (0 or null: off)
     stall_timeout: Optional[float] = 600.0
     # native: DALI decodes what it can (VP9/VP8/MJPEG on CPU; NVDEC codecs on GPU); mmaction:
@@ -201,7 +204,7 @@ CHOICES = {
     "data.format": ("video", "rawframes"),
     "data.on_bad_video": ("skip", "error"),
     "loader.executor": EXECUTORS,
-    "loader.dtype": DTYPES,
+    "loader.dtype": ("auto",) + DTYPES,
     "loader.handoff": ("view", "copy"),
     "loader.decode": ("native", "mmaction"),
     "train.amp": ("auto", "bf16", "fp16", "off"),

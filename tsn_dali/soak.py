@@ -102,7 +102,7 @@ def soak_one(recipe, epochs: int, device: str, seed: int = 0, loader_only: bool 
 
     from tsn_dali.data.render.loader import build_loader
     from tsn_dali.engine import distributed as dist_utils
-    from tsn_dali.engine.amp import resolve_amp
+    from tsn_dali.engine.amp import loader_dtype, resolve_amp
     from tsn_dali.engine.evaluate import accuracy, gather_scores, score_split
     from tsn_dali.engine.optim import build_optimizer
     from tsn_dali.engine.step import TrainStep
@@ -112,8 +112,9 @@ def soak_one(recipe, epochs: int, device: str, seed: int = 0, loader_only: bool 
     seed_everything(seed, False)
     cfg = recipe.train
     amp = resolve_amp(cfg.amp, info.device).amp
-    train_loader = build_loader(recipe, "train", device=info.device, seed=seed, progress=False)
-    val_loader = build_loader(recipe, "val", device=info.device, seed=seed, progress=False)
+    dtype = loader_dtype(recipe, info.device)
+    train_loader = build_loader(recipe, "train", device=info.device, dtype=dtype, seed=seed, progress=False)
+    val_loader = build_loader(recipe, "val", device=info.device, dtype=dtype, seed=seed, progress=False)
     if not loader_only:
         model = build_model(recipe.model).to(info.device, memory_format=torch.channels_last)
         step_fn = TrainStep(model, build_optimizer(model, cfg, cfg.lr, info.device), amp=amp,

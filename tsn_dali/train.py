@@ -46,7 +46,7 @@ from tsn_dali import cli
 from tsn_dali.config import load_recipe, recipe_to_yaml
 from tsn_dali.data.errors import LoaderStalled
 from tsn_dali.engine import distributed as dist_utils
-from tsn_dali.engine.amp import AMP_CHOICES, resolve_amp
+from tsn_dali.engine.amp import AMP_CHOICES, loader_dtype, resolve_amp
 from tsn_dali.engine.checkpoint import (FORMAT, VERSION, load_checkpoint, recover_temp_checkpoints, rng_state,
                                        set_rng_state, unwrap)
 from tsn_dali.engine.errors import CheckpointError, TrainingDiverged
@@ -587,8 +587,8 @@ def summarize(run: TrainingRun) -> dict:
 
 def make_loader(recipe, split, info, seed, progress):
     from tsn_dali.data.render.loader import build_loader
-    return build_loader(recipe, split, rank=info.rank, world_size=info.world_size,
-                        device=info.device, seed=seed, progress=progress)
+    return build_loader(recipe, split, rank=info.rank, world_size=info.world_size, device=info.device,
+                        dtype=loader_dtype(recipe, info.device), seed=seed, progress=progress)
 
 
 def run(argv: Optional[List[str]] = None) -> dict:

@@ -22,6 +22,7 @@ from tsn_dali.bench.peers import PEERS, PeerUnavailable, peer_system
 from tsn_dali.bench.report import headline, markdown, write_outputs
 from tsn_dali.bench.videos import find_videos, generate_videos, reencode
 from tsn_dali.config import PROJECT_ROOT, load_recipe
+from tsn_dali.engine.amp import loader_dtype
 
 PARTS = ("loader", "model", "e2e", "gop")
 GOP_CODECS = ("h264", "vp9")
@@ -88,7 +89,7 @@ class Run:
                 "short_side": r.data.short_side, "train_pipeline": r.data.train_pipeline,
                 "test_pipeline": r.data.test_pipeline, "batch_size": self.bs, "test_batch_size": self.test_bs,
                 "iters": self.iters, "warmup": self.warmup, "rounds": self.rounds, "device": str(self.device),
-                "dtype": r.loader.dtype, "amp": bench_amp(r, self.device), "channels_last": True,
+                "dtype": loader_dtype(r, self.device), "amp": bench_amp(r, self.device), "channels_last": True,
                 "prefetch": r.loader.prefetch, "num_threads": r.loader.num_threads,
                 "decode_workers": r.loader.decode_workers, "decode_sessions": r.loader.decode_sessions,
                 "reference_workers": a.reference_workers, "compile": bool(a.compile), "parts": self.parts,
@@ -134,7 +135,7 @@ class Run:
         for split, batch in (("train", self.bs), ("test", self.test_bs)):
             title = f"loader, {split} view"
             systems, planned = self._loader_systems(split, self.paths, self.index, batch, title)
-            self._compare(title, systems, "reference", part="loader", view=split,
+            self._compare(title, systems, self.args.baseline, part="loader", view=split,
                           batch_size=batch, plan_costs=planned)
 
     def model_e2e_part(self):
@@ -146,7 +147,7 @@ class Run:
         step = make_train_step(model, self.recipe, self.device)
         probe = make_loader(self.recipe, "train", self.paths, self.index, None, self.bs, 1, self.device)
         clips, labels = synthetic_batch(self.bs, probe.num_views, self.recipe.data.input_size,
-                                        self.recipe.model.num_classes, self.recipe.loader.dtype, self.device)
+                                        self.recipe.model.num_classes, loader_dtype(self.recipe, self.device), self.device)
         systems = {"model": ModelWindow(step, clips, labels, self.iters, self.device)}
         if self.args.compile:
             compiled = make_train_step(build_tsn(self.recipe.model)[0], self.recipe, self.device, compile=True)
@@ -180,7 +181,7 @@ class Run:
                      "file_bytes": float(np.mean([index[p].size for p in paths]))}
             title = f"GOP {gop}, train view"
             systems, planned = self._loader_systems("train", paths, index, self.bs, title)
-            self._compare(title, systems, "reference", part="gop", view="train",
+            self._compare(title, systems, self.args.baseline, part="gop", view="train",
                           batch_size=self.bs, plan_costs=planned, **facts)
 
     def __call__(self) -> dict:
@@ -237,6 +238,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p.add_argument("--test-batch-size", type=int, default=None, help="test view batch (default loader.test_batch_size)")
     p.add_argument("--peers", default="", help=f"other loaders measured on the same clips and plans, some of "
                    f"{', '.join(PEERS)} (each skipped, saying why, where its package is missing)")
+    p.add_argument("--baseline", default="reference",
+                   help="the system each loader comparison's ratios are to (default reference; e.g. mmaction2)")
     p.add_argument("--iters", type=int, default=None, help="steps per timed window (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds before the timed ones (default 1)")
     p.add_argument("--rounds", "--repeats", dest="rounds", type=int, default=5,

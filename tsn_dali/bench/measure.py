@@ -21,7 +21,7 @@ import torch
 from tsn_dali.bench.stats import summarize
 from tsn_dali.config import EXECUTORS
 from tsn_dali.data.render.executors.base import TORCH_DTYPES
-from tsn_dali.engine.amp import resolve_amp
+from tsn_dali.engine.amp import loader_dtype, resolve_amp
 from tsn_dali.engine.errors import UsageError
 from tsn_dali.engine.optim import build_optimizer
 from tsn_dali.engine.step import TrainStep
@@ -102,8 +102,11 @@ def make_loader(recipe, split: str, paths: Sequence[str], index, executor, batch
     records = [VideoRecord(path=paths[i % len(paths)], label=i % recipe.model.num_classes, line=i + 1,
                            source="<bench>") for i in range(n)]
     planner = ClipPlanner(load_pipeline(getattr(data, f"{split}_pipeline"), data), seed)
+    dtype = loader_dtype(recipe, device)
+    normalised = dtype != "uint8"
     return ClipLoader(records, index, planner, executor, batch_size=batch_size, train=split == "train",
-                      device=device, mean=data.mean, std=data.std, dtype=recipe.loader.dtype,
+                      device=device, mean=data.mean if normalised else None, std=data.std if normalised else None,
+                      dtype=dtype,
                       prefetch=recipe.loader.prefetch, seed=seed, on_bad_video="error", handoff=handoff,
                       eval_videos_per_run=recipe.loader.eval_videos_per_run)
 

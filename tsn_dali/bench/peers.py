@@ -116,7 +116,7 @@ class PeerWindow:
     """A system (tsn_dali.bench.interleave): one window of a peer loader over the plans our
     loader makes for that round (``planning``: a ClipLoader whose plans are used), batches of
     ``batch_size`` clips, normalised as ours (``(x - mean) / std`` in float32, cast to the
-    recipe's dtype) on ``device``."""
+    recipe's dtype; raw pixels for uint8) on ``device``."""
 
     def __init__(self, make, planning, batch_size: int, iters: int, device: torch.device, workers: int,
                  mean, std, dtype: torch.dtype):
@@ -153,8 +153,10 @@ class PeerWindow:
         return self.iters * self.batch / seconds
 
     def _out(self, clips: torch.Tensor) -> torch.Tensor:
-        x = clips.to(self.device, non_blocking=True).float()
-        return ((x - self.mean) / self.std).to(self.dtype)
+        x = clips.to(self.device, non_blocking=True)
+        if self.dtype == torch.uint8:  # raw pixels, as our loaders give with loader.dtype uint8
+            return x
+        return ((x.float() - self.mean) / self.std).to(self.dtype)
 
     def costs(self) -> dict:
         return {}
@@ -190,7 +192,9 @@ def peer_system(name: str, recipe, split: str, paths: Sequence[str], index, batc
     else:
         raise PeerUnavailable(f"unknown peer {name!r}")
     planning = make_loader(recipe, split, paths, index, None, batch_size, 1 + iters, device)
-    dtype = TORCH_DTYPES[recipe.loader.dtype if recipe.loader.dtype != "uint8" else "float32"]
+    from tsn_dali.engine.amp import loader_dtype
+
+    dtype = TORCH_DTYPES[loader_dtype(recipe, device)]
     system = PeerWindow(make, planning, batch_size, iters, device, workers, recipe.data.mean, recipe.data.std,
                         dtype)
     check = None

@@ -13,7 +13,9 @@
 Importing this package pulls in no model or trainer code (tests/test_loader.py checks
 it), so another project can use the loader with its own model::
 
-    from tsn_dali.data import build_loader
+    from tsn_dali.data import loader_from           # from (path, label) pairs, a folder, a list
+    from tsn_dali.data import build_loader          # from a recipe
+    from tsn_dali.data import SampleFrames, Resize  # the pipeline ops, for a view of your own
 
 Names are imported on first use, so ``tsn_dali.data.plan.planner`` (numpy only) does not
 pay for torch. Module paths from before the split (``tsn_dali.data.loader`` and the like)
@@ -30,7 +32,10 @@ _EXPORTS = {
                                         "read_rawframe_list", "read_video_list"),
     "tsn_dali.data.errors": ("DatasetError", "LoaderStalled", "PipelineError", "VideoDecodeError"),
     "tsn_dali.data.render.executors": ("EXECUTORS", "Executor", "ReferenceExecutor", "build_executor"),
-    "tsn_dali.data.render.loader": ("Batch", "ClipLoader", "build_loader"),
+    "tsn_dali.data.render.loader": ("Batch", "ClipLoader", "MetaBatch", "build_loader"),
+    "tsn_dali.data.render.sources": ("loader_from",),
+    "tsn_dali.data.plan.ops": ("SampleFrames", "DenseSampleFrames", "Resize", "MultiScaleCrop",
+                               "RandomResizedCrop", "CenterCrop", "ThreeCrop", "TenCrop", "Flip", "OPS"),
     "tsn_dali.data.render.order": ("BatchOrder", "eval_order", "train_order"),
     "tsn_dali.data.plan.clip_plan": ("ClipPlan",),
     "tsn_dali.data.plan.planner": ("ClipPlanner", "load_pipeline"),

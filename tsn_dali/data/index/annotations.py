@@ -33,10 +33,13 @@ class AnnotationError(UserError, ValueError):
 
 @dataclass
 class VideoRecord:
+    """One video of a split: its path and label; where it came from (a list file and line,
+    for messages) where it came from one."""
+
     path: str  # full path: prefix joined with the list's relative path
     label: int
-    line: int  # 1-based line in the list file
-    source: str  # the list file
+    line: int = 0  # 1-based line in the list file (0: not from a file)
+    source: str = ""  # the list file ("" for an in-memory list)
     num_frames: Optional[int] = None  # rawframe lists: total_frames column
 
 

@@ -11,6 +11,8 @@ Frame count rule (what the planner samples from):
    actually decodes, start to end.
 4. A stream with fewer packets than its container declares (or whose last decord frame
    fails) is truncated: ``error`` says so, with the decodable count in ``num_frames``.
+   Where the container declares no count (WebM) but a duration, ``duration_frames`` keeps
+   what it implies, and ``short`` says when far fewer decode (the loader reports those).
 
 Keyframes and stream facts (what the DALI executors need, tsn_dali/data/render/slicing.py and
 executors/nvdec.py): the demux also records every packet's pts, so frame numbers are the
@@ -64,10 +66,21 @@ class VideoInfo:
     profile: str = ""
     coded_width: int = 0
     coded_height: int = 0
+    duration_frames: int = 0  # frames the container's duration implies at fps (0: unknown)
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.num_frames > 0
+
+    @property
+    def short(self) -> Optional[str]:
+        """Why the video looks cut short (fewer frames decode than its container's duration
+        implies, by more than 5% and 2 frames: a truncated file whose container declares no
+        frame count, as WebM's does not), else None. Still usable: its frames are sampled."""
+        expected = self.duration_frames
+        if self.ok and expected and self.num_frames < expected - max(2, 0.05 * expected):
+            return f"{self.num_frames} of the ~{expected} frames its duration implies decode (truncated?)"
+        return None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -166,6 +179,8 @@ def _demux(path: str, info: VideoInfo) -> Optional[dict]:
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         info.fps = float(rate) if rate else 0.0
         declared = int(stream.frames or 0)
+        if container.duration and info.fps:
+            info.duration_frames = int(round(container.duration / 1e6 * info.fps))
         cut_check = info.codec in CUT_CODECS
         length_size = nal_length_size(info.codec, ctx.extradata) if cut_check else 0
         packets, demux_error, num_keys = [], None, 0  # num_keys: the container's flags

@@ -188,7 +188,8 @@ def three_crop(size: Size, crop_size) -> List[Box]:
         offsets = [(0, 0), (0, 2 * step), (0, step)]
     else:
         raise ValueError(f"ThreeCrop: crop {cw}x{ch} must match the frame's width or height "
-                         f"({w}x{h}); use crop_size: $short_side after Resize (-1, short_side)")
+                         f"({w}x{h}); give ThreeCrop a crop_size equal to the short side the frames "
+                         f"are resized to before it (MMAction2: Resize scale (-1, S) then ThreeCrop crop_size S)")
     return [(x, y, x + cw, y + ch) for x, y in offsets]
 
 

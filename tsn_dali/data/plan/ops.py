@@ -59,7 +59,11 @@ class Op:
 
 @dataclass(frozen=True)
 class SampleFrames(Op):
-    """MMAction2 SampleFrames (sampling.sample_frames)."""
+    """MMAction2 SampleFrames (sampling.sample_frames): the video is cut into ``num_clips``
+    equal segments and one clip of ``clip_len`` frames, ``frame_interval`` apart, is taken
+    from each: at a random offset in the segment when training, at its centre with
+    ``test_mode=True`` (TSN: ``SampleFrames(clip_len=1, num_clips=8)``). A video shorter
+    than a clip is read in a loop (``out_of_bound_opt='loop'``)."""
 
     kind: ClassVar[str] = "sampling"
     clip_len: int
@@ -89,7 +93,9 @@ class SampleFrames(Op):
 
 @dataclass(frozen=True)
 class DenseSampleFrames(Op):
-    """MMAction2 DenseSampleFrames (sampling.dense_sample_frames)."""
+    """MMAction2 DenseSampleFrames (sampling.dense_sample_frames): ``num_clips`` clips of
+    ``clip_len`` frames within a window of ``sample_range`` frames (one random window when
+    training; ``num_sample_positions`` windows spread over the video with ``test_mode``)."""
 
     kind: ClassVar[str] = "sampling"
     clip_len: int
@@ -120,7 +126,10 @@ class DenseSampleFrames(Op):
 
 @dataclass(frozen=True)
 class Resize(Op):
-    """MMAction2 Resize (geometry.resize): the whole frame before a crop, the crops after one."""
+    """MMAction2 Resize (geometry.resize): before a crop op, the whole frame; after one, the
+    crops. ``scale=(-1, 256)`` with ``keep_ratio=True`` makes the short side 256 (MMAction2's
+    ``(-1, S)``: the other side scaled to keep the aspect ratio, rounded as mmcv rounds);
+    ``scale=(224, 224), keep_ratio=False`` resizes to exactly 224x224. Bilinear."""
 
     kind: ClassVar[str] = "resize"
     scale: object
@@ -147,7 +156,10 @@ class Resize(Op):
 
 @dataclass(frozen=True)
 class MultiScaleCrop(Op):
-    """MMAction2 MultiScaleCrop (geometry.multi_scale_crop)."""
+    """MMAction2 MultiScaleCrop (geometry.multi_scale_crop): a crop whose sides are the short
+    side times one of ``scales`` each (at most ``max_wh_scale_gap`` scales apart), at one of
+    ``num_fixed_crops`` fixed offsets (5: centre and corners) unless ``random_crop``; then
+    resized to ``input_size`` by the Resize after it (TSN's train view)."""
 
     kind: ClassVar[str] = "crop"
     input_size: object
@@ -174,7 +186,9 @@ class MultiScaleCrop(Op):
 
 @dataclass(frozen=True)
 class RandomResizedCrop(Op):
-    """MMAction2 RandomResizedCrop (geometry.random_resized_crop)."""
+    """MMAction2 RandomResizedCrop (geometry.random_resized_crop): a crop of a random share of
+    the frame's area (``area_range``) and aspect ratio (``aspect_ratio_range``), placed at
+    random; resized by the Resize after it."""
 
     kind: ClassVar[str] = "crop"
     area_range: tuple = (0.08, 1.0)
@@ -210,7 +224,7 @@ class _FixedCrop(Op):
 
 @dataclass(frozen=True)
 class CenterCrop(_FixedCrop):
-    """MMAction2 CenterCrop (geometry.center_crop)."""
+    """MMAction2 CenterCrop (geometry.center_crop): one ``crop_size`` box at the frame's centre."""
 
     lazy: bool = False
 
@@ -220,7 +234,9 @@ class CenterCrop(_FixedCrop):
 
 @dataclass(frozen=True)
 class ThreeCrop(_FixedCrop):
-    """MMAction2 ThreeCrop (geometry.three_crop)."""
+    """MMAction2 ThreeCrop (geometry.three_crop): three ``crop_size`` boxes along the frame's
+    long side (start, end, middle); ``crop_size`` must equal the short side the frames are
+    resized to before it (TSN test: ``Resize(scale=(-1, 256))``, ``ThreeCrop(crop_size=256)``)."""
 
     def apply(self, state: PlanState, rng) -> None:
         state.crops = geometry.three_crop(state.size, self.crop_size)
@@ -229,7 +245,8 @@ class ThreeCrop(_FixedCrop):
 
 @dataclass(frozen=True)
 class TenCrop(_FixedCrop):
-    """MMAction2 TenCrop (geometry.ten_crop): five boxes, each with its mirrored copy."""
+    """MMAction2 TenCrop (geometry.ten_crop): five ``crop_size`` boxes (the four corners and
+    the centre), then the same five mirrored: ten views per frame (TSN's K400 test)."""
 
     def apply(self, state: PlanState, rng) -> None:
         state.crops, state.crop_flips = geometry.ten_crop(state.size, self.crop_size)
@@ -237,7 +254,10 @@ class TenCrop(_FixedCrop):
 
 @dataclass(frozen=True)
 class Flip(Op):
-    """MMAction2 Flip (geometry.flip, flip_label): mirrors every crop (the whole frame if none yet)."""
+    """MMAction2 Flip (geometry.flip, flip_label): with probability ``flip_ratio`` mirrors
+    every crop (the whole frame if there is no crop yet), and where it does, maps the label
+    through ``flip_label_map`` (e.g. "swiping left" <-> "swiping right" in SSv2). Comes
+    after the crop op."""
 
     kind: ClassVar[str] = "flip"
     flip_ratio: float = 0.5

@@ -40,7 +40,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import numpy as np
 import torch
 
-from tsn_dali.data.errors import DatasetError, LoaderStalled, VideoDecodeError
+from tsn_dali.data.errors import DatasetError, LoaderStalled, PipelineError, VideoDecodeError
 from tsn_dali.data.render.executors.base import TORCH_DTYPES
 from tsn_dali.data.render.handoff import HandoffGuard
 from tsn_dali.data.render.order import BatchOrder, epoch_permutation
@@ -52,10 +52,115 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
+DEFAULT_STALL_TIMEOUT = 600.0  # seconds without a batch before LoaderStalled (loader.stall_timeout)
+
+
 class Batch(NamedTuple):
     clips: torch.Tensor  # [N, V, C, H, W], channels_last per frame
     labels: torch.Tensor  # [N] int64 (-1 for padding)
     samples: torch.Tensor  # [N] int64: index into loader.records; -1 marks padding
+
+
+class MetaBatch(NamedTuple):
+    """A batch with each clip's plan facts (``ClipLoader(metadata=True)``)."""
+
+    clips: torch.Tensor
+    labels: torch.Tensor
+    samples: torch.Tensor
+    meta: List[Optional[dict]]  # per clip: path, frame_indices, crops, crop_flips, ... (None: padding)
+
+
+def clip_meta(plan) -> dict:
+    """What a clip is, from its plan: the video, the frame indices (in view order), the
+    crop boxes ``[x1, y1, x2, y2]`` in the resized frame, which crops are mirrored, the
+    whole-frame resize and the output size."""
+    return {"path": plan.path, "label": int(plan.label), "frame_indices": [int(i) for i in plan.frame_indices],
+            "resize_to": tuple(int(v) for v in plan.resize_to), "crops": plan.crops.tolist(),
+            "crop_flips": [bool(f) for f in plan.crop_flips], "out_size": tuple(int(v) for v in plan.out_size)}
+
+
+class EpochSetter:
+    """``loader.sampler``: what a framework that calls ``sampler.set_epoch(epoch)`` on its data
+    loaders (PyTorch Lightning's fit loop does) reaches; it sets the loader's epoch."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        self._loader.set_epoch(epoch)
+
+
+def resolve_dtype(dtype: Optional[str], mean, std, device: torch.device) -> str:
+    """The batch dtype a loader gives (no silent defaults):
+
+    - ``dtype`` None: ``mean``/``std`` given -> normalised float, in the dtype of the
+      autocast in effect on ``device`` where one is (bfloat16/float16), else float32; none
+      given -> raw ``uint8`` pixels;
+    - mean/std with ``uint8``, a float dtype without mean/std, or a mean/std scaled to 0-1
+      while the pixels are 0-255 are refused (PipelineError, one line).
+    """
+    from tsn_dali.config import DTYPES
+
+    given = mean is not None or std is not None
+    if given and (mean is None or std is None):
+        raise PipelineError("ClipLoader", "mean/std", "give both mean and std, or neither")
+    if given:
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        if len(mean) != 3 or len(std) != 3:
+            raise PipelineError("ClipLoader", "mean/std", f"expected 3 values each (RGB), got {mean} and {std}")
+        if any(s <= 0 for s in std):
+            raise PipelineError("ClipLoader", "std", f"expected values > 0, got {std}")
+        if max(mean) <= 1.0 and max(std) <= 1.0:
+            raise PipelineError("ClipLoader", "mean/std", f"{mean} and {std} look scaled to 0-1, but the pixels "
+                                "are 0-255: multiply them by 255 (ImageNet's are [123.675, 116.28, 103.53] and "
+                                "[58.395, 57.12, 57.375])")
+    if dtype is None:
+        if not given:
+            return "uint8"
+        kind = device.type if device.type in ("cuda", "cpu") else "cpu"
+        if torch.is_autocast_enabled(kind):
+            return {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(torch.get_autocast_dtype(kind),
+                                                                              "float32")
+        return "float32"
+    if dtype not in DTYPES:
+        raise PipelineError("ClipLoader", "dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "uint8" and given:
+        raise PipelineError("ClipLoader", "dtype", "uint8 gives raw pixels: leave mean/std out, or ask for a "
+                            "float dtype (float32, float16, bfloat16)")
+    if dtype != "uint8" and not given:
+        raise PipelineError("ClipLoader", "dtype", f"{dtype} batches are normalised: give mean and std "
+                            "(0-255 scale), or dtype uint8 for raw pixels")
+    return dtype
+
+
+def short_videos(records, index) -> List[dict]:
+    """Videos that decode fewer frames than their container's duration implies (VideoInfo.short):
+    used (their frames are sampled), and said once, in one log line."""
+    out = []
+    for rec in records:
+        why = getattr(index[rec.path], "short", None) if rec.path in index else None
+        if why:
+            out.append({"path": rec.path, "reason": why})
+    if out:
+        logger.warning("%d video(s) decode fewer frames than their duration implies (truncated files?), e.g. "
+                       "%s: %s; listed in loader.stats['short']", len(out), out[0]["path"], out[0]["reason"])
+    return out
+
+
+def usable_records(records, index):
+    """(records whose video the index can use, one dict per record left out: path and
+    reason); each left-out record is said in one warning line."""
+    kept, dropped = [], []
+    for rec in records:
+        info = index[rec.path] if rec.path in index else None
+        ok = info is not None and getattr(info, "ok", True) and getattr(info, "num_frames", 1) > 0
+        if ok:
+            kept.append(rec)
+            continue
+        why = "not in the index" if info is None else (getattr(info, "error", None) or "no frames")
+        dropped.append({"path": rec.path, "reason": why, "line": getattr(rec, "line", 0)})
+        logger.warning("%s: left out (%s)", rec.path, why)
+    return kept, dropped
 
 
 @dataclass
@@ -83,20 +188,22 @@ class ClipLoader:
     def __init__(self, records: Sequence, index, planner, executor, *, batch_size: int,
                  train: bool, rank: int = 0, world_size: int = 1, device="cpu",
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                 dtype: str = "uint8", prefetch: int = 2, seed: int = 0,
+                 dtype: Optional[str] = None, prefetch: int = 2, seed: int = 0,
                  on_bad_video: str = "error", owns_executor: bool = False, handoff: str = "view",
-                 eval_videos_per_run: int = 8, stall_timeout: Optional[float] = None,
-                 split: Optional[str] = None):
+                 eval_videos_per_run: int = 8, stall_timeout: Optional[float] = DEFAULT_STALL_TIMEOUT,
+                 split: Optional[str] = None, metadata: bool = False):
+        records, dropped = usable_records(records, index)
+        short = short_videos(records, index)
         if not records:
-            raise ValueError("ClipLoader: expected at least one usable video, got none")
+            raise DatasetError("<records>", "no usable videos" + (f" ({len(dropped)} left out: "
+                               f"{dropped[0]['path']}: {dropped[0]['reason']})" if dropped else ""))
         if not 0 <= rank < world_size:
             raise ValueError(f"ClipLoader: rank {rank} not in 0..{world_size - 1}")
         if batch_size <= 0:
             raise ValueError(f"ClipLoader: batch_size {batch_size}; expected a positive integer")
         if on_bad_video not in ("skip", "error"):
             raise ValueError(f"ClipLoader: on_bad_video {on_bad_video!r}; expected skip or error")
-        if dtype == "uint8":
-            mean = std = None
+        dtype = resolve_dtype(dtype, mean, std, torch.device(device))
         self.records = list(records)
         self.index = index
         self.planner = planner
@@ -115,7 +222,11 @@ class ClipLoader:
         self.handoff = handoff
         HandoffGuard(self.device, handoff)  # checks the mode now, not at the first batch
         self.batches_per_run = 1 if self.train else max(1, int(eval_videos_per_run) // self.batch_size)
-        self.stats: Dict[str, object] = {"replaced": [], "skipped": [], "dropped": [], "frames_path": [],
+        self.metadata = bool(metadata)
+        self.classes: Optional[List[str]] = None  # class names, where the videos came from class folders
+        self.sampler = EpochSetter(self)  # what Lightning calls set_epoch on
+        self.stats: Dict[str, object] = {"replaced": [], "skipped": [], "dropped": dropped, "frames_path": [],
+                                         "short": short,
                                          # the executor's live counters: clips per path and codec
                                          # ("clips decoder vp9", "clips frames h264"), frames fed
                                          "decoded": getattr(executor, "stats", {})}
@@ -125,6 +236,7 @@ class ClipLoader:
         self._bad: Dict[int, str] = {}  # sample -> reason, found while rendering
         self._active: Optional[Prefetcher] = None
         self._hung = False  # a render thread was left blocked (a stall): never wait for it
+        self._pass = 0  # the pass (iter()) in progress; an older one ends at its next next()
         self._streams = render_stream(self.device)
         if self.train and len(self) == 0:
             raise ValueError(f"ClipLoader: {len(self.records)} videos over {world_size} rank(s) "
@@ -149,8 +261,24 @@ class ClipLoader:
         return self.plan(0, 0).num_views
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (train order and plans); a new epoch starts at batch 0."""
+        """Select the epoch of the next pass (train order and plans), exactly: the next pass
+        is ``epoch``'s from batch 0. Without calls, each pass that ran to its end is
+        followed by the next epoch's (order.BatchOrder)."""
         self.order.set_epoch(epoch)
+
+    def clip_axes(self, clips: torch.Tensor) -> torch.Tensor:
+        """A batch's ``[N, V, C, H, W]`` as ``[N, clips, crops, clip_len, C, H, W]`` (a view,
+        no copy): V is crop-major (crop ``k``'s frames are views ``k*T .. k*T+T-1``), and a
+        crop's T frames are ``clips`` clips of ``clip_len`` frames each (the sampling op's
+        ``num_clips`` and ``clip_len``; e.g. TSN's 25x10 test: ``[N, 25, 10, 1, C, H, W]``).
+        Average over axes 1-2 for MMAction2's multi-view score."""
+        plan = self.plan(0, 0)
+        crops, frames = len(plan.crops), len(plan.frame_indices)
+        sampling = next(op for op in self.planner.ops if op.kind == "sampling")
+        clip_len = int(getattr(sampling, "clip_len", 1))
+        if clips.shape[1] != crops * frames or frames % clip_len:
+            raise ValueError(f"clip_axes: {clips.shape[1]} views; expected {crops} crops x {frames} frames")
+        return clips.unflatten(1, (crops, frames // clip_len, clip_len)).transpose(1, 2)
 
     def state_dict(self) -> dict:
         return self.order.state_dict()
@@ -169,22 +297,41 @@ class ClipLoader:
         return self.planner.plan(sample, rec.path, rec.label, self.index[rec.path], epoch)
 
     def __iter__(self):
-        epoch = self.epoch
-        todo = self.order.start_pass()
+        """A pass over this rank's batches of the current epoch: the next epoch's where the
+        last pass ran to its end and ``set_epoch`` was not called since (order.BatchOrder).
+        One pass at a time: a new ``iter()`` starts a new pass and ends the one before, whose
+        next ``next()`` raises StopIteration (as at the end of an epoch); it never hangs."""
         self._stop_active()
+        self._pass += 1
+        todo = self.order.start_pass()
+        return self._iterate(self._pass, self.epoch, todo)
+
+    def _iterate(self, token: int, epoch: int, todo):
         k = self.batches_per_run
         groups = [np.concatenate(todo[i:i + k]) for i in range(0, len(todo), k)]
         guard = HandoffGuard(self.device, self.handoff)
         try:
-            for batches, ready in self._rendered(groups, epoch):
+            for batches, ready in self._rendered(groups, epoch, token):
                 for batch in batches:
+                    if token != self._pass:  # a newer pass has begun: this one ends here
+                        return
                     self._streams.consume(batch, ready)  # ready on the asking thread's stream
                     clips = guard.hand_out(batch.clips)
                     self.order.done += 1
-                    yield Batch(clips, batch.labels, batch.samples)
+                    yield self._outgoing(Batch(clips, batch.labels, batch.samples), epoch)
                     guard.next_requested()
+            if token == self._pass:
+                self.order.complete_pass()
         finally:
             guard.close()
+
+    def _outgoing(self, batch: Batch, epoch: int):
+        """The batch as handed out: with ``metadata``, a MetaBatch whose ``meta`` holds each
+        clip's plan facts (None for padding)."""
+        if not self.metadata:
+            return batch
+        meta = [None if int(s) < 0 else clip_meta(self.plan(int(s), epoch)) for s in batch.samples.tolist()]
+        return MetaBatch(batch.clips, batch.labels, batch.samples, meta)
 
     def close(self) -> None:
         """Stop the prefetch thread (and the executor, where this loader built it). After a
@@ -200,10 +347,12 @@ class ClipLoader:
 
     # ------------------------------------------------------------------ rendering
 
-    def _rendered(self, groups, epoch):
+    def _rendered(self, groups, epoch, token: int):
         """Each group's batches, in order: rendered here (prefetch 0) or in the background."""
         if self.prefetch <= 0:
             for ids in groups:
+                if token != self._pass:
+                    return
                 yield self._finish(ids, epoch, None, None)
             return
         prefetcher = Prefetcher(groups, lambda ids: self._prepare(ids, epoch),
@@ -212,6 +361,8 @@ class ClipLoader:
         self._active = prefetcher
         try:
             for ids in groups:
+                if token != self._pass:
+                    return
                 try:
                     batches = prefetcher.get(self.stall_timeout)
                 except StopIteration:
@@ -503,7 +654,8 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
                                   decode_workers=cfg.decode_workers, decode_sessions=cfg.decode_sessions,
                                   slice_gops=cfg.slice_gops, decode=cfg.decode,
                                   reference_workers=cfg.reference_workers, filename_tmpl=data.filename_tmpl)
-    dtype = dtype or cfg.dtype
+    dtype = dtype or (None if cfg.dtype == "auto" else cfg.dtype)  # auto: ClipLoader's rule (resolve_dtype)
+    normalised = dtype != "uint8"
     batch_size = cfg.test_batch_size if split == "test" else cfg.batch_size
     if not records:
         raise DatasetError(list_file, "no usable videos left after dropping bad ones")
@@ -514,8 +666,8 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
                            f"{len(records)} usable video(s): not one full batch (train drops the last partial one)")
     loader = ClipLoader(records, index, planner, executor, batch_size=batch_size,
                         train=split == "train", rank=rank, world_size=world_size, device=device,
-                        mean=data.mean, std=data.std, dtype=dtype, prefetch=cfg.prefetch,
-                        seed=seed, on_bad_video=policy, owns_executor=owns, handoff=cfg.handoff,
+                        mean=data.mean if normalised else None, std=data.std if normalised else None,
+                        dtype=dtype, prefetch=cfg.prefetch, seed=seed, on_bad_video=policy, owns_executor=owns, handoff=cfg.handoff,
                         eval_videos_per_run=cfg.eval_videos_per_run, stall_timeout=cfg.stall_timeout,
                         split=split)
     loader.stats["dropped"] = dropped

@@ -9,7 +9,10 @@
   and every video is counted exactly once.
 
 ``BatchOrder`` adds the position within an epoch (``state_dict`` / ``load_state_dict``),
-so a resumed run continues at the batch it stopped before.
+so a resumed run continues at the batch it stopped before, and moves to the next epoch by
+itself when a pass ran to its end (``complete_pass``) and nobody chose an epoch since: a
+plain ``for`` over the loader, epoch after epoch, sees a new shuffle each time, as
+torch's DataLoader over a DistributedSampler would only with ``set_epoch``.
 """
 from __future__ import annotations
 
@@ -56,6 +59,7 @@ class BatchOrder:
         self.epoch = 0
         self.done = 0  # batches handed out in the current pass
         self.skip = 0  # batches to skip at the start of the next pass (load_state_dict)
+        self.completed = False  # the last pass over ``epoch`` ran to its end
 
     def __len__(self) -> int:
         per_rank = math.ceil(self.num_samples / self.world_size)
@@ -72,16 +76,26 @@ class BatchOrder:
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch; a new epoch starts at batch 0."""
+        """Select the epoch for the next pass (exactly: no advance); a new epoch starts at batch 0."""
         if int(epoch) != self.epoch:
             self.done = self.skip = 0
         self.epoch = int(epoch)
+        self.completed = False
 
     def start_pass(self) -> List[np.ndarray]:
-        """The batches this pass renders: the epoch's, after those a resume skips."""
+        """The batches this pass renders: the epoch's, after those a resume skips; the next
+        epoch's where the last pass ran to its end and no epoch was chosen since."""
+        if self.completed:
+            self.epoch += 1
+            self.done = self.skip = 0
+            self.completed = False
         start, self.skip = self.skip, 0
         self.done = start
         return self.batches()[start:]
+
+    def complete_pass(self) -> None:
+        """The pass handed out its last batch."""
+        self.completed = True
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batches_done": self.done, "num_batches": len(self),
@@ -96,6 +110,7 @@ class BatchOrder:
                           "the resumed epoch's batches differ", stacklevel=3)
         self.epoch = int(state["epoch"])
         self.skip = self.done = min(int(state["batches_done"]), len(self))
+        self.completed = False
 
 
 __all__ = ["BatchOrder", "epoch_permutation", "eval_order", "train_order"]

@@ -237,7 +237,7 @@ class DaliExecutor:
         """The cached pipeline for ``key`` that takes ``batch`` samples (built or rebuilt bigger)."""
         size, pipe = self._pipelines.pop(key, (0, None))
         if pipe is None or size < batch:
-            num_crops, out_size, out_dtype, source, normalise, resize_frames, reorder_frames = key
+            num_crops, out_size, out_dtype, source, normalise, resize_frames, reorder_frames, resize_crops = key
             threads = self.decode_sessions if (self.dali_device == "gpu" and source == "decoder") \
                 else self.num_threads
             del pipe
@@ -245,7 +245,8 @@ class DaliExecutor:
             pipe = graph.build_pipeline(device=self.dali_device, batch_size=size, num_crops=num_crops,
                                         out_size=out_size, out_dtype=out_dtype, source=source,
                                         normalise=normalise, num_threads=threads, device_id=self.device_id,
-                                        resize_frames=resize_frames, reorder_frames=reorder_frames)
+                                        resize_frames=resize_frames, reorder_frames=reorder_frames,
+                                        resize_crops=resize_crops)
             while len(self._pipelines) >= MAX_PIPELINES:
                 self._pipelines.popitem(last=False)
         self._pipelines[key] = (size, pipe)
@@ -254,7 +255,7 @@ class DaliExecutor:
     def _run_samples(self, key, samples) -> torch.Tensor:
         """One DALI run over ``samples`` -> torch ``[n, V, H, W, C]``."""
         pipe = self._pipeline(key, len(samples))
-        graph.feed(pipe, samples, graph.input_names(*key[:1], *key[3:]))
+        graph.feed(pipe, samples, graph.input_names(key[0], *key[3:7]))
         (out,) = pipe.run()
         return self._to_torch(out)
 
@@ -331,8 +332,9 @@ class DaliExecutor:
             for source, positions in sorted(prepared.paths.items()):
                 resize_frames = any(graph.needs_resize(prepared.plans[i]) for i in positions)
                 reorder_frames = any(graph.needs_reorder(prepared.inputs[i]["frame_order"]) for i in positions)
+                resize_crops = any(graph.crops_need_resize(prepared.plans[i]) for i in positions)
                 key = (prepared.num_crops, prepared.out_size, out_dtype, source, prepared.normalise, resize_frames,
-                       reorder_frames)
+                       reorder_frames, resize_crops)
                 samples = [prepared.inputs[i] for i in positions]
                 try:
                     parts.append((positions, self._run_samples(key, samples)))

@@ -48,7 +48,7 @@ from tsn_dali.data.plan.clip_plan import ClipPlan
 # Codecs (PyAV codec names) DALI's fn.decoders.video decodes, per backend (its docs, DALI 2.4).
 DALI_CODECS = {
     "cpu": frozenset({"vp8", "vp9", "mjpeg"}),
-    "gpu": frozenset({"vp8", "vp9", "mjpeg", "h264", "hevc", "mpeg4", "av1", "libdav1d", "libaom-av1"}),
+    "gpu": frozenset({"vp8", "vp9", "h264", "hevc", "mpeg4", "av1", "libdav1d", "libaom-av1"}),  # NVDEC: no MJPEG
 }
 
 SOURCES = ("decoder", "frames")  # frames decoded by DALI in the graph, or fed in already decoded
@@ -134,8 +134,17 @@ def needs_resize(plan: ClipPlan) -> bool:
     return tuple(int(v) for v in plan.resize_to) != tuple(int(v) for v in plan.orig_size)
 
 
+def crops_need_resize(plan: ClipPlan) -> bool:
+    """Whether any crop box differs in size from ``out_size`` (else each crop's resize is the
+    identity: TenCrop, ThreeCrop and CenterCrop boxes are already the output size)."""
+    w, h = int(plan.out_size[0]), int(plan.out_size[1])
+    crops = np.asarray(plan.crops).reshape(-1, 4)
+    return bool(np.any((crops[:, 2] - crops[:, 0] != w) | (crops[:, 3] - crops[:, 1] != h)))
+
+
 def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dtype: str,
-               source: str, normalise: bool, resize_frames: bool = True, reorder_frames: bool = True):
+               source: str, normalise: bool, resize_frames: bool = True, reorder_frames: bool = True,
+               resize_crops: bool = True):
     """Build the graph (call inside a pipeline's scope); returns the output DataNode.
 
     ``device``: "cpu" or "gpu" (decoder on "mixed", every image op on the GPU).
@@ -143,7 +152,8 @@ def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dt
     ``source``: "decoder" (fn.decoders.video on the file's bytes) or "frames".
     ``resize_frames``: False leaves the whole-frame resize out (every sample's ``resize_to``
     is its frame size); ``reorder_frames``: False leaves the rearrangement out (every
-    sample's decoded frames are its views' frames, in order).
+    sample's decoded frames are its views' frames, in order); ``resize_crops``: False leaves
+    each crop's resize out (every box is already ``out_size``, as test views' are).
     """
     from nvidia.dali import fn, types
 
@@ -187,8 +197,9 @@ def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dt
         shape = arg(f"crop{k}_shape", types.INT32, 1)
         flip = arg(f"crop{k}_flip", types.INT32, 0)
         view = fn.slice(frames, start=start, shape=shape, axis_names="WH")
-        view = fn.resize(view, size=[float(h), float(w)], interp_type=types.INTERP_LINEAR,
-                         antialias=False)
+        if resize_crops:
+            view = fn.resize(view, size=[float(h), float(w)], interp_type=types.INTERP_LINEAR,
+                             antialias=False)
         if out_dtype == "uint8":
             view = fn.flip(view, horizontal=flip)
         else:
@@ -216,7 +227,8 @@ OUTPUTS_OUTLIVE_RUN = _dynamic_executor_available()
 
 def build_pipeline(*, device: str, batch_size: int, num_crops: int, out_size: Tuple[int, int],
                    out_dtype: str, source: str, normalise: bool, num_threads: int = 4,
-                   device_id: Optional[int] = None, resize_frames: bool = True, reorder_frames: bool = True):
+                   device_id: Optional[int] = None, resize_frames: bool = True, reorder_frames: bool = True,
+                   resize_crops: bool = True):
     """A built DALI Pipeline around ``clip_graph``, fed with ``feed`` then ``run()``.
 
     ``batch_size`` is the most samples a run takes (fewer may be fed). ``num_threads``:
@@ -237,7 +249,8 @@ def build_pipeline(*, device: str, batch_size: int, num_crops: int, out_size: Tu
     with pipe:
         pipe.set_outputs(clip_graph(device=device, num_crops=num_crops, out_size=out_size,
                                     out_dtype=out_dtype, source=source, normalise=normalise,
-                                    resize_frames=resize_frames, reorder_frames=reorder_frames))
+                                    resize_frames=resize_frames, reorder_frames=reorder_frames,
+                                    resize_crops=resize_crops))
     pipe.build()
     return pipe
 

@@ -1,0 +1,178 @@
+"""A ClipLoader from the videos a user has, no recipe and no list file needed: ``loader_from``.
+
+    from tsn_dali.data import loader_from
+
+    train = loader_from([("a.mp4", 0), ("b.webm", 1), ...], split="train", batch_size=8,
+                        mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375])
+
+``videos`` is any of:
+
+- a sequence of ``(path, label)`` pairs (or VideoRecords);
+- a folder laid out as ``root/<class>/<video>``: classes sorted by name (or ``classes``
+  given), a class's index is its label (``loader.classes`` lists them);
+- an MMAction2 video list file (``relative/path.mp4 label`` a line), its paths under
+  ``prefix`` (default: the list's own folder).
+
+The videos are indexed once (frames, size, codec, keyframes; cached in ``index_cache``,
+default ``~/.cache/tsn_dali/index``, shared by the ranks of a torch.distributed job);
+unusable ones are left out with one log line each and listed in ``loader.stats["dropped"]``.
+``pipeline``: the view, as a pipeline name (``tsn_train``, ``tsn_val``, ``tsn_test_threecrop``,
+... in ``pipelines/``; default per ``split``), a YAML file, or a list of ops
+(``tsn_dali.data.SampleFrames`` and the rest). A pipeline file's ``$num_segments``,
+``$input_size``, ``$short_side`` and ``$flip_label_map`` are this call's arguments of those
+names. ``rank``/``world_size`` default to torch.distributed's where a process group is up.
+The other arguments are ClipLoader's and the executor's (``loader.*`` recipe settings of
+the same names, docs/loader.md).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from tsn_dali.data.errors import DatasetError, PipelineError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
+DEFAULT_PIPELINES = {"train": "tsn_train", "val": "tsn_val", "test": "tsn_test_tencrop"}
+
+
+def default_index_cache() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tsn_dali", "index")
+
+
+def records_from(videos, prefix: Optional[str] = None, classes: Optional[Sequence[str]] = None):
+    """(VideoRecords, class names or None) from pairs, a ``root/<class>/<video>`` folder, or
+    an MMAction2 list file (module docstring)."""
+    from tsn_dali.data.index.annotations import VideoRecord, read_video_list
+
+    if isinstance(videos, (str, os.PathLike)):
+        path = Path(videos)
+        if path.is_dir():
+            return folder_records(path, classes)
+        if path.is_file():
+            records, _ = read_video_list(path, str(path.parent) if prefix is None else prefix, skip_bad=True,
+                                         check_files=False)
+            return records, None
+        raise DatasetError(str(path), "no such folder or list file")
+    out = []
+    for i, item in enumerate(videos):
+        if isinstance(item, VideoRecord):
+            out.append(item)
+            continue
+        try:
+            path, label = item
+        except (TypeError, ValueError):
+            raise DatasetError("videos", f"item {i}: expected a (path, label) pair, got {item!r}") from None
+        if not isinstance(label, int) or isinstance(label, bool) or label < 0:
+            raise DatasetError("videos", f"item {i} ({path}): expected a label >= 0, got {label!r}")
+        full = os.path.join(prefix, str(path)) if prefix else str(path)
+        out.append(VideoRecord(path=full, label=label, line=i + 1, source="videos"))
+    return out, None
+
+
+def folder_records(root: Path, classes: Optional[Sequence[str]] = None):
+    """``root/<class>/<video>``: one record per video file, labelled by its class's index."""
+    from tsn_dali.data.index.annotations import VideoRecord
+
+    found = sorted(p.name for p in root.iterdir() if p.is_dir())
+    names = list(classes) if classes is not None else found
+    unknown = [c for c in found if c not in names]
+    if unknown:
+        raise DatasetError(str(root), f"folder {unknown[0]!r} is not one of the {len(names)} classes given")
+    records = []
+    for label, name in enumerate(names):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+                records.append(VideoRecord(path=str(path), label=label, source=str(root)))
+    if not records:
+        raise DatasetError(str(root), f"no video files ({', '.join(VIDEO_EXTENSIONS)}) in its class folders")
+    return records, names
+
+
+def _pipeline_ops(pipeline, split: str, num_segments: int, input_size: int, short_side: int, flip_label_map):
+    from tsn_dali.config import DataConfig
+    from tsn_dali.data.plan.ops import Op, check_pipeline
+    from tsn_dali.data.plan.planner import load_pipeline
+
+    if pipeline is None:
+        pipeline = DEFAULT_PIPELINES[split]
+    if isinstance(pipeline, (list, tuple)):
+        bad = [op for op in pipeline if not isinstance(op, Op)]
+        if bad:
+            raise PipelineError("pipeline", "", f"expected ops (tsn_dali.data.SampleFrames, Resize, ...), "
+                                f"got {bad[0]!r}")
+        try:
+            check_pipeline(list(pipeline))
+        except ValueError as exc:
+            raise PipelineError("pipeline", "", str(exc)) from None
+        return list(pipeline)
+    cfg = DataConfig(num_segments=num_segments, input_size=input_size, short_side=short_side,
+                     flip_label_map=dict(flip_label_map or {}))
+    return load_pipeline(pipeline, cfg)
+
+
+def _distributed(rank, world_size):
+    if rank is not None and world_size is not None:
+        return int(rank), int(world_size)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return (dist.get_rank() if rank is None else int(rank),
+                dist.get_world_size() if world_size is None else int(world_size))
+    return int(rank or 0), int(world_size or 1)
+
+
+def loader_from(videos, *, split: str = "train", pipeline=None, prefix: Optional[str] = None,
+                classes: Optional[Sequence[str]] = None, batch_size: int = 8, num_segments: int = 8,
+                input_size: int = 224, short_side: int = 256, flip_label_map: Optional[dict] = None,
+                mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+                dtype: Optional[str] = None, device=None, executor: str = "auto", rank: Optional[int] = None,
+                world_size: Optional[int] = None, seed: int = 0, on_bad_video: str = "skip",
+                index_cache: Optional[str] = None, prefetch: int = 2, handoff: str = "view",
+                stall_timeout: Optional[float] = 600.0, metadata: bool = False, num_threads: int = 4,
+                decode_workers: int = 4, decode_sessions: int = 16, reference_workers: int = 4,
+                eval_videos_per_run: int = 8, progress: bool = False):
+    """A ClipLoader over ``videos`` for one rank (module docstring). ``split``: "train"
+    shuffles per epoch, drops the last incomplete batch and replaces a video that fails to
+    decode; "val"/"test" keep list order and pad the last batch (samples -1)."""
+    from tsn_dali.data.index import build_index
+    from tsn_dali.data.plan.planner import ClipPlanner
+    from tsn_dali.data.render.executors import build_executor
+    from tsn_dali.data.render.loader import ClipLoader, _slow_path_videos
+
+    if split not in DEFAULT_PIPELINES:
+        raise ValueError(f"loader_from: split {split!r}; expected one of {', '.join(DEFAULT_PIPELINES)}")
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, world_size = _distributed(rank, world_size)
+    records, names = records_from(videos, prefix, classes)
+    ops = _pipeline_ops(pipeline, split, num_segments, input_size, short_side, flip_label_map)
+    index = build_index([r.path for r in records], cache_dir=index_cache or default_index_cache(),
+                        progress=progress and rank == 0, rank=rank, world_size=world_size)
+    built = build_executor(executor, device=device, num_threads=num_threads, decode_workers=decode_workers,
+                           decode_sessions=decode_sessions, reference_workers=reference_workers)
+    try:
+        loader = ClipLoader(records, index, ClipPlanner(ops, seed), built, batch_size=batch_size,
+                            train=split == "train", rank=rank, world_size=world_size, device=device, mean=mean,
+                            std=std, dtype=dtype, prefetch=prefetch, seed=seed, on_bad_video=on_bad_video,
+                            owns_executor=True, handoff=handoff, eval_videos_per_run=eval_videos_per_run,
+                            stall_timeout=stall_timeout, split=split, metadata=metadata)
+    except ValueError as exc:
+        built.close()
+        if isinstance(exc, (DatasetError, PipelineError)):
+            raise
+        raise DatasetError("videos", str(exc)) from None
+    except BaseException:
+        built.close()
+        raise
+    loader.classes = names
+    loader.stats["frames_path"] = _slow_path_videos(built, loader.records, index, rank == 0)
+    return loader
+
+
+__all__ = ["DEFAULT_PIPELINES", "default_index_cache", "folder_records", "loader_from", "records_from"]
