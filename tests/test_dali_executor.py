@@ -209,7 +209,10 @@ def test_gpu_graph_arguments_and_routing(clips):
     encoded = np.fromfile(clips["h264"], np.uint8)
     args = dali_pipeline.plan_inputs(plan, order=np.array([1, 0, 0]), encoded=encoded,
                                      positions=np.array([3, 9]), mean=MEAN, std=STD)
-    assert list(args) == dali_pipeline.input_names(2, "decoder", True)
+    names = dali_pipeline.input_names(2, "decoder", True)
+    assert [k for k in args if k in names] == names and set(args) - set(names) == {"crop0_window", "crop1_window"}
+    fused = dali_pipeline.input_names(2, "decoder", True, resize_crops=False)
+    assert "crop0_window" in fused and "crop0_start" not in fused and set(fused) <= set(args)
     assert args["frame_positions"].dtype == np.int32 and args["frame_positions"].tolist() == [3, 9]
     assert args["frame_order"].dtype == np.int32 and args["frame_order"].tolist() == [1, 0, 0]
     assert args["resize_hw"].tolist() == [96.0, 128.0]  # DALI's size order is (H, W)
@@ -246,6 +249,38 @@ def _parity(dali_ex, plans, bound):
     diff = (a - b).abs()
     assert diff.mean().item() <= bound, diff.mean().item()
     return a, b, (diff * torch.tensor(STD).view(3, 1, 1)).max().item()  # largest, in grey levels
+
+
+@pytest.mark.parametrize("frame,box", [((61, 23), (40, 16)), ((340, 256), (224, 224))])
+def test_fused_crops_land_on_every_offset(frame, box):
+    """Boxes of out_size are cut by one crop_mirror_normalize from a normalised position:
+    every x offset (and y offsets in turn), mirrored or not, equals numpy slicing, in uint8
+    and normalised float32."""
+    (fw, fh), (bw, bh) = frame, box
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, fh, fw, 3), dtype=np.uint8)
+    offsets = [(x, (3 * x) % (fh - bh + 1)) for x in range(fw - bw + 1)] + [(fw - bw, fh - bh), (0, fh - bh)]
+    plans = [make_plan("x.mp4", [0, 1], resize_to=frame, orig=frame, crops=[(x, y, x + bw, y + bh)],
+                       flips=[i % 2 == 1], out_size=box) for i, (x, y) in enumerate(offsets)]
+    assert not any(dali_pipeline.crops_need_resize(p) for p in plans)
+    for dtype, normalise in (("uint8", False), ("float32", True)):
+        pipe = dali_pipeline.build_pipeline(device="cpu", batch_size=len(plans), num_crops=1, out_size=box,
+                                            out_dtype=dtype, source="frames", normalise=normalise, num_threads=1,
+                                            resize_frames=False, reorder_frames=False, resize_crops=False)
+        mean, std = (MEAN, STD) if normalise else (None, None)
+        samples = [dali_pipeline.plan_inputs(p, order=np.array([0, 1]), frames=frames, mean=mean, std=std)
+                   for p in plans]
+        dali_pipeline.feed(pipe, samples, dali_pipeline.input_names(1, "frames", normalise, False, False, False))
+        (out,) = pipe.run()
+        got = np.array(out.as_tensor())
+        for i, (x, y) in enumerate(offsets):
+            want = frames[:, y:y + bh, x:x + bw][:, :, ::-1 if i % 2 else 1].astype(np.float32)
+            if normalise:
+                want = (want - np.float32(MEAN)) / np.float32(STD)
+                assert np.allclose(got[i], want, atol=1e-5), (x, y)
+            else:
+                assert np.array_equal(got[i], want.astype(np.uint8)), (x, y)
+        del pipe
 
 
 @pytest.mark.parametrize("codec", ["vp9", "h264"])

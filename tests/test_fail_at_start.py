@@ -105,3 +105,11 @@ def test_a_key_given_twice_is_refused(tmp_path):
                     + "\nloader:\n  batch_size: 2\ntrain:\n  lr: 0.1\nloader:\n  prefetch: 1\n")
     with pytest.raises(RecipeError, match=r"r.yaml:6: loader: given twice \(first at line 2\)"):
         load_recipe(path)
+
+
+def test_a_recipe_mean_std_scaled_to_0_1_is_refused(tmp_path):
+    from tsn_dali.config import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match=r"data.mean: \[0.485, 0.456, 0.406\] and std .* look scaled to 0-1"):
+        load_recipe("recipes/demo.yaml", ["data.mean=[0.485,0.456,0.406]", "data.std=[0.229,0.224,0.225]"])
+    load_recipe("recipes/demo.yaml", ["data.mean=[0,0,0]", "data.std=[1,1,1]"])  # float pixels: as given

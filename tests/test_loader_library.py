@@ -240,3 +240,16 @@ def test_the_lightning_example_advances_the_epoch(tree, tmp_path, monkeypatch):
         example.VideoData.train_dataloader = original
     assert sorted(set(model.epochs_seen)) == [(0, 0), (1, 1)]  # the loader's epoch follows the trainer's
     assert calls[:2] == [0, 1]  # through sampler.set_epoch, no user hook
+
+
+def test_ddp_warns_about_grad_strides_only_for_a_contiguous_model(tmp_path):
+    """docs/loader.md's DDP advice: over the loader's channels_last views, a channels_last
+    model gives gradients with its parameters' strides (no warning); a contiguous one gets
+    'Grad strides do not match bucket view strides' (2 gloo ranks, oneDNN's convolution)."""
+    from helpers.gloo_ranks import run_ranks
+
+    res = run_ranks(tmp_path, "ddp_layout")
+    for rank in (0, 1):
+        assert res[rank]["channels_last"] == [] and res[rank]["channels_last_mismatched"] == []
+        if res[rank]["contiguous_mismatched"]:  # the path that gives channels_last gradients
+            assert any("Grad strides do not match" in w for w in res[rank]["contiguous"])

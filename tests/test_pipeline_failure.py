@@ -123,3 +123,26 @@ def test_the_loader_replaces_a_bad_video_but_stops_on_a_broken_pipeline(tmp_path
         assert len(loader.stats["replaced"]) == 1  # no cascade of blamed videos
     finally:
         loader.close()
+
+
+def test_the_loader_stops_any_executor_that_broke_instead_of_replacing_videos(tmp_path):
+    """The same rule in the loader, for every executor (here the reference executor, whose
+    decoder starts failing on every video after the first batch)."""
+    from tsn_dali.data.render.executors import reference as ref_mod
+
+    root = make_dataset(tmp_path, 8, num_frames=12)
+    loader = build_loader(load_recipe(recipe_yaml(root, batch_size=2), overrides=["loader.reference_workers=0"]),
+                          "train", progress=False)
+    try:
+        it = iter(loader)
+        next(it)
+        real = ref_mod.decode_frames
+        ref_mod.decode_frames = lambda path, *a, **k: (_ for _ in ()).throw(VideoDecodeError(path, "decoder gone"))
+        try:
+            with pytest.raises(PipelineFailure, match="a video that rendered before fails now"):
+                list(it)
+        finally:
+            ref_mod.decode_frames = real
+        assert len(loader.stats["replaced"]) <= 1
+    finally:
+        loader.close()

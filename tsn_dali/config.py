@@ -448,6 +448,11 @@ def _check_values(recipe: Recipe, where) -> None:
         values = value if isinstance(value, list) else [value]
         if not all(v is None or (math.isfinite(v) and ok(v)) for v in values):
             raise RecipeError(file, dotted, f"expected {rule}, got {show(value)}", lines.get(dotted))
+    mean, std = recipe.data.mean, recipe.data.std
+    if max(mean) <= 1.0 and max(std) <= 1.0 and not (mean == [0.0, 0.0, 0.0] and std == [1.0, 1.0, 1.0]):
+        raise RecipeError(file, "data.mean", f"{show(mean)} and std {show(std)} look scaled to 0-1, but the "
+                          "pixels are 0-255: multiply them by 255 (ImageNet's: [123.675, 116.28, 103.53], "
+                          "[58.395, 57.12, 57.375])", lines.get("data.mean"))
     if not 0.0 <= recipe.model.dropout < 1.0:
         raise RecipeError(file, "model.dropout", "expected 0 <= dropout < 1", lines.get("model.dropout"))
     ms = recipe.train.milestones

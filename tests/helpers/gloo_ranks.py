@@ -6,6 +6,8 @@ the spawning and waiting it shares with other two-rank tests. Scenarios:
 
 - ``link_fails``: CheckpointSaver.save_epoch where rank 0's best.pth link fails.
 - ``signal_on_rank1``: train.fit over three stub epochs where rank 1 alone got SIGTERM.
+- ``ddp_layout``: DDP over a batch laid out as the loader's (channels_last views), with the
+  model channels_last and contiguous: the warnings and the gradients' strides of each.
 """
 from __future__ import annotations
 
@@ -51,7 +53,36 @@ def _signal_on_rank1(info, work: Path) -> dict:
     return {"epochs": epochs, "stopped": run.stopped, "signum": int(run.signum)}
 
 
-SCENARIOS = {"link_fails": _link_fails, "signal_on_rank1": _signal_on_rank1}
+def _ddp_layout(info, work: Path) -> dict:
+    import warnings
+
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    def model():  # a 1x1 convolution: its weight's strides are where layouts disagree
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 1), torch.nn.ReLU(),
+                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4))
+
+    # two threads: oneDNN's convolution (which, as cuDNN, gives channels_last gradients for
+    # channels_last inputs) is what torch picks then; with one it may take a path that does not
+    torch.set_num_threads(2)
+    clips = torch.rand(2, 3, 16, 16, 3).permute(0, 1, 4, 2, 3)  # [N, V, C, H, W] over NVHWC, as a batch
+    out = {}
+    # channels_last first: DDP's warning is given once per process, so the order matters
+    for name, net in (("channels_last", model().to(memory_format=torch.channels_last)), ("contiguous", model())):
+        ddp = DDP(net)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                ddp(clips.flatten(0, 1)).sum().backward()
+        out[name] = [str(w.message).splitlines()[0] for w in caught]
+        # DDP's layout contract: a gradient's strides are its parameter's
+        out[name + "_mismatched"] = [n for n, p in net.named_parameters() if p.grad.stride() != p.stride()]
+    return out
+
+
+SCENARIOS = {"link_fails": _link_fails, "signal_on_rank1": _signal_on_rank1, "ddp_layout": _ddp_layout}
 
 
 def run_rank(rank: int, world_size: int, work: str, scenario: str) -> None:

@@ -40,7 +40,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import numpy as np
 import torch
 
-from tsn_dali.data.errors import DatasetError, LoaderStalled, PipelineError, VideoDecodeError
+from tsn_dali.data.errors import DatasetError, LoaderStalled, PipelineError, PipelineFailure, VideoDecodeError
 from tsn_dali.data.render.executors.base import TORCH_DTYPES
 from tsn_dali.data.render.handoff import HandoffGuard
 from tsn_dali.data.render.order import BatchOrder, epoch_permutation
@@ -237,6 +237,8 @@ class ClipLoader:
         self._active: Optional[Prefetcher] = None
         self._hung = False  # a render thread was left blocked (a stall): never wait for it
         self._pass = 0  # the pass (iter()) in progress; an older one ends at its next next()
+        self._last_good: Optional[tuple] = None  # (sample, epoch) that last rendered
+        self._blamed_in_a_row = 0
         self._streams = render_stream(self.device)
         if self.train and len(self) == 0:
             raise ValueError(f"ClipLoader: {len(self.records)} videos over {world_size} rank(s) "
@@ -428,6 +430,7 @@ class ClipLoader:
         if error is None and prepared is not None and not any(s in self._bad for _, s in prepared.slots):
             try:
                 clips = self._on_device(self.executor.run(prepared.inputs))
+                self._rendered_ok(prepared.slots[0][1], epoch)
                 return self._split(self._assemble(ids, prepared.slots, prepared.plans, clips, epoch))
             except VideoDecodeError:
                 pass  # the retry path renders the group again and deals with the video
@@ -449,8 +452,30 @@ class ClipLoader:
                                                              dtype=self.dtype))
             except VideoDecodeError as err:
                 self._mark_bad(err, [s for _, s in slots])
+                self._check_still_works(err)
                 continue
+            self._rendered_ok(slots[0][1], epoch)
             return self._assemble(ids, slots, plans, clips, epoch)
+
+    def _rendered_ok(self, sample: int, epoch: int) -> None:
+        self._last_good, self._blamed_in_a_row = (sample, epoch), 0
+
+    def _check_still_works(self, err: VideoDecodeError) -> None:
+        """After a video was blamed, any executor: render the last sample that rendered; if
+        that fails too (or nothing ever rendered and a third video in a row fails), the
+        executor failed as a whole: PipelineFailure with the original error, no replacement
+        cascade (the DALI executors apply the same rule inside their run)."""
+        self._blamed_in_a_row += 1
+        if self._last_good is None:
+            if self._blamed_in_a_row >= 3:
+                raise PipelineFailure(self.executor_name, f"{self._blamed_in_a_row} videos in a row failed and "
+                                      "none ever rendered", str(err)) from None
+            return
+        sample, epoch = self._last_good
+        try:
+            self.executor.render([self.plan(sample, epoch)], mean=self.mean, std=self.std, dtype=self.dtype)
+        except Exception:  # noqa: BLE001 - a sample that rendered before fails now: not the video's fault
+            raise PipelineFailure(self.executor_name, "a video that rendered before fails now", str(err)) from None
 
     def _on_device(self, clips: torch.Tensor) -> torch.Tensor:
         if clips.device != self.device:

@@ -85,7 +85,7 @@ def resolve_executor_name(name: str, device="cpu") -> str:
     dev = torch.device(device)
     if dev.type != "cuda":
         return "dali-cpu"
-    why = nvdec_unusable(dev.index or 0)
+    why = nvdec_unusable(dev.index if dev.index is not None else torch.cuda.current_device())
     if why is None:
         return "dali-gpu"
     warnings.warn(f"loader.executor auto: NVDEC did not decode a test clip ({why}); using dali-cpu",

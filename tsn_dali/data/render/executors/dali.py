@@ -255,7 +255,7 @@ class DaliExecutor:
     def _run_samples(self, key, samples) -> torch.Tensor:
         """One DALI run over ``samples`` -> torch ``[n, V, H, W, C]``."""
         pipe = self._pipeline(key, len(samples))
-        graph.feed(pipe, samples, graph.input_names(key[0], *key[3:7]))
+        graph.feed(pipe, samples, graph.input_names(key[0], key[3], key[4], key[5], key[6], key[7]))
         (out,) = pipe.run()
         return self._to_torch(out)
 

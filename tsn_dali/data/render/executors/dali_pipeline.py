@@ -20,6 +20,15 @@ the order of the ClipPlan docstring:
          (-> normalise and cast)
     -> fn.cat on the frame axis         [K*T, h, w, C], crop-major (view k*T + t)
 
+Each branch is one fused fn.crop_mirror_normalize (cut, mirror, normalise, cast in one
+pass over the pixels) where no box of the run needs resizing to ``out_size`` (the test
+views: TenCrop / ThreeCrop / CenterCrop boxes already have the output size), else
+fn.slice -> fn.resize -> crop_mirror_normalize (fn.flip for raw uint8): resizing a slice
+clamps at the box's edges as cv2 does on MMAction2's cropped array. crop_mirror_normalize
+places a box at ``pos * (W - w)`` from a normalised position; ``plan_inputs`` gives
+``(x1 + 0.25) / (W - w)``, which lands on ``x1`` whether DALI rounds or truncates
+(tests/test_dali_executor.py checks every offset against numpy slicing).
+
 Bilinear rule: DALI's resize with ``antialias=False`` samples at half-pixel centres
 with a 2-tap linear filter, the same grid and weights as cv2 ``INTER_LINEAR``
 (mmcv.imresize, MMAction2's Resize) and as torch ``interpolate(bilinear,
@@ -67,12 +76,13 @@ def first_line(exc: BaseException) -> str:
 
 
 def input_names(num_crops: int, source: str, normalise: bool, resize_frames: bool = True,
-                reorder_frames: bool = True) -> List[str]:
-    """Names of the graph's external sources, in the order ``plan_inputs`` fills them."""
+                reorder_frames: bool = True, resize_crops: bool = True) -> List[str]:
+    """Names of the graph's external sources (those of ``plan_inputs`` the graph reads)."""
     names = ["encoded", "frame_positions"] if source == "decoder" else ["frames"]
     names += (["frame_order"] if reorder_frames else []) + (["resize_hw"] if resize_frames else [])
     for k in range(num_crops):
-        names += [f"crop{k}_start", f"crop{k}_shape", f"crop{k}_flip"]
+        box = [f"crop{k}_start", f"crop{k}_shape"] if resize_crops else [f"crop{k}_window"]
+        names += box + [f"crop{k}_flip"]
     if normalise:
         names += ["mean", "std"]
     return names
@@ -88,7 +98,8 @@ def plan_inputs(plan: ClipPlan, *, order: np.ndarray, encoded: Optional[np.ndarr
     decoded outside DALI); ``order``: int32 ``[T]``, view ``t`` shows decoded frame
     ``order[t]``. ``resize_hw`` float32 [h, w] of ``resize_to``; per crop ``k``: ``start``
     int32 [x1, y1], ``shape`` int32 [x2 - x1, y2 - y1] (fn.slice's ``axis_names="WH"``
-    order) and ``flip`` int32 0/1.
+    order), ``window`` float32 [pos_x, pos_y, w, h] (crop_mirror_normalize's normalised
+    position, ``window_position``) and ``flip`` int32 0/1.
     """
     crops = np.asarray(plan.crops, dtype=np.int64).reshape(-1, 4)
     flips = np.asarray(plan.crop_flips, dtype=bool).reshape(-1)
@@ -116,11 +127,22 @@ def plan_inputs(plan: ClipPlan, *, order: np.ndarray, encoded: Optional[np.ndarr
                              f"resized frame {rw}x{rh}")
         out[f"crop{k}_start"] = np.array([x1, y1], np.int32)
         out[f"crop{k}_shape"] = np.array([x2 - x1, y2 - y1], np.int32)
+        out[f"crop{k}_window"] = np.array([window_position(x1, rw - (x2 - x1)),
+                                           window_position(y1, rh - (y2 - y1)), x2 - x1, y2 - y1], np.float32)
         out[f"crop{k}_flip"] = np.array(int(flip), np.int32)
     if mean is not None:
         out["mean"] = np.asarray(mean, np.float32).reshape(-1)
         out["std"] = np.asarray(std, np.float32).reshape(-1)
     return out
+
+
+def window_position(start: int, room: int) -> float:
+    """crop_mirror_normalize's normalised position of a box at ``start`` with ``room``
+    pixels to move in (frame size minus box size): DALI places it at ``pos * room``, and
+    ``(start + 0.25) / room`` gives ``start`` under rounding and truncation alike."""
+    if room <= 0:
+        return 0.0
+    return 1.0 if start >= room else (start + 0.25) / room
 
 
 def needs_reorder(order: np.ndarray) -> bool:
@@ -191,21 +213,25 @@ def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dt
     else:
         mean, std = 0.0, 1.0
     w, h = int(out_size[0]), int(out_size[1])
+    dtype = {"uint8": types.UINT8, "float16": types.FLOAT16, "float32": types.FLOAT}[out_dtype]
     views = []
     for k in range(num_crops):
+        flip = arg(f"crop{k}_flip", types.INT32, 0)
+        if not resize_crops:  # one pass: cut, mirror, normalise, cast
+            window = arg(f"crop{k}_window", types.FLOAT, 1)
+            views.append(fn.crop_mirror_normalize(
+                frames, crop_pos_x=window[0], crop_pos_y=window[1], crop_w=window[2], crop_h=window[3],
+                mirror=flip, mean=mean, std=std, output_layout="FHWC", dtype=dtype))
+            continue
         start = arg(f"crop{k}_start", types.INT32, 1)
         shape = arg(f"crop{k}_shape", types.INT32, 1)
-        flip = arg(f"crop{k}_flip", types.INT32, 0)
         view = fn.slice(frames, start=start, shape=shape, axis_names="WH")
-        if resize_crops:
-            view = fn.resize(view, size=[float(h), float(w)], interp_type=types.INTERP_LINEAR,
-                             antialias=False)
+        view = fn.resize(view, size=[float(h), float(w)], interp_type=types.INTERP_LINEAR, antialias=False)
         if out_dtype == "uint8":
             view = fn.flip(view, horizontal=flip)
         else:
-            view = fn.crop_mirror_normalize(
-                view, mirror=flip, mean=mean, std=std, output_layout="FHWC",
-                dtype=types.FLOAT16 if out_dtype == "float16" else types.FLOAT)
+            view = fn.crop_mirror_normalize(view, mirror=flip, mean=mean, std=std, output_layout="FHWC",
+                                            dtype=dtype)
         views.append(view)
     return views[0] if num_crops == 1 else fn.cat(*views, axis_name="F")
 
