@@ -32,7 +32,7 @@ def _dali_importable() -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def nvdec_unusable(device_id: int = 0) -> Optional[str]:
+def nvdec_unusable(device_id: Optional[int] = 0) -> Optional[str]:
     """None where DALI's mixed (NVDEC) decoder really decodes a tiny H.264 or VP9 clip on
     this GPU (building one proves nothing: libnvcuvid loads at the first decode); else
     the reason, one line. Asked once per process and GPU."""
@@ -40,7 +40,7 @@ def nvdec_unusable(device_id: int = 0) -> Optional[str]:
         return "no CUDA device"
     from tsn_dali.data.render.executors.nvdec import nvdec_works
 
-    return nvdec_works(device_id)
+    return nvdec_works(torch.cuda.current_device() if device_id is None else device_id)
 
 
 def cuda_pairing(torch_cuda: Optional[str], dali_cuda: Optional[int]) -> Optional[str]:
@@ -85,7 +85,7 @@ def resolve_executor_name(name: str, device="cpu") -> str:
     dev = torch.device(device)
     if dev.type != "cuda":
         return "dali-cpu"
-    why = nvdec_unusable(dev.index if dev.index is not None else torch.cuda.current_device())
+    why = nvdec_unusable(dev.index)  # None: the current device (cuda:0 is device 0)
     if why is None:
         return "dali-gpu"
     warnings.warn(f"loader.executor auto: NVDEC did not decode a test clip ({why}); using dali-cpu",

@@ -1,6 +1,6 @@
 """The reference executor: what a user would run without DALI.
 
-A torch DataLoader whose worker processes decode each plan's frames with decord
+A pool of worker processes that decode each plan's frames with decord
 (``VideoReader.get_batch``, as MMAction2's DecordDecode) or PyAV (tsn_dali.data.media.decoding),
 then apply the
 plan's transforms in numpy/torch on the CPU, as MMAction2's pipeline does:
@@ -20,9 +20,8 @@ and the speed baseline of the benchmarks.
 """
 from __future__ import annotations
 
-import gc
 import threading
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
@@ -73,44 +72,29 @@ def render_plan(plan: ClipPlan, decoder: str = "auto", filename_tmpl: str = "img
     return apply_plan(frames, plan)
 
 
-# --------------------------------------------------------------------------- DataLoader plumbing
+# --------------------------------------------------------------------------- worker processes
 
 
-class _PlanDataset(torch.utils.data.Dataset):
-    """Map-style dataset whose keys are the plans themselves (sent to the workers by the sampler)."""
-
-    def __init__(self, decoder: str, filename_tmpl: str):
-        self.decoder, self.filename_tmpl = decoder, filename_tmpl
-
-    def __getitem__(self, plan: ClipPlan):
-        try:
-            return torch.from_numpy(render_plan(plan, self.decoder, self.filename_tmpl)), None
-        except VideoDecodeError as err:
-            return None, (err.path, err.reason)
+def _render_one(plan: ClipPlan, decoder: str, filename_tmpl: str):
+    """In a worker: ``(views tensor, None)`` or ``(None, (path, reason))``. The tensor goes
+    back through shared memory (torch.multiprocessing's reductions), not a pickled copy."""
+    try:
+        return torch.from_numpy(render_plan(plan, decoder, filename_tmpl)), None
+    except VideoDecodeError as err:
+        return None, (err.path, err.reason)
 
 
-class _PlanSampler(torch.utils.data.Sampler):
-    """Yields the plans of the current ``render`` call; refilled before each pass."""
-
-    def __init__(self):
-        self.plans: List[ClipPlan] = []
-
-    def __iter__(self):
-        return iter(list(self.plans))
-
-    def __len__(self):
-        return len(self.plans)
-
-
-def _keep(item):
-    return item
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # one decode per process; the pool is the parallelism
 
 
 class ReferenceExecutor:
-    """Executor on a torch DataLoader (``workers`` processes; 0 decodes in the caller).
+    """Executor on ``workers`` persistent worker processes (0: decode in the caller).
 
-    ``render(plans)`` hands the plans to persistent DataLoader workers, one plan per
-    task, and stacks the returned views into ``[N, V, H, W, C]``.
+    ``prepare(plans)`` hands each plan to the pool at once, so the workers decode the
+    batches the loader prepares ahead while the current one is used: they stream from batch
+    to batch as a torch DataLoader's workers do over an epoch, never waiting at a batch's
+    end. ``run`` collects the views in plan order into ``[N, V, H, W, C]``.
     """
 
     name = "reference"
@@ -125,31 +109,26 @@ class ReferenceExecutor:
         self.workers = int(workers)
         self.decoder = decoder
         self.filename_tmpl = filename_tmpl
-        self._dataset = _PlanDataset(decoder, filename_tmpl)
-        self._sampler = _PlanSampler()
         self._lock = threading.Lock()
-        self._loader = None
+        self._pool = None
         self.stats = {"clips": 0}
-        if self.workers > 0:
-            self._loader = torch.utils.data.DataLoader(
-                self._dataset, sampler=self._sampler, batch_size=None, collate_fn=_keep,
-                num_workers=self.workers, persistent_workers=True,
-                # Its own generator: each new iterator draws a worker seed, which must not
-                # come from torch's global generator (that would race with dropout in the
-                # training thread and break --deterministic).
-                generator=torch.Generator().manual_seed(0))
 
-    def _views(self, plans: Sequence[ClipPlan]):
-        if self._loader is None:
-            return [self._dataset[p] for p in plans]
+    def _workers(self):
         with self._lock:
-            self._sampler.plans = list(plans)
-            return list(self._loader)
+            if self._pool is None and self.workers > 0:
+                import torch.multiprocessing as tmp
+
+                self._pool = tmp.get_context("fork").Pool(self.workers, initializer=_worker_init)
+            return self._pool
 
     def prepare(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype="uint8"):
-        """Nothing to do ahead: the workers read and decode inside ``run``."""
+        """Hand every plan to the worker pool now (decoded while earlier batches are used)."""
         plans, _, _ = check_render_args(plans, mean, std, dtype)
-        return plans, mean, std, dtype
+        pool = self._workers()
+        if pool is None:
+            return plans, None, mean, std, dtype
+        jobs = [pool.apply_async(_render_one, (plan, self.decoder, self.filename_tmpl)) for plan in plans]
+        return plans, jobs, mean, std, dtype
 
     def run(self, prepared) -> torch.Tensor:
         """Plans -> ``[N, V, C, H, W]``, a permuted view of ``[N, V, H, W, C]`` on ``self.device``.
@@ -158,8 +137,11 @@ class ReferenceExecutor:
         without: raw pixels (uint8 unless ``dtype`` says otherwise).
         Raises VideoDecodeError for the first plan whose video fails.
         """
-        plans, mean, std, dtype = prepared
-        results = self._views(plans)
+        plans, jobs, mean, std, dtype = prepared
+        if jobs is None:
+            results = [_render_one(p, self.decoder, self.filename_tmpl) for p in plans]
+        else:
+            results = [job.get() for job in jobs]
         for views, error in results:
             if error is not None:
                 raise VideoDecodeError(*error)
@@ -184,12 +166,12 @@ class ReferenceExecutor:
     check_videos = staticmethod(no_slow_path)
 
     def close(self):
-        """Stop the worker processes: the DataLoader (and with it its persistent iterator)
-        is dropped, and the iterator shuts its workers down as it is collected."""
-        loader, self._loader = self._loader, None
-        if loader is not None:
-            del loader
-            gc.collect()
+        """Stop the worker processes."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.terminate()
+            pool.join()
 
     def __del__(self):
         try:
