@@ -29,23 +29,27 @@ def module_name(path: Path, root: Path = PACKAGE) -> str:
     return ".".join(parts)
 
 
-def imports_of(path: Path, modules, root: Path = PACKAGE) -> set:
-    """The package's modules that ``path`` imports anywhere in its body: ``import a.b``,
-    ``from a import b`` (b a module or a name of a), relative imports resolved."""
-    name = module_name(path, root)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
+def import_statements(path: Path, package: str):
+    """``(line, [dotted names])`` of each import in ``path``'s body (functions included):
+    ``import a.b`` names ``a.b``; ``from a import b`` names ``a`` and ``a.b`` (b a module or a
+    name of a); relative imports resolved against ``package``."""
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
+            yield node.lineno, [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
-        else:
-            continue
+            yield node.lineno, [base] + [f"{base}.{alias.name}" for alias in node.names]
+
+
+def imports_of(path: Path, modules, root: Path = PACKAGE) -> set:
+    """The package's modules that ``path`` imports anywhere in its body."""
+    name = module_name(path, root)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for _, targets in import_statements(path, package):
         for target in targets:
             while target and target not in modules:  # a name inside a module: the module
                 target = target.rpartition(".")[0]
@@ -134,19 +138,8 @@ def old_path_imports(folder: Path) -> list:
     for path in sorted(folder.rglob("*.py")):
         name = module_name(path, folder) if folder.name == "tsn_dali" else ""
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(anchor + ([base] if base else []))
-                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            found += [f"{path}:{node.lineno}: {t}" for t in targets
-                      if any(t == o or t.startswith(o + ".") for o in old)]
+        for line, targets in import_statements(path, package):
+            found += [f"{path}:{line}: {t}" for t in targets if any(t == o or t.startswith(o + ".") for o in old)]
     return found
 
 

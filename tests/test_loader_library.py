@@ -4,7 +4,6 @@ metadata, and the guide's own example run as written."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 import threading

@@ -10,7 +10,6 @@ An executor variant is a name and ``+``-joined options, e.g. ``dali-gpu+whole+co
 from __future__ import annotations
 
 import re
-import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple

@@ -5,10 +5,11 @@
   the plan's short side, the plan's crop boxes (test view: MMAction2's ``ThreeCrop`` /
   ``TenCrop`` / ``CenterCrop`` give the same boxes), ``Resize`` to the output size and
   ``Flip`` where the plan flips; then normalised in float32 and cast as our loaders do.
-  Needs ``mmaction2`` (1.2.0 wants mmcv; mmcv-lite 2.2 does on a CPU: benchmarks/README.md).
+  Needs ``mmaction2`` (1.2.0 wants mmcv < 2.2; mmcv-lite 2.1 does on a CPU: benchmarks/README.md).
 - ``torchcodec`` / ``torchcodec-cuda``: ``torchcodec.decoders.VideoDecoder.get_frames_at``
   at the plan's indices (decoding on the CPU in DataLoader workers, or with NVDEC in the
-  main process), then the plan's resize, crops, flips and normalisation in torch.
+  main process), then the plan's resize, crops, flips and normalisation in torch (uint8
+  between steps, resizes to the same size left out, as the other loaders do).
 
 Each peer's first clip is compared, pixel by pixel, with the reference executor's render
 of the same plan (uint8, before normalisation): the report shows the mean and max
@@ -19,7 +20,7 @@ saying why).
 from __future__ import annotations
 
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -83,19 +84,28 @@ class TorchcodecClip:
         self.VideoDecoder, self.device = VideoDecoder, device
 
     def __call__(self, plan) -> torch.Tensor:
-        import torch.nn.functional as F
-
         decoder = self.VideoDecoder(plan.path, device=self.device)
-        frames = decoder.get_frames_at([int(i) for i in plan.frame_indices]).data  # [T, 3, H, W] uint8
-        w, h = plan.resize_to
-        x = F.interpolate(frames.float(), size=(h, w), mode="bilinear", align_corners=False)
-        out_w, out_h = plan.out_size
+        x = decoder.get_frames_at([int(i) for i in plan.frame_indices]).data  # [T, 3, H, W] uint8
+        x = resize_uint8(x, plan.resize_to)
         views = []
         for box, flip in zip(plan.crops, plan.crop_flips):
             x1, y1, x2, y2 = (int(v) for v in box)
-            v = F.interpolate(x[:, :, y1:y2, x1:x2], size=(out_h, out_w), mode="bilinear", align_corners=False)
+            v = resize_uint8(x[:, :, y1:y2, x1:x2], plan.out_size)
             views.append(v.flip(-1) if flip else v)
-        return torch.cat(views).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return torch.cat(views).permute(0, 2, 3, 1)
+
+
+def resize_uint8(x: torch.Tensor, size) -> torch.Tensor:
+    """uint8 ``[T, C, H, W]`` resized to ``size`` (w, h), bilinear as cv2 (half-pixel centres,
+    no antialias) and rounded to uint8, as every loader here does after each resize; a resize
+    to the same size is left out (cv2 copies there), as a user of torchcodec would."""
+    import torch.nn.functional as F
+
+    w, h = int(size[0]), int(size[1])
+    if tuple(x.shape[-2:]) == (h, w):
+        return x
+    y = F.interpolate(x.float(), size=(h, w), mode="bilinear", align_corners=False, antialias=False)
+    return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
 # --------------------------------------------------------------------------- the system

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from typing import Iterable, Optional
+from typing import Iterable
 
 import torch
 
