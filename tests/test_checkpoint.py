@@ -102,3 +102,22 @@ def test_torch_writer_full_disk_is_said_as_such(tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt_mod.torch, "save", other)
     with pytest.raises(CheckpointError, match=r"\(Parent directory does not exist.\); the previous"):
         save_checkpoint(state, path)
+
+
+def test_an_interrupt_while_saving_leaves_no_temp_file(tmp_path, monkeypatch):
+    """A second Ctrl-C during a save (KeyboardInterrupt from inside torch.save): the temp file
+    is removed, the previous checkpoint intact, the interrupt goes on (before, the temp file
+    stayed for the next start to clean up)."""
+    path = tmp_path / "latest.pth"
+    save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, path)
+    before = _sha(path)
+    real_save = torch.save
+
+    def interrupted(obj, f):
+        real_save(obj, f)  # the temp file holds a complete write, then the signal lands
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pth"] and _sha(path) == before

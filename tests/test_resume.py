@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,8 @@ def test_loader_state_maps_to_another_world_size():
 def test_temp_checkpoints_a_killed_write_left_are_promoted_or_removed(tmp_path):
     """A complete latest.pth temp further on than latest.pth is promoted; a partial one, a
     complete one behind latest.pth and a best.pth link temp are removed; a live writer's
-    temp is left alone. One line each."""
+    recent temp is left alone, saying so; one whose pid is running but that has not changed
+    for longer than a write takes (a pid reused after a restart) is promoted. One line each."""
     import subprocess
     import sys
 
@@ -159,12 +161,20 @@ def test_temp_checkpoints_a_killed_write_left_are_promoted_or_removed(tmp_path):
     try:
         (work / f".latest.pth.tmp{live.pid}").write_bytes(b"being written")
         lines = recover_temp_checkpoints(work)
-        assert sorted(("incomplete" in x, ".best.pth" in x) for x in lines) == [(False, True), (True, False)]
+        assert sorted(("incomplete" in x, ".best.pth" in x, "left alone" in x) for x in lines) == [
+            (False, False, True), (False, True, False), (True, False, False)]
         assert (work / f".latest.pth.tmp{live.pid}").exists()  # its writer is running
+        # the same pid running, the file untouched for an hour: an orphan whose pid was reused
+        torch.save(ckpt(4, 40), work / f".latest.pth.tmp{live.pid}")
+        hour_ago = time.time() - 3600
+        os.utime(work / f".latest.pth.tmp{live.pid}", (hour_ago, hour_ago))
+        lines = recover_temp_checkpoints(work)
+        assert len(lines) == 1 and "promoted" in lines[0], lines
+        assert torch.load(work / "latest.pth", weights_only=True)["step"] == 40
+        torch.save(ckpt(2, 20), work / "latest.pth")
     finally:
         live.kill()
         live.wait()
-    (work / f".latest.pth.tmp{live.pid}").unlink()
     assert torch.load(work / "latest.pth", weights_only=True)["step"] == 20
     behind = work / f".latest.pth.tmp{dead}"
     torch.save(ckpt(1, 10), behind)
