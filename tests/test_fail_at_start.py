@@ -113,3 +113,24 @@ def test_a_recipe_mean_std_scaled_to_0_1_is_refused(tmp_path):
     with pytest.raises(RecipeError, match=r"data.mean: \[0.485, 0.456, 0.406\] and std .* look scaled to 0-1"):
         load_recipe("recipes/demo.yaml", ["data.mean=[0.485,0.456,0.406]", "data.std=[0.229,0.224,0.225]"])
     load_recipe("recipes/demo.yaml", ["data.mean=[0,0,0]", "data.std=[1,1,1]"])  # float pixels: as given
+
+
+@pytest.mark.parametrize("bad_line, says", [
+    ("v000.mp4", ":3: expected 2 fields"),  # no label
+    ("missing.mp4 1", ":3: expected an existing video file, not found"),
+])
+def test_a_bad_val_line_under_on_bad_video_error_stops_before_training(tiny, tmp_path, capsys, bad_line, says):
+    """The val loader is built at the first validation, after an epoch; its list is read at
+    start as that loader will read it (before, a bad val line under on_bad_video: error
+    cost a whole epoch). Under the default skip policy the same line is left out later."""
+    root, recipe = tiny
+    lines = (root / "val.txt").read_text().splitlines()
+    (root / "val_bad.txt").write_text("\n".join(lines[:2] + [bad_line] + lines[2:]) + "\n")
+    work = tmp_path / "w"
+    status, err = run([str(recipe), "--work-dir", str(work), "--set", "data.val_list=val_bad.txt",
+                       "--set", "data.on_bad_video=error"], capsys)
+    assert status == 1 and len(err) == 1 and err[0].startswith(f"error: {root / 'val_bad.txt'}{says}"), err
+    assert not list(work.glob("*.pth")) and not list(work.glob("train_*.jsonl"))  # no step was run
+    summary = train_mod.run([str(recipe), "--work-dir", str(tmp_path / "skip"), "--device", "cpu",
+                             "--no-progress", "--set", "data.val_list=val_bad.txt"])
+    assert len(summary["history"]) == 1

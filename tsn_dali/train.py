@@ -109,18 +109,29 @@ def positive_int(text: str) -> int:
 def check_inputs(recipe, work_dir: Path, splits=("train", "val")) -> None:
     """Everything a run will need, checked before its first step (one line each, nothing
     trained first): the work dir can be written, and the list of every split it will use
-    exists and reads as a list (the videos themselves are checked when indexed)."""
+    exists and reads as the loader will read it, under the split's bad-video policy: with
+    ``on_bad_video: error`` a malformed line, a label out of range or a listed file that
+    does not exist stops the run here (for val, whose loader is built at the first
+    validation, not after an epoch). The videos themselves are checked when indexed."""
     from tsn_dali.config import RecipeError, resolve_data_path
     from tsn_dali.data.index.annotations import read_rawframe_list, read_video_list
+    from tsn_dali.data.render.loader import bad_video_policy
 
     check_work_dir(work_dir)
-    read = read_rawframe_list if recipe.data.format == "rawframes" else read_video_list
+    data = recipe.data
     for split in splits:
-        rel = getattr(recipe.data, f"{split}_list")
+        rel = getattr(data, f"{split}_list")
         if not rel:
             raise RecipeError(recipe.source or "<recipe>", f"data.{split}_list",
                               f"expected an annotation list for the {split} split (train uses it)")
-        read(resolve_data_path(recipe, rel), check_files=False, skip_bad=True)
+        strict = bad_video_policy(recipe, split) == "error"
+        args = dict(num_classes=recipe.model.num_classes, skip_bad=not strict, check_files=strict)
+        prefix = resolve_data_path(recipe, getattr(data, f"{split}_prefix"))
+        if data.format == "rawframes":
+            read_rawframe_list(resolve_data_path(recipe, rel), prefix, filename_tmpl=data.filename_tmpl,
+                               start_index=data.start_index, **args)
+        else:
+            read_video_list(resolve_data_path(recipe, rel), prefix, **args)
 
 
 def check_work_dir(work_dir: Path) -> None:
