@@ -121,3 +121,28 @@ def test_an_interrupt_while_saving_leaves_no_temp_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"model": {"w": torch.zeros(3)}, "epoch": 2}, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pth"] and _sha(path) == before
+
+
+def test_a_full_disk_while_linking_best_is_said_as_such(tmp_path, monkeypatch):
+    """best.pth / epoch_N.pth where hard links fail and the copy meets a full disk: the same
+    words as a checkpoint write, with latest.pth's size; the old file stays. The wording can
+    fail: another error is said as it is."""
+    src, dst = tmp_path / "latest.pth", tmp_path / "best.pth"
+    save_checkpoint({"model": {"w": torch.zeros(2 ** 20)}}, src)  # 4 MB
+    dst.write_bytes(b"old best")
+
+    def no_links(a, b):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    def full_disk(a, b):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_mod.os, "link", no_links)
+    monkeypatch.setattr(ckpt_mod.shutil, "copyfile", full_disk)
+    with pytest.raises(CheckpointError, match=r"best.pth: could not write the checkpoint \(no space left on device "
+                                              r"\(needed ~4 MB, \d+ MB free\)\); the previous file"):
+        ckpt_mod.link_or_copy(src, dst)
+    assert dst.read_bytes() == b"old best" and sorted(p.name for p in tmp_path.iterdir()) == ["best.pth", "latest.pth"]
+    monkeypatch.setattr(ckpt_mod.shutil, "copyfile", no_links)
+    with pytest.raises(CheckpointError, match=r"\(Operation not permitted\)"):
+        ckpt_mod.link_or_copy(src, dst)

@@ -49,7 +49,7 @@ from tsn_dali.engine import distributed as dist_utils
 from tsn_dali.engine.amp import AMP_CHOICES, loader_dtype, resolve_amp
 from tsn_dali.engine.checkpoint import (FORMAT, VERSION, load_checkpoint, recover_temp_checkpoints, rng_state,
                                        set_rng_state, unwrap)
-from tsn_dali.engine.errors import CheckpointError, TrainingDiverged
+from tsn_dali.engine.errors import CheckpointError, TrainingDiverged, WorkDirError
 from tsn_dali.engine.evaluate import accuracy, gather_scores, score_split
 from tsn_dali.engine.logs import RunLog
 from tsn_dali.engine.meters import EpochMeter, LossReadback
@@ -551,9 +551,7 @@ def train(args) -> dict:
         run.net = wrap(model, info, cfg.compile)
         run.step_fn = TrainStep(run.net, optimizer, amp=run.amp, grad_clip=cfg.grad_clip, mean=recipe.data.mean,
                                 std=recipe.data.std, scaler=scaler, skippable=cfg.nan_policy == "skip")
-        if info.is_main:
-            work_dir.mkdir(parents=True, exist_ok=True)
-            (work_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        write_recipe_copy(recipe, work_dir, info)
         announce(run, amp_choice, base_lr, resume_path, start_epoch)
         try:
             fit(run, start_epoch)
@@ -570,6 +568,22 @@ def train(args) -> dict:
         if before is not None:
             restore_determinism(before)
         dist_utils.cleanup(info)
+
+
+def write_recipe_copy(recipe, work_dir: Path, info) -> None:
+    """``<work_dir>/recipe.yaml``, the resolved recipe (rank 0 writes); a failure (a full disk)
+    is one WorkDirError line on every rank, so that none waits for the others."""
+    error = None
+    if info.is_main:
+        path = work_dir / "recipe.yaml"
+        try:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(recipe_to_yaml(recipe))
+        except OSError as exc:
+            error = f"{path}: could not write the run's recipe copy ({exc.strerror or exc}); nothing trained"
+    error = dist_utils.broadcast_object(error, info)
+    if error:
+        raise WorkDirError(error)
 
 
 def already_finished(info, work_dir: Path, path, ckpt: dict, epochs: int) -> dict:

@@ -80,10 +80,11 @@ def state_bytes(obj) -> int:
     return 0
 
 
-def write_failure(exc: BaseException, state, folder: Path) -> str:
-    """Why a write failed, in words: a full disk is said as such, with the size needed,
-    whether the OS said ENOSPC or torch's writer said only ``[enforce fail at
-    inline_container.cc] ... unexpected pos`` (how it reports a short write)."""
+def write_failure(exc: BaseException, state, folder: Path, size: Optional[int] = None) -> str:
+    """Why a write failed, in words: a full disk is said as such, with the size needed
+    (``size`` bytes, else the tensors of ``state``), whether the OS said ENOSPC or torch's
+    writer said only ``[enforce fail at inline_container.cc] ... unexpected pos`` (how it
+    reports a short write)."""
     text = str(exc)
     full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
         "inline_container" in text and ("unexpected pos" in text or "write" in text))
@@ -92,7 +93,8 @@ def write_failure(exc: BaseException, state, folder: Path) -> str:
             free = f", {shutil.disk_usage(folder).free / 2 ** 20:.0f} MB free"
         except OSError:
             free = ""
-        return f"no space left on device (needed ~{max(1, round(state_bytes(state) / 2 ** 20))} MB{free})"
+        needed = state_bytes(state) if size is None else size
+        return f"no space left on device (needed ~{max(1, round(needed / 2 ** 20))} MB{free})"
     return getattr(exc, "strerror", None) or (text.splitlines() or [type(exc).__name__])[0]
 
 
@@ -175,7 +177,8 @@ def recover_temp_checkpoints(work_dir) -> list:
 
 
 def link_or_copy(src, dst) -> None:
-    """``dst`` as a hard link to ``src`` (a copy where links are not supported), atomically."""
+    """``dst`` as a hard link to ``src`` (a copy where links are not supported), atomically;
+    a failure is one CheckpointError line (a full disk said as such, with ``src``'s size)."""
     src, dst = Path(src), Path(dst)
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     try:
@@ -191,7 +194,11 @@ def link_or_copy(src, dst) -> None:
             tmp.unlink()
         except OSError:
             pass
-        raise CheckpointError(f"{dst}: could not write the checkpoint ({exc.strerror or exc}); "
+        try:
+            size = src.stat().st_size
+        except OSError:
+            size = 0
+        raise CheckpointError(f"{dst}: could not write the checkpoint ({write_failure(exc, None, dst.parent, size)}); "
                               "the previous file there is unchanged") from exc
 
 
