@@ -170,3 +170,36 @@ def test_the_real_entry_points_say_one_line_and_run_nothing(evil, command):
     assert not evil["marker"].exists(), f"{command} ran the payload of {kind}"
     assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     assert "Traceback" not in out.stderr
+
+
+UNPICKLING = {("torch", "load"), ("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"),
+              ("serialization", "load"), ("numpy", "load"), ("np", "load")}
+
+
+def unpickling_calls(root: Path):
+    """(file, line, call) of every torch.load / pickle.load(s) / pickle.Unpickler / np.load
+    call in the Python files under ``root`` (read from the syntax tree: docstrings and
+    comments do not count)."""
+    import ast
+
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            func = node.func if isinstance(node, ast.Call) else None
+            if isinstance(func, ast.Attribute) and isinstance(func.value, (ast.Name, ast.Attribute)):
+                owner = func.value.id if isinstance(func.value, ast.Name) else func.value.attr
+                if (owner, func.attr) in UNPICKLING:
+                    yield path, node.lineno, f"{owner}.{func.attr}"
+
+
+def test_one_function_reads_checkpoints(tmp_path):
+    """Every command that reads a checkpoint (test, train --resume / --pretrained and its
+    temp-file check, convert, reparameterize, and demo / bench / soak through
+    model.pretrained) reads it through models.safe_load.load_checkpoint: no other torch.load
+    or unpickling call in the package, the benchmarks or the examples. The check can fail:
+    a file with such a call is found."""
+    project = Path(__file__).resolve().parents[1]
+    found = [(str(p.relative_to(project)), line, call) for folder in ("tsn_dali", "benchmarks", "examples")
+             for p, line, call in unpickling_calls(project / folder)]
+    assert [f for f, _, _ in found] and all(f == "tsn_dali/models/safe_load.py" for f, _, _ in found), found
+    (tmp_path / "sneaky.py").write_text("import torch\n\ndef f(p):\n    return torch.load(p, weights_only=False)\n")
+    assert list(unpickling_calls(tmp_path)) == [(tmp_path / "sneaky.py", 4, "torch.load")]
