@@ -233,3 +233,63 @@ def test_sigterm_exits_143_even_when_its_save_fails(setup, monkeypatch, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stopped by SIGTERM, but the checkpoint was not saved" in err[0]
     assert "no space left on device" in err[0]
+
+
+KILLED_WRITE = """
+import io, os, sys
+import torch
+import tsn_dali.train as train_mod
+
+mode, argv = sys.argv[1], sys.argv[2:]
+if mode == "complete":  # killed after the temp file was written and synced, before its rename
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if str(dst).endswith("latest.pth"):
+            os._exit(137)
+        return real_replace(src, dst, *args, **kwargs)
+
+    os.replace = replace
+else:  # killed half-way through writing the temp file
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        f.flush()
+        os._exit(137)
+
+    torch.save = save
+train_mod.main(argv)
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("mode", ["complete", "partial"])
+def test_a_run_killed_in_its_first_checkpoint_write_resumes_from_what_it_wrote(setup, tmp_path, capsys, mode):
+    """A process killed (os._exit, no clean-up) during the first write of latest.pth leaves
+    its temp file. ``--resume`` then promotes a complete one, saying so, and continues from
+    it (not from scratch: the second run trains epoch 2 only); a partial one is removed,
+    saying so, and the run starts over. Both end bitwise equal to an uninterrupted run."""
+    import subprocess
+    import sys
+
+    recipe, _, reference, _ = setup
+    work = tmp_path / "w"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITE, mode, *_args(recipe, work)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    temps = [p for p in work.iterdir() if p.name.startswith(".latest.pth.tmp")]
+    assert killed.returncode == 137 and len(temps) == 1 and not (work / "latest.pth").exists(), killed.stderr
+    assert train_mod.main(_args(recipe, work, "--resume")) == 0
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if str(temps[0]) in line]
+    if mode == "complete":
+        assert len(said) == 1 and "promoted to" in said[0] and "(epoch 1, step 2)" in said[0], out
+        assert "resumed from" in out and "at epoch 2" in out
+    else:
+        assert len(said) == 1 and "removed (incomplete" in said[0], out
+        assert "resumed from" not in out
+    assert not temps[0].exists()
+    _assert_same_run(load_checkpoint(work / "latest.pth"), reference)
