@@ -120,9 +120,9 @@ def test_a_recipe_mean_std_scaled_to_0_1_is_refused(tmp_path):
     ("missing.mp4 1", ":3: expected an existing video file, not found"),
 ])
 def test_a_bad_val_line_under_on_bad_video_error_stops_before_training(tiny, tmp_path, capsys, bad_line, says):
-    """The val loader is built at the first validation, after an epoch; its list is read at
-    start as that loader will read it (before, a bad val line under on_bad_video: error
-    cost a whole epoch). Under the default skip policy the same line is left out later."""
+    """The val list is read at start as its loader will read it (before, a bad val line
+    under on_bad_video: error was found at the first validation and cost a whole epoch).
+    Under the default skip policy the same line is left out."""
     root, recipe = tiny
     lines = (root / "val.txt").read_text().splitlines()
     (root / "val_bad.txt").write_text("\n".join(lines[:2] + [bad_line] + lines[2:]) + "\n")
@@ -134,3 +134,42 @@ def test_a_bad_val_line_under_on_bad_video_error_stops_before_training(tiny, tmp
     summary = train_mod.run([str(recipe), "--work-dir", str(tmp_path / "skip"), "--device", "cpu",
                              "--no-progress", "--set", "data.val_list=val_bad.txt"])
     assert len(summary["history"]) == 1
+
+
+@pytest.mark.parametrize("case, says", [
+    ("not_a_video_error", "1 bad video(s) (data.on_bad_video is error): "),
+    ("none_usable_skip", "no usable videos left after dropping bad ones"),
+    ("bad_pipeline", "CenterCrop.crop_sise: unknown parameter (did you mean 'crop_size'?)"),
+])
+def test_what_val_needs_is_checked_before_the_first_step(tiny, tmp_path, capsys, monkeypatch, case, says):
+    """What only indexing or planning val can tell (a listed file that is not a video, no
+    usable val video, a val pipeline that does not validate) is one line before any step:
+    train builds the val loader at start (before, at the first validation: an epoch lost,
+    no checkpoint written)."""
+    import shutil
+
+    import tsn_dali.config as config_mod
+    import tsn_dali.data.plan.planner as planner_mod
+
+    root, recipe = tiny
+    (root / "videos" / "text.mp4").write_text("not a video")
+    extra = []
+    if case == "not_a_video_error":
+        (root / "val_text.txt").write_text((root / "val.txt").read_text() + "text.mp4 1\n")
+        extra = ["--set", "data.val_list=val_text.txt", "--set", "data.on_bad_video=error"]
+    elif case == "none_usable_skip":
+        (root / "val_text.txt").write_text("text.mp4 1\n")
+        extra = ["--set", "data.val_list=val_text.txt"]
+    else:
+        pipelines = tmp_path / "pipelines"
+        shutil.copytree(config_mod.PIPELINES_DIR, pipelines)
+        (pipelines / "bad_val.yaml").write_text(
+            (pipelines / "tsn_val.yaml").read_text().replace("crop_size:", "crop_sise:"))
+        monkeypatch.setattr(config_mod, "PIPELINES_DIR", pipelines)
+        monkeypatch.setattr(planner_mod, "PIPELINES_DIR", pipelines)
+        extra = ["--set", "data.val_pipeline=bad_val"]
+    work = tmp_path / "w"
+    status, err = run([str(recipe), "--work-dir", str(work), *extra], capsys)
+    assert status == 1 and err and err[-1].startswith("error: ") and says in err[-1], err
+    assert not any(line.startswith("Traceback") for line in err)
+    assert not list(work.glob("*.pth")) and not list(work.glob("train_*.jsonl"))  # no step was run

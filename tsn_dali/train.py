@@ -111,10 +111,12 @@ def check_inputs(recipe, work_dir: Path, splits=("train", "val")) -> None:
     trained first): the work dir can be written, and the list of every split it will use
     exists and reads as the loader will read it, under the split's bad-video policy: with
     ``on_bad_video: error`` a malformed line, a label out of range or a listed file that
-    does not exist stops the run here (for val, whose loader is built at the first
-    validation, not after an epoch). The videos themselves are checked when indexed."""
+    does not exist stops the run here; and its pipeline file validates. These are the cheap
+    checks, made before the train videos are indexed; the videos themselves are checked
+    when indexed, val's too before the first step (``train`` builds both loaders at start)."""
     from tsn_dali.config import RecipeError, resolve_data_path
     from tsn_dali.data.index.annotations import read_rawframe_list, read_video_list
+    from tsn_dali.data.plan.planner import load_pipeline
     from tsn_dali.data.render.loader import bad_video_policy
 
     check_work_dir(work_dir)
@@ -132,6 +134,7 @@ def check_inputs(recipe, work_dir: Path, splits=("train", "val")) -> None:
                                start_index=data.start_index, **args)
         else:
             read_video_list(resolve_data_path(recipe, rel), prefix, **args)
+        load_pipeline(getattr(data, f"{split}_pipeline"), data)
 
 
 def check_work_dir(work_dir: Path) -> None:
@@ -535,6 +538,9 @@ def train(args) -> dict:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         loaders.append(make_loader(recipe, "train", info, seed, info.is_main and not args.no_progress))
+        # built now, not at the first validation: its videos, pipeline and executor are checked
+        # before the first step (a bad one found after an epoch cost the epoch)
+        loaders.append(make_loader(recipe, "val", info, seed, False))
         base_lr = scaled_lr(cfg, loaders[0].batch_size, info.world_size, args.auto_scale_lr)
         optimizer = build_optimizer(model, cfg, base_lr, info.device)
         amp_choice = resolve_amp(cfg.amp, info.device)
@@ -544,7 +550,7 @@ def train(args) -> dict:
         log = RunLog(work_dir, enabled=info.is_main)
         run = TrainingRun(args, info, recipe, seed, model, model, optimizer, build_scheduler(optimizer, cfg), scaler,
                           None, loaders[0], CheckpointSaver(work_dir, info, cfg.checkpoint_interval, cfg.epochs),
-                          log, stop, amp_choice.amp)
+                          log, stop, amp_choice.amp, val_loader=loaders[1])
         start_epoch = resume_from(run, ckpt, resume_path) if ckpt is not None else 0
         set_lr(optimizer, run.scheduler, base_lr, cfg, start_epoch)
         del ckpt
@@ -553,11 +559,7 @@ def train(args) -> dict:
                                 std=recipe.data.std, scaler=scaler, skippable=cfg.nan_policy == "skip")
         write_recipe_copy(recipe, work_dir, info)
         announce(run, amp_choice, base_lr, resume_path, start_epoch)
-        try:
-            fit(run, start_epoch)
-        finally:
-            if run.val_loader is not None:
-                loaders.append(run.val_loader)
+        fit(run, start_epoch)
         return summarize(run)
     finally:
         stop.uninstall()
