@@ -91,6 +91,22 @@ def test_label_map(tmp_path):
         read_label_map(write(tmp_path / "empty.txt", ""))
 
 
+def test_a_label_map_as_users_write_it(tmp_path):
+    """The label map is read as the lists are: a byte-order mark read past (before, class 0
+    was named '\ufeffabseiling'), another encoding one line naming the line (before, a
+    UnicodeDecodeError traceback)."""
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffabseiling\nair drumming\n".encode("utf-8"))
+    assert read_label_map(path) == ["abseiling", "air drumming"]
+    path.write_bytes("abseiling\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(AnnotationError) as err:
+        read_label_map(path)
+    assert str(err.value) == (f"{path}:2: expected UTF-8 text, got byte 0xe9 at column 4 (save the label map "
+                              "as UTF-8)")
+    with pytest.raises(AnnotationError, match="label map file not found"):
+        read_label_map(tmp_path / "absent.txt")
+
+
 @pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared/videos not present")
 def test_real_label_maps_and_video_list(tmp_path):
     k400 = read_label_map(VIDEOS / "label_map_k400.txt")

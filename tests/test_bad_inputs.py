@@ -164,8 +164,9 @@ def test_on_bad_video_error_is_one_line_naming_the_videos(dataset, tmp_path):
     # every listed file exists but some are not usable videos: all of them, in one line
     copy = tmp_path / "data"
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("index", "wd_*"))
-    text = (copy / "train.txt").read_text().replace("missing.mp4 0\n", "")
-    (copy / "train.txt").write_text(text)
+    for split in ("train", "val"):  # val too: under 'error' its list is checked at start as well
+        text = (copy / f"{split}.txt").read_text().replace("missing.mp4 0\n", "")
+        (copy / f"{split}.txt").write_text(text)
     line = _one_error_line(_train_cli(_recipe(copy), tmp_path / "wd2", "--set", "data.on_bad_video=error"))
     assert "data.on_bad_video" in line
     for name in set(bad.values()) - {"missing.mp4"}:

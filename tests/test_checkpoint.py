@@ -102,3 +102,47 @@ def test_torch_writer_full_disk_is_said_as_such(tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt_mod.torch, "save", other)
     with pytest.raises(CheckpointError, match=r"\(Parent directory does not exist.\); the previous"):
         save_checkpoint(state, path)
+
+
+def test_an_interrupt_while_saving_leaves_no_temp_file(tmp_path, monkeypatch):
+    """A second Ctrl-C during a save (KeyboardInterrupt from inside torch.save): the temp file
+    is removed, the previous checkpoint intact, the interrupt goes on (before, the temp file
+    stayed for the next start to clean up)."""
+    path = tmp_path / "latest.pth"
+    save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, path)
+    before = _sha(path)
+    real_save = torch.save
+
+    def interrupted(obj, f):
+        real_save(obj, f)  # the temp file holds a complete write, then the signal lands
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pth"] and _sha(path) == before
+
+
+def test_a_full_disk_while_linking_best_is_said_as_such(tmp_path, monkeypatch):
+    """best.pth / epoch_N.pth where hard links fail and the copy meets a full disk: the same
+    words as a checkpoint write, with latest.pth's size; the old file stays. The wording can
+    fail: another error is said as it is."""
+    src, dst = tmp_path / "latest.pth", tmp_path / "best.pth"
+    save_checkpoint({"model": {"w": torch.zeros(2 ** 20)}}, src)  # 4 MB
+    dst.write_bytes(b"old best")
+
+    def no_links(a, b):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    def full_disk(a, b):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_mod.os, "link", no_links)
+    monkeypatch.setattr(ckpt_mod.shutil, "copyfile", full_disk)
+    with pytest.raises(CheckpointError, match=r"best.pth: could not write the checkpoint \(no space left on device "
+                                              r"\(needed ~4 MB, \d+ MB free\)\); the previous file"):
+        ckpt_mod.link_or_copy(src, dst)
+    assert dst.read_bytes() == b"old best" and sorted(p.name for p in tmp_path.iterdir()) == ["best.pth", "latest.pth"]
+    monkeypatch.setattr(ckpt_mod.shutil, "copyfile", no_links)
+    with pytest.raises(CheckpointError, match=r"\(Operation not permitted\)"):
+        ckpt_mod.link_or_copy(src, dst)

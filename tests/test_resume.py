@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,8 @@ def test_loader_state_maps_to_another_world_size():
 def test_temp_checkpoints_a_killed_write_left_are_promoted_or_removed(tmp_path):
     """A complete latest.pth temp further on than latest.pth is promoted; a partial one, a
     complete one behind latest.pth and a best.pth link temp are removed; a live writer's
-    temp is left alone. One line each."""
+    recent temp is left alone, saying so; one whose pid is running but that has not changed
+    for longer than a write takes (a pid reused after a restart) is promoted. One line each."""
     import subprocess
     import sys
 
@@ -159,12 +161,20 @@ def test_temp_checkpoints_a_killed_write_left_are_promoted_or_removed(tmp_path):
     try:
         (work / f".latest.pth.tmp{live.pid}").write_bytes(b"being written")
         lines = recover_temp_checkpoints(work)
-        assert sorted(("incomplete" in x, ".best.pth" in x) for x in lines) == [(False, True), (True, False)]
+        assert sorted(("incomplete" in x, ".best.pth" in x, "left alone" in x) for x in lines) == [
+            (False, False, True), (False, True, False), (True, False, False)]
         assert (work / f".latest.pth.tmp{live.pid}").exists()  # its writer is running
+        # the same pid running, the file untouched for an hour: an orphan whose pid was reused
+        torch.save(ckpt(4, 40), work / f".latest.pth.tmp{live.pid}")
+        hour_ago = time.time() - 3600
+        os.utime(work / f".latest.pth.tmp{live.pid}", (hour_ago, hour_ago))
+        lines = recover_temp_checkpoints(work)
+        assert len(lines) == 1 and "promoted" in lines[0], lines
+        assert torch.load(work / "latest.pth", weights_only=True)["step"] == 40
+        torch.save(ckpt(2, 20), work / "latest.pth")
     finally:
         live.kill()
         live.wait()
-    (work / f".latest.pth.tmp{live.pid}").unlink()
     assert torch.load(work / "latest.pth", weights_only=True)["step"] == 20
     behind = work / f".latest.pth.tmp{dead}"
     torch.save(ckpt(1, 10), behind)
@@ -223,3 +233,63 @@ def test_sigterm_exits_143_even_when_its_save_fails(setup, monkeypatch, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stopped by SIGTERM, but the checkpoint was not saved" in err[0]
     assert "no space left on device" in err[0]
+
+
+KILLED_WRITE = """
+import io, os, sys
+import torch
+import tsn_dali.train as train_mod
+
+mode, argv = sys.argv[1], sys.argv[2:]
+if mode == "complete":  # killed after the temp file was written and synced, before its rename
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if str(dst).endswith("latest.pth"):
+            os._exit(137)
+        return real_replace(src, dst, *args, **kwargs)
+
+    os.replace = replace
+else:  # killed half-way through writing the temp file
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        f.flush()
+        os._exit(137)
+
+    torch.save = save
+train_mod.main(argv)
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("mode", ["complete", "partial"])
+def test_a_run_killed_in_its_first_checkpoint_write_resumes_from_what_it_wrote(setup, tmp_path, capsys, mode):
+    """A process killed (os._exit, no clean-up) during the first write of latest.pth leaves
+    its temp file. ``--resume`` then promotes a complete one, saying so, and continues from
+    it (not from scratch: the second run trains epoch 2 only); a partial one is removed,
+    saying so, and the run starts over. Both end bitwise equal to an uninterrupted run."""
+    import subprocess
+    import sys
+
+    recipe, _, reference, _ = setup
+    work = tmp_path / "w"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITE, mode, *_args(recipe, work)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    temps = [p for p in work.iterdir() if p.name.startswith(".latest.pth.tmp")]
+    assert killed.returncode == 137 and len(temps) == 1 and not (work / "latest.pth").exists(), killed.stderr
+    assert train_mod.main(_args(recipe, work, "--resume")) == 0
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if str(temps[0]) in line]
+    if mode == "complete":
+        assert len(said) == 1 and "promoted to" in said[0] and "(epoch 1, step 2)" in said[0], out
+        assert "resumed from" in out and "at epoch 2" in out
+    else:
+        assert len(said) == 1 and "removed (incomplete" in said[0], out
+        assert "resumed from" not in out
+    assert not temps[0].exists()
+    _assert_same_run(load_checkpoint(work / "latest.pth"), reference)

@@ -234,3 +234,48 @@ def test_checkpoints_after_skipped_steps_hold_no_nan(tmp_path, data_root, model_
     state = torch.load(work / "latest.pth", weights_only=True)["model"]
     buffers = [k for k in state if "running_" in k]
     assert buffers and all(torch.isfinite(state[k]).all() for k in buffers)
+
+
+def test_a_log_line_that_cannot_be_written_is_said_once_and_training_goes_on(tmp_path, capsys):
+    """A full disk under the JSONL log: one warning line, later lines dropped, nothing raised
+    (the checkpoint write then says the disk is full and stops the run)."""
+    from tsn_dali.engine.logs import RunLog
+
+    log = RunLog(tmp_path, enabled=True)
+    log.write({"kind": "epoch", "loss": 1.0})
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    log._file.close()
+    log._file = FullDisk()
+    log.write({"kind": "epoch", "loss": 0.5})
+    log.write({"kind": "epoch", "loss": 0.25})
+    log.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == (f"warning: {log.path}: could not write the run log (No space left on "
+                                        "device); it stops here, training goes on")
+    assert [json.loads(x)["loss"] for x in log.path.read_text().splitlines()] == [1.0]
+
+
+def test_a_recipe_copy_that_cannot_be_written_is_one_line_before_any_step(tmp_path, data_root, monkeypatch,
+                                                                          capsys):
+    recipe = train_recipe(data_root, epochs=1)
+    work = tmp_path / "w"
+    write_text = Path.write_text
+
+    def full_disk_for_the_recipe(self, *args, **kwargs):
+        if self.name == "recipe.yaml" and self.parent == work:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk_for_the_recipe)
+    assert train_mod.main([str(recipe), "--work-dir", str(work), "--device", "cpu", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {work / 'recipe.yaml'}: could not write the run's recipe copy (No space left on "
+                   "device); nothing trained"], err
+    assert not list(work.glob("*.pth"))

@@ -342,10 +342,14 @@ _SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = 6
 _SHOW.maxlevel = 3
 
 
+SHOW_CHARS = 200  # the most a message shows of one value
+
+
 def show(value) -> str:
-    """``repr(value)`` for a one-line message, bounded (nested and long values elided): an
-    expanded alias is never formatted whole."""
-    return _SHOW.repr(value)
+    """``repr(value)`` for a one-line message, bounded (nested and long values elided, then
+    cut at SHOW_CHARS): an expanded alias is never formatted whole."""
+    text = _SHOW.repr(value)
+    return text if len(text) <= SHOW_CHARS else text[:SHOW_CHARS - 3] + "..."
 
 
 def _type_name(tp) -> str:

@@ -49,7 +49,7 @@ from tsn_dali.engine import distributed as dist_utils
 from tsn_dali.engine.amp import AMP_CHOICES, loader_dtype, resolve_amp
 from tsn_dali.engine.checkpoint import (FORMAT, VERSION, load_checkpoint, recover_temp_checkpoints, rng_state,
                                        set_rng_state, unwrap)
-from tsn_dali.engine.errors import CheckpointError, TrainingDiverged
+from tsn_dali.engine.errors import CheckpointError, TrainingDiverged, WorkDirError
 from tsn_dali.engine.evaluate import accuracy, gather_scores, score_split
 from tsn_dali.engine.logs import RunLog
 from tsn_dali.engine.meters import EpochMeter, LossReadback
@@ -109,18 +109,32 @@ def positive_int(text: str) -> int:
 def check_inputs(recipe, work_dir: Path, splits=("train", "val")) -> None:
     """Everything a run will need, checked before its first step (one line each, nothing
     trained first): the work dir can be written, and the list of every split it will use
-    exists and reads as a list (the videos themselves are checked when indexed)."""
+    exists and reads as the loader will read it, under the split's bad-video policy: with
+    ``on_bad_video: error`` a malformed line, a label out of range or a listed file that
+    does not exist stops the run here; and its pipeline file validates. These are the cheap
+    checks, made before the train videos are indexed; the videos themselves are checked
+    when indexed, val's too before the first step (``train`` builds both loaders at start)."""
     from tsn_dali.config import RecipeError, resolve_data_path
     from tsn_dali.data.index.annotations import read_rawframe_list, read_video_list
+    from tsn_dali.data.plan.planner import load_pipeline
+    from tsn_dali.data.render.loader import bad_video_policy
 
     check_work_dir(work_dir)
-    read = read_rawframe_list if recipe.data.format == "rawframes" else read_video_list
+    data = recipe.data
     for split in splits:
-        rel = getattr(recipe.data, f"{split}_list")
+        rel = getattr(data, f"{split}_list")
         if not rel:
             raise RecipeError(recipe.source or "<recipe>", f"data.{split}_list",
                               f"expected an annotation list for the {split} split (train uses it)")
-        read(resolve_data_path(recipe, rel), check_files=False, skip_bad=True)
+        strict = bad_video_policy(recipe, split) == "error"
+        args = dict(num_classes=recipe.model.num_classes, skip_bad=not strict, check_files=strict)
+        prefix = resolve_data_path(recipe, getattr(data, f"{split}_prefix"))
+        if data.format == "rawframes":
+            read_rawframe_list(resolve_data_path(recipe, rel), prefix, filename_tmpl=data.filename_tmpl,
+                               start_index=data.start_index, **args)
+        else:
+            read_video_list(resolve_data_path(recipe, rel), prefix, **args)
+        load_pipeline(getattr(data, f"{split}_pipeline"), data)
 
 
 def check_work_dir(work_dir: Path) -> None:
@@ -524,6 +538,9 @@ def train(args) -> dict:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         loaders.append(make_loader(recipe, "train", info, seed, info.is_main and not args.no_progress))
+        # built now, not at the first validation: its videos, pipeline and executor are checked
+        # before the first step (a bad one found after an epoch cost the epoch)
+        loaders.append(make_loader(recipe, "val", info, seed, False))
         base_lr = scaled_lr(cfg, loaders[0].batch_size, info.world_size, args.auto_scale_lr)
         optimizer = build_optimizer(model, cfg, base_lr, info.device)
         amp_choice = resolve_amp(cfg.amp, info.device)
@@ -533,22 +550,16 @@ def train(args) -> dict:
         log = RunLog(work_dir, enabled=info.is_main)
         run = TrainingRun(args, info, recipe, seed, model, model, optimizer, build_scheduler(optimizer, cfg), scaler,
                           None, loaders[0], CheckpointSaver(work_dir, info, cfg.checkpoint_interval, cfg.epochs),
-                          log, stop, amp_choice.amp)
+                          log, stop, amp_choice.amp, val_loader=loaders[1])
         start_epoch = resume_from(run, ckpt, resume_path) if ckpt is not None else 0
         set_lr(optimizer, run.scheduler, base_lr, cfg, start_epoch)
         del ckpt
         run.net = wrap(model, info, cfg.compile)
         run.step_fn = TrainStep(run.net, optimizer, amp=run.amp, grad_clip=cfg.grad_clip, mean=recipe.data.mean,
                                 std=recipe.data.std, scaler=scaler, skippable=cfg.nan_policy == "skip")
-        if info.is_main:
-            work_dir.mkdir(parents=True, exist_ok=True)
-            (work_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        write_recipe_copy(recipe, work_dir, info)
         announce(run, amp_choice, base_lr, resume_path, start_epoch)
-        try:
-            fit(run, start_epoch)
-        finally:
-            if run.val_loader is not None:
-                loaders.append(run.val_loader)
+        fit(run, start_epoch)
         return summarize(run)
     finally:
         stop.uninstall()
@@ -559,6 +570,22 @@ def train(args) -> dict:
         if before is not None:
             restore_determinism(before)
         dist_utils.cleanup(info)
+
+
+def write_recipe_copy(recipe, work_dir: Path, info) -> None:
+    """``<work_dir>/recipe.yaml``, the resolved recipe (rank 0 writes); a failure (a full disk)
+    is one WorkDirError line on every rank, so that none waits for the others."""
+    error = None
+    if info.is_main:
+        path = work_dir / "recipe.yaml"
+        try:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(recipe_to_yaml(recipe))
+        except OSError as exc:
+            error = f"{path}: could not write the run's recipe copy ({exc.strerror or exc}); nothing trained"
+    error = dist_utils.broadcast_object(error, info)
+    if error:
+        raise WorkDirError(error)
 
 
 def already_finished(info, work_dir: Path, path, ckpt: dict, epochs: int) -> dict:

@@ -1,8 +1,10 @@
 """Checkpoints that run code when fully unpickled: each writes ``marker`` if it ever runs.
 
 Every kind a user could be handed: a torch.save zip, torch's pre-1.6 format, a raw pickle,
-an MMAction2-like file with the payload in ``meta``, a payload under an allow-listed
-metadata name (mmengine's), a tiny one that is nothing but the payload, and random bytes.
+an MMAction2-like file with the payload in ``meta`` (zip, and pre-1.6 with numpy metadata
+before the payload, which a reader learns one global at a time), a payload under an
+allow-listed metadata name (mmengine's), a tiny one that is nothing but the payload, and
+random bytes.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pickle
 import sys
 import types
 
+import numpy as np
 import torch
 
 HISTORY_MODULE = "mmengine.logging.history_buffer"
@@ -66,6 +69,9 @@ def write_all(folder, marker, state_dict) -> dict:
     with open(path("raw_pickle"), "wb") as f:
         pickle.dump({"state_dict": {k: v.numpy() for k, v in state_dict.items()}, "x": Payload(marker)}, f)
     torch.save({"state_dict": state_dict, "meta": {"epoch": 100, "hook": Payload(marker)}}, path("mmaction_like"))
+    torch.save({"state_dict": state_dict, "meta": {"seed": np.int64(0), "best_score": np.float64(0.5),
+                                                   "hook": Payload(marker)}},
+               path("legacy_mmaction_like"), _use_new_zipfile_serialization=False)
     try:
         torch.save({"state_dict": state_dict, "message_hub": MmengineNamedCall(marker)}, path("mmengine_named"))
     finally:

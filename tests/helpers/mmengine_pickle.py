@@ -13,8 +13,9 @@ import torch
 HISTORY_MODULE = "mmengine.logging.history_buffer"
 
 
-def save_mmengine_checkpoint(path, state_dict, loss_values=(0.5, 0.25)):
-    """Write ``{"state_dict", "meta", "message_hub"}`` to ``path`` with unimportable objects."""
+def save_mmengine_checkpoint(path, state_dict, loss_values=(0.5, 0.25), legacy: bool = False):
+    """Write ``{"state_dict", "meta", "message_hub"}`` to ``path`` with unimportable objects;
+    ``legacy``: in torch's pre-1.6 format (not a zip), as MMAction2's 2020 checkpoints are."""
     names = ["mmengine", "mmengine.logging", HISTORY_MODULE]
     saved = {name: sys.modules.get(name) for name in names}
     modules = {name: types.ModuleType(name) for name in names}
@@ -32,7 +33,8 @@ def save_mmengine_checkpoint(path, state_dict, loss_values=(0.5, 0.25)):
     try:
         torch.save({"state_dict": state_dict,
                     "meta": {"epoch": 100, "seed": np.int64(0), "mmengine_version": "0.10.4"},
-                    "message_hub": {"log_scalars": {"train/loss": HistoryBuffer()}}}, path)
+                    "message_hub": {"log_scalars": {"train/loss": HistoryBuffer()}}}, path,
+                   _use_new_zipfile_serialization=not legacy)
     finally:
         for name, module in saved.items():
             if module is None:

@@ -22,6 +22,7 @@ import pickle
 import shutil
 import random
 import re
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -39,7 +40,8 @@ def save_checkpoint(state: dict, path) -> Path:
     """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, os.replace.
 
     On any failure (full disk, permissions) the temp file is removed, the file already at
-    ``path`` is left as it was, and CheckpointError is raised.
+    ``path`` is left as it was, and CheckpointError is raised. An interrupt (a second Ctrl-C
+    while saving) removes the temp file too, then goes on as the interrupt it is.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +60,12 @@ def save_checkpoint(state: dict, path) -> Path:
             pass
         raise CheckpointError(f"{path}: could not write the checkpoint ({write_failure(exc, state, path.parent)}); "
                               "the previous file there is unchanged") from exc
+    except BaseException:  # KeyboardInterrupt, SystemExit: no half-written temp file left behind
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
     return path
 
 
@@ -72,10 +80,11 @@ def state_bytes(obj) -> int:
     return 0
 
 
-def write_failure(exc: BaseException, state, folder: Path) -> str:
-    """Why a write failed, in words: a full disk is said as such, with the size needed,
-    whether the OS said ENOSPC or torch's writer said only ``[enforce fail at
-    inline_container.cc] ... unexpected pos`` (how it reports a short write)."""
+def write_failure(exc: BaseException, state, folder: Path, size: Optional[int] = None) -> str:
+    """Why a write failed, in words: a full disk is said as such, with the size needed
+    (``size`` bytes, else the tensors of ``state``), whether the OS said ENOSPC or torch's
+    writer said only ``[enforce fail at inline_container.cc] ... unexpected pos`` (how it
+    reports a short write)."""
     text = str(exc)
     full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
         "inline_container" in text and ("unexpected pos" in text or "write" in text))
@@ -84,11 +93,17 @@ def write_failure(exc: BaseException, state, folder: Path) -> str:
             free = f", {shutil.disk_usage(folder).free / 2 ** 20:.0f} MB free"
         except OSError:
             free = ""
-        return f"no space left on device (needed ~{max(1, round(state_bytes(state) / 2 ** 20))} MB{free})"
+        needed = state_bytes(state) if size is None else size
+        return f"no space left on device (needed ~{max(1, round(needed / 2 ** 20))} MB{free})"
     return getattr(exc, "strerror", None) or (text.splitlines() or [type(exc).__name__])[0]
 
 
 TEMP_PATTERN = re.compile(r"^\.(?P<name>.+\.pth)\.tmp(?P<pid>\d+)$")
+
+# A temp file whose writer's pid is running and that changed this recently may be a write in
+# progress (another run in the same work dir): left alone. Older, it is an orphan whose pid
+# was reused (a container restarted numbers its processes from 1 again).
+LIVE_WRITE_SECONDS = 600.0
 
 
 def _alive(pid: int) -> bool:
@@ -103,6 +118,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _being_written(tmp: Path, pid: int) -> bool:
+    if not _alive(pid):
+        return False
+    try:
+        return time.time() - tmp.stat().st_mtime < LIVE_WRITE_SECONDS
+    except OSError:
+        return False
+
+
 def _progress(ckpt: dict) -> tuple:
     return int(ckpt.get("epoch") or 0), int(ckpt.get("step") or 0)
 
@@ -111,14 +135,19 @@ def recover_temp_checkpoints(work_dir) -> list:
     """Temp files a killed write left in ``work_dir`` (``.<name>.pth.tmp<pid>`` of a process
     no longer running): a complete ``latest.pth`` temp that verifies (reads as a tsn_dali
     training checkpoint, weights only) and is further on than ``latest.pth`` is promoted
-    to it; every other temp file is removed. Returns one line per file, saying which."""
+    to it; every other temp file is removed. A temp file its writer may still be writing
+    (its pid running, changed in the last LIVE_WRITE_SECONDS) is left alone. Returns one
+    line per file, saying which."""
     folder = Path(work_dir)
     lines = []
     if not folder.is_dir():
         return lines
     for tmp in sorted(folder.iterdir()):
         match = TEMP_PATTERN.match(tmp.name)
-        if not match or not tmp.is_file() or _alive(int(match.group("pid"))):
+        if not match or not tmp.is_file():
+            continue
+        if _being_written(tmp, int(match.group("pid"))):
+            lines.append(f"{tmp}: left alone (process {match.group('pid')} is running and may be writing it)")
             continue
         final = folder / match.group("name")
         verdict = "removed"
@@ -148,7 +177,8 @@ def recover_temp_checkpoints(work_dir) -> list:
 
 
 def link_or_copy(src, dst) -> None:
-    """``dst`` as a hard link to ``src`` (a copy where links are not supported), atomically."""
+    """``dst`` as a hard link to ``src`` (a copy where links are not supported), atomically;
+    a failure is one CheckpointError line (a full disk said as such, with ``src``'s size)."""
     src, dst = Path(src), Path(dst)
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     try:
@@ -164,7 +194,11 @@ def link_or_copy(src, dst) -> None:
             tmp.unlink()
         except OSError:
             pass
-        raise CheckpointError(f"{dst}: could not write the checkpoint ({exc.strerror or exc}); "
+        try:
+            size = src.stat().st_size
+        except OSError:
+            size = 0
+        raise CheckpointError(f"{dst}: could not write the checkpoint ({write_failure(exc, None, dst.parent, size)}); "
                               "the previous file there is unchanged") from exc
 
 

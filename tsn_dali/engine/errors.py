@@ -12,4 +12,9 @@ class EvaluationError(UserError, RuntimeError):
     """Nothing could be scored (every video of the split skipped or left out)."""
 
 
-__all__ = ["CheckpointError", "EvaluationError", "TrainingDiverged", "UsageError"]
+class WorkDirError(UserError, OSError):
+    """A file a run writes beside its checkpoints (its recipe copy) that cannot be written,
+    e.g. on a full disk; ``str(err)`` is one line naming it."""
+
+
+__all__ = ["CheckpointError", "EvaluationError", "TrainingDiverged", "UsageError", "WorkDirError"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -11,7 +12,9 @@ from typing import Optional
 class RunLog:
     """Append-only JSONL log (one object a line) plus optional TensorBoard scalars.
 
-    Only rank 0 writes; on other ranks every method is a no-op.
+    Only rank 0 writes; on other ranks every method is a no-op. A line that cannot be
+    written (a full disk) is said once on stderr and the log stops there: a log never stops
+    training (the checkpoint write, which then fails too, says what happened and stops it).
     """
 
     def __init__(self, work_dir, enabled: bool, prefix: str = "train"):
@@ -36,18 +39,34 @@ class RunLog:
             self._tb = None
 
     def write(self, record: dict, step: Optional[int] = None) -> None:
-        if not self.enabled:
+        if not self.enabled or self._file is None:
             return
-        self._file.write(json.dumps(_plain(record)) + "\n")
+        try:
+            self._file.write(json.dumps(_plain(record)) + "\n")
+        except OSError as exc:
+            self._give_up(exc)
+            return
         if self._tb is not None and step is not None:
             kind = record.get("kind", "train")
             for k, v in record.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
                     self._tb.add_scalar(f"{kind}/{k}", v, step)
 
+    def _give_up(self, exc: OSError) -> None:
+        print(f"warning: {self.path}: could not write the run log ({exc.strerror or exc}); it stops here, "
+              "training goes on", file=sys.stderr, flush=True)
+        file, self._file = self._file, None
+        try:
+            file.close()
+        except OSError:
+            pass
+
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as exc:
+                self._give_up(exc)
             self._file = None
         if self._tb is not None:
             self._tb.close()

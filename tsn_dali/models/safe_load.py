@@ -54,14 +54,34 @@ def load_checkpoint(path, map_location="cpu", allow_pickle: bool = False) -> dic
         more = f" and {len(refused) - 1} more" if len(refused) > 1 else ""
         raise CheckpointError(f"{path}: names {_short(refused[0])}{more}, which loading would import and "
                               f"may call; refused ({ALLOW_PICKLE_RISK})")
-    with torch.serialization.safe_globals([(inert_class(name), name) for name in foreign]):
-        return _checked(path, _load(path, map_location, weights_only=True))
+    for _ in range(MAX_LEGACY_GLOBALS):
+        try:
+            with torch.serialization.safe_globals([(inert_class(name), name) for name in foreign]):
+                return _checked(path, _load(path, map_location, weights_only=True))
+        except _MetadataGlobal as named:  # torch's pre-1.6 format: no listing, learnt one at a time
+            foreign.append(named.name)
+    raise CheckpointError(f"{path}: names over {MAX_LEGACY_GLOBALS} metadata classes; refused ({ALLOW_PICKLE_RISK})")
+
+
+# A file in torch's pre-1.6 format (MMAction2's 2020 checkpoints) cannot be listed without
+# unpickling: each metadata global it names is learnt from weights-only loading's refusal and
+# the load retried, at most this many times.
+MAX_LEGACY_GLOBALS = 32
+
+
+class _MetadataGlobal(Exception):
+    """Weights-only loading met a global of METADATA_MODULES not yet mapped to a stand-in."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
 
 
 def _foreign_globals(path: Path) -> list:
     """The globals a checkpoint's pickle names beyond torch's weights-only allow-list, read
     from its opcodes without unpickling. [] for a file in torch's pre-1.6 format or not a
-    zip at all: weights-only loading then refuses any global by itself."""
+    zip at all: weights-only loading then refuses any global by itself (one of
+    METADATA_MODULES is then mapped and the load retried)."""
     try:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception:  # noqa: BLE001 - not a zip checkpoint: torch.load says what it is
@@ -77,6 +97,8 @@ def _load(path: Path, map_location, weights_only: bool, pickle_module=None):
     except pickle.UnpicklingError as exc:
         text = str(exc)
         named = re.search(r"GLOBAL (\S+)", text)
+        if weights_only and named and named.group(1).startswith(METADATA_MODULES):
+            raise _MetadataGlobal(named.group(1)) from None
         if weights_only and named:
             raise CheckpointError(f"{path}: names {_short(named.group(1))}, which loading would import and "
                                   f"may call; refused ({ALLOW_PICKLE_RISK})") from None

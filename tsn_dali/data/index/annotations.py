@@ -43,23 +43,30 @@ class VideoRecord:
     num_frames: Optional[int] = None  # rawframe lists: total_frames column
 
 
-def _lines(list_file: str):
-    if not os.path.isfile(list_file):
-        raise AnnotationError(list_file, None, "annotation file not found")
-    with open(list_file, "rb") as fh:
+def _text_lines(path: str, what: str = "annotation", noun: str = "list"):
+    """(line number, text) of each line of a UTF-8 file, a leading byte-order mark read
+    past; a missing file, a byte that is not UTF-8 or a NUL is one AnnotationError."""
+    if not os.path.isfile(path):
+        raise AnnotationError(path, None, f"{what} file not found")
+    with open(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise AnnotationError(list_file, number, f"expected UTF-8 text, got byte 0x{raw[exc.start]:02x} at "
-                                      f"column {exc.start + 1} (save the list as UTF-8)") from None
+                raise AnnotationError(path, number, f"expected UTF-8 text, got byte 0x{raw[exc.start]:02x} at "
+                                      f"column {exc.start + 1} (save the {noun} as UTF-8)") from None
             if "\x00" in text:
-                raise AnnotationError(list_file, number, "expected text, got a NUL byte (a binary file?)")
-            text = text.strip()
-            if text:
-                yield number, text
+                raise AnnotationError(path, number, "expected text, got a NUL byte (a binary file?)")
+            yield number, text
+
+
+def _lines(list_file: str):
+    for number, text in _text_lines(list_file):
+        text = text.strip()
+        if text:
+            yield number, text
 
 
 def duplicates(records: List[VideoRecord]) -> Tuple[List[str], List[str]]:
@@ -163,12 +170,10 @@ def read_rawframe_list(list_file, prefix="", *, num_classes: Optional[int] = Non
 
 
 def read_label_map(path) -> List[str]:
-    """Class names, one a line (line i = class i); blank lines are not allowed inside."""
+    """Class names, one a line (line i = class i); blank lines are not allowed inside. UTF-8
+    as the lists (a byte-order mark read past, another encoding one error naming the line)."""
     path = str(path)
-    if not os.path.isfile(path):
-        raise AnnotationError(path, None, "label map file not found")
-    with open(path, encoding="utf-8") as fh:
-        names = [line.strip() for line in fh]
+    names = [line.strip() for _, line in _text_lines(path, "label map", "label map")]
     while names and not names[-1]:
         names.pop()
     for number, name in enumerate(names, start=1):
