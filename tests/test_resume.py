@@ -2,6 +2,7 @@
 ends bitwise equal to an uninterrupted run under --seed 0 --deterministic."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -97,6 +98,35 @@ def test_sigterm_saves_mid_epoch_and_resume_is_bitwise_equal(setup, monkeypatch,
 
     monkeypatch.setattr(train_mod, "build_model", real_builder)
     train_mod.run(_args(recipe, work, "--resume"))
+    _assert_same_run(load_checkpoint(work / "latest.pth"), reference)
+
+
+def test_a_failed_validation_keeps_the_epochs_training_and_resume_is_bitwise_equal(setup, monkeypatch, tmp_path,
+                                                                                  capsys):
+    """Out of memory in epoch 1's validation: one line, status 1, latest.pth holds epoch 1's
+    training (before, the run wrote nothing and the epoch was lost); --resume trains epoch 2 only
+    and ends bitwise equal to the uninterrupted run."""
+    recipe, _, reference, _ = setup
+    real_validate = train_mod.validate
+
+    def validate_out_of_memory(run):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_mod, "validate", validate_out_of_memory)
+    work = tmp_path / "w"
+    assert train_mod.main(_args(recipe, work)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: validation after epoch 1 failed: CUDA out of memory")
+    assert f"saved {work / 'latest.pth'}" in err[0] and err[0].endswith("--resume (epoch 1 is not validated again)")
+    kept = load_checkpoint(work / "latest.pth")
+    assert kept["epoch"] == 1 and kept["step"] == 2 and kept["loader"] is None
+    assert kept["history"][0]["top1"] is None and kept["history"][0]["val_failed"].startswith("CUDA out of memory")
+    logged = [json.loads(line) for log in work.glob("train_*.jsonl") for line in log.read_text().splitlines()]
+    assert [e["epoch"] for e in logged if e["kind"] == "val_failed"] == [1]
+
+    monkeypatch.setattr(train_mod, "validate", real_validate)
+    second = train_mod.run(_args(recipe, work, "--resume"))
+    assert [h["epoch"] for h in second["history"]] == [1, 2] and second["history"][1]["top1"] is not None
     _assert_same_run(load_checkpoint(work / "latest.pth"), reference)
 
 

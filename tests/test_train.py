@@ -188,6 +188,26 @@ def test_a_signal_during_validation_stops_at_the_epochs_end(tmp_path, data_root,
     assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1 and not (work / "epoch_2.pth").exists()
 
 
+def test_a_bug_in_the_last_validation_is_raised_after_keeping_the_training(tmp_path, data_root, monkeypatch,
+                                                                          capsys):
+    """Not a user error: raised as it was (its traceback is the report), after one line saying
+    the trained model was saved and how to score it (the last epoch: nothing left to resume)."""
+    recipe = train_recipe(data_root, epochs=1)
+    work = tmp_path / "work"
+
+    def validate_with_a_bug(run):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(train_mod, "validate", validate_with_a_bug)
+    with pytest.raises(ZeroDivisionError):
+        train_mod.main([str(recipe), "--work-dir", str(work), "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"validation after epoch 1 failed (ZeroDivisionError); epoch 1's training is kept (saved "
+                   f"{work / 'latest.pth'}); score it with: python -m tsn_dali.test {recipe} {work / 'latest.pth'}"]
+    ckpt = load_checkpoint(work / "latest.pth")
+    assert ckpt["epoch"] == 1 and ckpt["history"][0]["val_failed"] == "division by zero"
+
+
 def test_a_signal_on_one_rank_stops_every_rank_at_the_same_epoch(tmp_path):
     """Two gloo ranks, SIGTERM on rank 1 only: both stop after the first epoch (before the fix
     rank 0 went on to the next epoch alone)."""

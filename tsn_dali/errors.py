@@ -17,4 +17,11 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be read, written or used; ``str(err)`` is one line naming the file."""
 
 
-__all__ = ["CheckpointError", "UsageError", "UserError"]
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line: its first non-empty line, cut at ``limit`` characters, else
+    its class name (for messages that must stay one line whatever was raised)."""
+    lines = [t.strip() for t in str(exc).splitlines() if t.strip()]
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
+__all__ = ["CheckpointError", "UsageError", "UserError", "one_line"]

@@ -56,7 +56,7 @@ from tsn_dali.engine.meters import EpochMeter, LossReadback
 from tsn_dali.engine.optim import build_optimizer, build_scheduler, scaled_lr, set_lr
 from tsn_dali.engine.saver import CheckpointSaver
 from tsn_dali.engine.signals import EXIT_CODES, StopRequest
-from tsn_dali.errors import UsageError
+from tsn_dali.errors import UsageError, one_line
 from tsn_dali.engine.step import TrainStep
 
 
@@ -377,6 +377,36 @@ def validate(run: TrainingRun) -> dict:
     return {"top1": acc["top1"], "top5": acc["top5"]}
 
 
+def validate_or_keep(run: TrainingRun, epoch: int, entry: dict) -> dict:
+    """``validate``; where it fails (a val video under on_bad_video: error, out of memory, a
+    pipeline failure), the epoch's training is saved first, from this rank alone (the others
+    may be blocked in a collective), so that nothing already trained is lost: ``--resume`` goes
+    on from the next epoch, and a failed last epoch can still be scored with tsn_dali.test. A
+    user error becomes one line (status 1); anything else is raised as it was, after one line
+    saying what was saved. A stall keeps its own path (``stopped_by_stall``)."""
+    try:
+        return validate(run)
+    except LoaderStalled:
+        raise
+    except Exception as exc:
+        done = epoch + 1
+        run.history.append(dict(entry, top1=None, val_failed=one_line(exc)))
+        saved = run.saver.save_alone(lambda: run.state(done), True)
+        run.log.write({"kind": "val_failed", "epoch": done, "step": run.step, "error": one_line(exc),
+                       "checkpoint": saved})
+        if done == run.cfg.epochs:
+            then = f"score it with: python -m tsn_dali.test {run.args.recipe} {run.saver.latest}"
+        else:
+            then = (f"continue with: python -m tsn_dali.train {run.args.recipe} --work-dir {run.saver.work_dir} "
+                    f"--resume (epoch {done} is not validated again)")
+        kept = f"epoch {done}'s training is kept ({saved}); {then}"
+        if isinstance(exc, (*cli.user_errors(), torch.OutOfMemoryError)):
+            raise cli.Stopped(f"error: validation after epoch {done} failed: {one_line(exc)}; {kept}",
+                              cli.USER_ERROR) from None
+        print(f"validation after epoch {done} failed ({type(exc).__name__}); {kept}", file=sys.stderr, flush=True)
+        raise
+
+
 def end_epoch(run: TrainingRun, epoch: int, entry: dict, reported: int) -> int:
     """LR step, BN sync, validation when due, checkpoints, logs; returns the replaced-video
     entries written so far."""
@@ -388,7 +418,7 @@ def end_epoch(run: TrainingRun, epoch: int, entry: dict, reported: int) -> int:
     last = epoch + 1 == cfg.epochs
     improved = False
     if (epoch + 1) % cfg.val_interval == 0 or last:
-        entry.update(validate(run))
+        entry.update(validate_or_keep(run, epoch, entry))
         if run.best_top1 is None or entry["top1"] > run.best_top1:
             run.best_top1, improved = entry["top1"], True
     run.history.append(entry)
