@@ -208,6 +208,28 @@ def test_a_bug_in_the_last_validation_is_raised_after_keeping_the_training(tmp_p
     assert ckpt["epoch"] == 1 and ckpt["history"][0]["val_failed"] == "division by zero"
 
 
+def test_a_failed_validation_whose_save_fails_too_says_both(tmp_path, data_root, monkeypatch, capsys):
+    from tsn_dali.data.errors import PipelineFailure
+
+    recipe = train_recipe(data_root, epochs=2)
+    work = tmp_path / "work"
+
+    def validate_failing(run):
+        raise PipelineFailure("dali-cpu", "render", "decoder start-up failed")
+
+    def full_disk(state, path):
+        raise ckpt_mod.CheckpointError(f"{path}: no space left on device (needed ~45 MB, 0 MB free)")
+
+    monkeypatch.setattr(train_mod, "validate", validate_failing)
+    monkeypatch.setattr("tsn_dali.engine.saver.save_checkpoint", full_disk)
+    assert train_mod.main([str(recipe), "--work-dir", str(work), "--device", "cpu", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "validation after epoch 1 failed" in err[0] and "decoder start-up failed" in err[0]
+    assert err[0].endswith("epoch 1's training could not be kept: "
+                           f"{work / 'latest.pth'}: no space left on device (needed ~45 MB, 0 MB free)")
+    assert not (work / "latest.pth").exists()
+
+
 def test_a_signal_on_one_rank_stops_every_rank_at_the_same_epoch(tmp_path):
     """Two gloo ranks, SIGTERM on rank 1 only: both stop after the first epoch (before the fix
     rank 0 went on to the next epoch alone)."""

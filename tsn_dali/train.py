@@ -399,7 +399,8 @@ def validate_or_keep(run: TrainingRun, epoch: int, entry: dict) -> dict:
         else:
             then = (f"continue with: python -m tsn_dali.train {run.args.recipe} --work-dir {run.saver.work_dir} "
                     f"--resume (epoch {done} is not validated again)")
-        kept = f"epoch {done}'s training is kept ({saved}); {then}"
+        kept = (f"epoch {done}'s training is kept ({saved}); {then}" if saved.startswith("saved ")
+                else f"epoch {done}'s training could not be kept: {saved}")
         if isinstance(exc, (*cli.user_errors(), torch.OutOfMemoryError)):
             raise cli.Stopped(f"error: validation after epoch {done} failed: {one_line(exc)}; {kept}",
                               cli.USER_ERROR) from None
