@@ -56,7 +56,7 @@ summary="$out/summary.md"
 
 part() {  # part NAME SECONDS COMMAND...: run under timeout, log, one summary line
   local name=$1 limit
-  limit=$(python -c "print(int($2 * $scale))")
+  limit=$(python -c "print(max(1, int($2 * $scale)))")  # timeout 0 would mean none
   shift 2
   local t0=$SECONDS rc
   echo "gpu_run: $name (at most ${limit} s)"
