@@ -28,6 +28,11 @@
 # dali-cpu where dali-gpu would be, VP9 numbered clips), BENCH_ARGS and CHECK_ARGS (added to
 # every bench / gpu_check call), TIME_SCALE (multiplies every part's timeout), SOAK_ARGS.
 set -uo pipefail
+if ! command -v python >/dev/null; then  # a machine (or venv) with only python3 on PATH
+  shim=$(mktemp -d)
+  ln -s "$(command -v python3)" "$shim/python"
+  export PATH="$shim:$PATH"
+fi
 out=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR [quick|full|env|clips|check|loader|train|soak]}
 mode=${2:-quick}
 cd "$(dirname "$0")/.."

@@ -260,6 +260,25 @@ def test_gpu_run_leaves_what_a_killed_part_measured(tmp_path):
     assert "| clips | ok |" in summary and "| check | TIMED OUT after" in summary
 
 
+def test_gpu_run_works_where_only_python3_is_on_path(tmp_path):
+    """A venv or image may have python3 and no python: the script runs its parts with python3."""
+    import shutil
+    import subprocess
+    import sys
+
+    only = tmp_path / "bin"
+    only.mkdir()
+    (only / "python3").symlink_to(sys.executable)
+    path = os.pathsep.join([str(only), "/usr/bin", "/bin"])
+    assert shutil.which("python", path=path) is None  # else this test would not test anything
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_run.sh"
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(script), str(out), "env"], env=dict(os.environ, DEVICE="cpu", PATH=path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| env | ok |" in (out / "summary.md").read_text()
+
+
 def test_executor_variants_parse_and_reject_unknown_options():
     from tsn_dali.bench.measure import parse_variant
 
