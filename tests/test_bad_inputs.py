@@ -312,3 +312,12 @@ def test_dali_cpu_loader_keeps_threads_and_memory_steady_over_epochs(tmp_path):
     while threads_now() > before and time.time() < deadline:
         time.sleep(0.05)
     assert threads_now() <= before
+
+
+def test_one_line_is_the_first_non_empty_line_cut_short_or_the_class_name():
+    """What decode errors, inspect and a failed validation say of an exception they did not make."""
+    from tsn_dali.errors import one_line
+
+    assert one_line(RuntimeError("\n  [decoder]  \ncontext\n")) == "[decoder]"
+    assert one_line(RuntimeError("")) == one_line(RuntimeError(" \n ")) == "RuntimeError"
+    assert one_line(ValueError("x" * 500)) == "x" * 300 and one_line(ValueError("x" * 50), limit=10) == "x" * 10

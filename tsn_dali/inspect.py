@@ -24,6 +24,7 @@ from tsn_dali.data.errors import VideoDecodeError
 from tsn_dali.data.index.video_index import probe_video
 from tsn_dali.data.plan.clip_plan import ClipPlan
 from tsn_dali.data.plan.planner import ClipPlanner, load_pipeline
+from tsn_dali.errors import one_line
 
 
 def make_plan(recipe, video: str, split: str = "train", seed: int = 0, epoch: int = 0,
@@ -120,8 +121,7 @@ def inspect_video(args) -> None:
         except (RuntimeError, ImportError) as exc:  # no GPU, no DALI, ...
             if isinstance(exc, VideoDecodeError):
                 raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"executor {executor}: {first}") from None
+            raise ValueError(f"executor {executor}: {one_line(exc)}") from None
         if args.dump_clips:
             np.save(args.dump_clips, views)
         if args.sheet:

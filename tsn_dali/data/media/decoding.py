@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from tsn_dali.data.errors import VideoDecodeError
+from tsn_dali.errors import one_line
 
 DECODERS = ("auto", "decord", "pyav")
 
@@ -50,7 +51,7 @@ def decode_decord(path: str, frame_indices: Sequence[int]) -> np.ndarray:
     except VideoDecodeError:
         raise
     except Exception as exc:  # decord raises DECORDError and RuntimeError subclasses
-        raise VideoDecodeError(path, f"decord: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise VideoDecodeError(path, f"decord: {one_line(exc)}") from None
 
 
 def decode_pyav(path: str, frame_indices: Sequence[int]) -> np.ndarray:
@@ -79,7 +80,7 @@ def decode_pyav(path: str, frame_indices: Sequence[int]) -> np.ndarray:
     except VideoDecodeError:
         raise
     except Exception as exc:  # av.error.* and OSError
-        raise VideoDecodeError(path, f"PyAV: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise VideoDecodeError(path, f"PyAV: {one_line(exc)}") from None
     missing = [i for i in wanted if i not in frames]
     if missing:
         raise VideoDecodeError(path, f"frame {missing[0]} requested, PyAV decoded {count} frames")

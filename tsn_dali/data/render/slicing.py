@@ -41,6 +41,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from tsn_dali.data.errors import VideoDecodeError
+from tsn_dali.errors import one_line
 
 # demuxer names (VideoInfo.container) -> the muxer that writes the same kind of container
 MUXERS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "matroska", "avi": "avi"}
@@ -201,7 +202,7 @@ def _remux(path: str, info, frames: np.ndarray):
     except FileNotFoundError:
         raise VideoDecodeError(path, "file not found") from None
     except Exception as exc:  # av.error.*: a damaged stream
-        raise VideoDecodeError(path, f"slice: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise VideoDecodeError(path, f"slice: {one_line(exc)}") from None
     return np.frombuffer(buf.getvalue(), dtype=np.uint8), np.asarray(positions, np.int32), fed
 
 
