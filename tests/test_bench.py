@@ -266,11 +266,15 @@ def test_gpu_run_works_where_only_python3_is_on_path(tmp_path):
     import subprocess
     import sys
 
-    only = tmp_path / "bin"
+    only = tmp_path / "bin"  # the system's tools, python3 as this test's, and no python
     only.mkdir()
     (only / "python3").symlink_to(sys.executable)
-    path = os.pathsep.join([str(only), "/usr/bin", "/bin"])
-    assert shutil.which("python", path=path) is None  # else this test would not test anything
+    for folder in ("/usr/bin", "/bin"):
+        for tool in Path(folder).iterdir():
+            if tool.name != "python" and not tool.name.startswith("python3") and not (only / tool.name).exists():
+                (only / tool.name).symlink_to(tool)
+    path = str(only)
+    assert shutil.which("python", path=path) is None and shutil.which("python3", path=path)
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_run.sh"
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(script), str(out), "env"], env=dict(os.environ, DEVICE="cpu", PATH=path),
