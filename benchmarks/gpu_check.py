@@ -46,6 +46,7 @@ import torch  # noqa: E402
 from tsn_dali.data.index.video_index import probe_video  # noqa: E402
 from tsn_dali.data.media.videoio import read_frame_number, video_extension, write_numbered_video  # noqa: E402
 from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts  # noqa: E402
+from tsn_dali.errors import one_line  # noqa: E402
 
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
@@ -207,7 +208,7 @@ def check_clips(checks: Checks, ex, videos, numbered, codecs, fault: str) -> lis
             whole = ex["whole"].render([plan])[0].cpu()
             on_cpu = ex["cpu"].render([plan])[0].cpu()
         except Exception as exc:  # noqa: BLE001 - a check that cannot run fails, saying why
-            checks.add("render", name, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+            checks.add("render", name, one_line(exc, named=True))
             continue
         checks.add("sliced_vs_whole", name, identical(inject(sliced, fault), whole))
         ids = plan.frame_indices.tolist() * len(plan.crops)
@@ -316,7 +317,7 @@ def check_pipeline_failure(checks: Checks, ex, plan: ClipPlan, device: str) -> N
     except VideoDecodeError as exc:
         problem = f"charged to a video: {exc}"
     except Exception as exc:  # noqa: BLE001
-        problem = f"{type(exc).__name__}, not PipelineFailure: {str(exc).splitlines()[0]}"
+        problem = f"{type(exc).__name__}, not PipelineFailure: {one_line(exc)}"
     finally:
         del hog
         torch.cuda.empty_cache()

@@ -321,3 +321,5 @@ def test_one_line_is_the_first_non_empty_line_cut_short_or_the_class_name():
     assert one_line(RuntimeError("\n  [decoder]  \ncontext\n")) == "[decoder]"
     assert one_line(RuntimeError("")) == one_line(RuntimeError(" \n ")) == "RuntimeError"
     assert one_line(ValueError("x" * 500)) == "x" * 300 and one_line(ValueError("x" * 50), limit=10) == "x" * 10
+    assert one_line(OSError("\nno such file\nmore"), named=True) == "OSError: no such file"
+    assert one_line(KeyError(), named=True) == "KeyError"  # not "KeyError: " (or an IndexError)

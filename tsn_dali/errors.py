@@ -17,11 +17,14 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be read, written or used; ``str(err)`` is one line naming the file."""
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
+def one_line(exc: BaseException, limit: int = 300, named: bool = False) -> str:
     """An exception as one line: its first non-empty line, cut at ``limit`` characters, else
-    its class name (for messages that must stay one line whatever was raised)."""
+    its class name (for messages that must stay one line whatever was raised). ``named``:
+    ``ClassName: line`` (the class name alone where the message is empty)."""
     lines = [t.strip() for t in str(exc).splitlines() if t.strip()]
-    return lines[0][:limit] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if named else lines[0][:limit]
 
 
 __all__ = ["CheckpointError", "UsageError", "UserError", "one_line"]

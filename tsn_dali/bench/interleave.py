@@ -15,6 +15,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from tsn_dali.bench.stats import summarize
+from tsn_dali.errors import one_line
 
 System = Callable[[int], float]
 
@@ -41,7 +42,7 @@ def run_rounds(systems: Dict[str, System], rounds: int, warmup: int = 1, log=Non
         try:
             value = float(systems[name](round_no))
         except Exception as exc:  # a failed system is a row that says why, not a lost run
-            errors[name] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            errors[name] = one_line(exc, named=True)
             if log:
                 log(f"{name}: failed: {errors[name]}")
             return

@@ -24,6 +24,7 @@ from tsn_dali.engine.amp import loader_dtype, resolve_amp
 from tsn_dali.engine.errors import UsageError
 from tsn_dali.engine.optim import build_optimizer
 from tsn_dali.engine.step import TrainStep
+from tsn_dali.errors import one_line
 
 EXECUTOR_NAMES = tuple(n for n in EXECUTORS if n != "auto")  # what the bench measures, side by side
 
@@ -79,7 +80,7 @@ def open_executors(variants: Sequence[Variant], recipe, device: torch.device, re
                 decode_sessions=v.decode_sessions or cfg.decode_sessions, slice_gops=v.slice_gops,
                 decode=v.decode, reference_workers=reference_workers)
         except Exception as exc:  # DALI missing, no NVDEC
-            unavailable[v.label] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            unavailable[v.label] = one_line(exc, named=True)
     return opened, unavailable
 
 

@@ -25,6 +25,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from tsn_dali.errors import one_line
+
 PEERS = ("mmaction2", "torchcodec", "torchcodec-cuda")
 
 
@@ -39,8 +41,7 @@ def _mmaction_transforms():
     try:
         from mmaction.datasets.transforms import DecordDecode, DecordInit, Flip, Resize
     except Exception as exc:  # ImportError, or mmcv/mmengine missing beneath it
-        raise PeerUnavailable(f"mmaction2 does not import ({type(exc).__name__}: {str(exc).splitlines()[0]})") \
-            from None
+        raise PeerUnavailable(f"mmaction2 does not import ({one_line(exc, named=True)})") from None
     return DecordInit, DecordDecode, Resize, Flip
 
 
@@ -79,8 +80,7 @@ class TorchcodecClip:
         try:
             from torchcodec.decoders import VideoDecoder
         except Exception as exc:  # not installed, or FFmpeg's shared libraries missing
-            raise PeerUnavailable(f"torchcodec does not import ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+            raise PeerUnavailable(f"torchcodec does not import ({one_line(exc, named=True)})") from None
         self.VideoDecoder, self.device = VideoDecoder, device
 
     def __call__(self, plan) -> torch.Tensor:

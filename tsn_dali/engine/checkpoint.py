@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from tsn_dali.errors import CheckpointError
+from tsn_dali.errors import CheckpointError, one_line
 from tsn_dali.models.safe_load import ALLOW_PICKLE_RISK, Inert, inert_class, load_checkpoint  # noqa: F401
 
 FORMAT = "tsn_dali"
@@ -95,7 +95,7 @@ def write_failure(exc: BaseException, state, folder: Path, size: Optional[int] =
             free = ""
         needed = state_bytes(state) if size is None else size
         return f"no space left on device (needed ~{max(1, round(needed / 2 ** 20))} MB{free})"
-    return getattr(exc, "strerror", None) or (text.splitlines() or [type(exc).__name__])[0]
+    return getattr(exc, "strerror", None) or one_line(exc)
 
 
 TEMP_PATTERN = re.compile(r"^\.(?P<name>.+\.pth)\.tmp(?P<pid>\d+)$")

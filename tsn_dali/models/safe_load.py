@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tsn_dali.errors import CheckpointError
+from tsn_dali.errors import CheckpointError, one_line
 
 # Modules whose pickled objects MMAction2 (mmengine's CheckpointHook) and mmpretrain put
 # beside the weights: ``meta`` and ``message_hub`` (HistoryBuffer, ConfigDict, numpy arrays,
@@ -184,7 +184,7 @@ def _first_line(exc: BaseException) -> str:
     for t in text:  # torch's weights_only refusal: the useful line is further down
         if "Unsupported global" in t:
             return t.split(" Please use")[0]
-    return text[0] if text else type(exc).__name__
+    return one_line(exc)
 
 
 

@@ -12,7 +12,7 @@ from typing import Dict, Iterable, Optional
 
 import torch
 
-from tsn_dali.errors import CheckpointError
+from tsn_dali.errors import CheckpointError, one_line
 from tsn_dali.models.safe_load import load_checkpoint
 from tsn_dali.models.backbones import CLASSIFIER_PREFIXES
 from tsn_dali.models.mmaction import convert_mmaction_state_dict
@@ -59,9 +59,8 @@ def model_state_from(ckpt: dict, path, backbone: str) -> Dict[str, torch.Tensor]
         try:
             return convert_mmaction_state_dict(ckpt["state_dict"], backbone)
         except (KeyError, ValueError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise CheckpointError(f"{path}: MMAction2 checkpoint does not convert to a TSN "
-                                  f"with backbone {backbone} ({first})") from None
+                                  f"with backbone {backbone} ({one_line(exc)})") from None
     raise CheckpointError(f"{path}: expected a tsn_dali checkpoint (key 'model') or an MMAction2 "
                           f"one (key 'state_dict'), found keys {sorted(ckpt)[:6]}")
 

@@ -40,6 +40,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tsn_dali.data.index.bitstream import CUT_CODECS, is_idr, nal_length_size
 from tsn_dali.data.media.decoding import import_decord
+from tsn_dali.errors import one_line
 
 CACHE_NAME = "video_index.json"  # the format: tsn_dali.data.index.cache
 
@@ -160,7 +161,7 @@ def _demux(path: str, info: VideoInfo) -> Optional[dict]:
     try:
         container = av.open(path)
     except Exception as exc:  # av.error.InvalidDataError and friends
-        info.error = f"not a readable video ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+        info.error = f"not a readable video ({one_line(exc, 120, named=True)})"
         return None
     with container:
         if not container.streams.video:
@@ -194,7 +195,7 @@ def _demux(path: str, info: VideoInfo) -> Optional[dict]:
                     key = is_idr(bytes(packet), info.codec, length_size)
                 packets.append((packet.pts, key))
         except Exception as exc:
-            demux_error = str(exc).splitlines()[0][:120]
+            demux_error = one_line(exc, 120)
     if num_keys:
         info.keyframe_interval = float(len(packets)) / num_keys
     info.keyframes, info.keyframe_pts, info.reordered, distinct = closed_gop_starts(packets)
@@ -239,7 +240,7 @@ def probe_video(path) -> VideoInfo:
         if info.width <= 0 or info.height <= 0:
             info.error = info.error or "no frame size in the stream"
     except Exception as exc:  # a probe must not raise (damaged files surprise decoders)
-        info.error = f"probe failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+        info.error = f"probe failed ({one_line(exc, 120, named=True)})"
     return info
 
 
