@@ -250,6 +250,7 @@ class TrainingRun:
     scaler: Optional[object]
     step_fn: TrainStep
     loader: object  # the train ClipLoader
+    val_loader: object  # built at start with the train loader (its videos are checked before the first step)
     saver: CheckpointSaver
     log: RunLog
     stop: StopRequest
@@ -258,7 +259,6 @@ class TrainingRun:
     best_top1: Optional[float] = None
     history: List[dict] = field(default_factory=list)
     partial: dict = field(default_factory=dict)  # a mid-epoch checkpoint's running epoch figures
-    val_loader: Optional[object] = None
     stopped: Optional[str] = None
     signum: int = 0  # the signal that stopped the run, agreed over ranks (0: none)
     meter: Optional[EpochMeter] = None  # the epoch in progress
@@ -366,8 +366,6 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> Optional[dict]:
 
 def validate(run: TrainingRun) -> dict:
     """Top-1/top-5 (percent) of the val split (engine.evaluate, each video once over all ranks)."""
-    if run.val_loader is None:
-        run.val_loader = make_loader(run.recipe, "val", run.info, run.seed, False)
     rows = score_split(run.net, run.val_loader, run.info.device, run.recipe.data.mean, run.recipe.data.std,
                        run.amp)
     _, scores, labels = gather_scores(rows, run.info)
@@ -580,8 +578,8 @@ def train(args) -> dict:
         scaler = torch.amp.GradScaler(info.device.type) if amp_choice.amp == "fp16" else None
         log = RunLog(work_dir, enabled=info.is_main)
         run = TrainingRun(args, info, recipe, seed, model, model, optimizer, build_scheduler(optimizer, cfg), scaler,
-                          None, loaders[0], CheckpointSaver(work_dir, info, cfg.checkpoint_interval, cfg.epochs),
-                          log, stop, amp_choice.amp, val_loader=loaders[1])
+                          None, loaders[0], loaders[1],
+                          CheckpointSaver(work_dir, info, cfg.checkpoint_interval, cfg.epochs), log, stop, amp_choice.amp)
         start_epoch = resume_from(run, ckpt, resume_path) if ckpt is not None else 0
         set_lr(optimizer, run.scheduler, base_lr, cfg, start_epoch)
         del ckpt
