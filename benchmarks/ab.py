@@ -23,13 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def rotated(names: Sequence[str], round_index: int) -> List[str]:
-    """The run order of one round: ``names`` rotated left by ``round_index``."""
-    k = round_index % len(names)
-    return list(names[k:]) + list(names[:k])
+from tsn_dali.bench.interleave import rotated, verdict  # noqa: E402  (the bench's rules for rounds and verdicts)
 
 
 def compare(times: Dict[str, List[float]], baseline: str) -> List[dict]:
@@ -39,12 +38,9 @@ def compare(times: Dict[str, List[float]], baseline: str) -> List[dict]:
     rows = []
     for name, values in times.items():
         med = statistics.median(values)
-        overlap = min(values) <= max(base) and min(base) <= max(values)
         rows.append({"checkout": name, "median_s": med, "min_s": min(values), "max_s": max(values),
                      "runs_s": list(values), "ratio": med / statistics.median(base),
-                     "verdict": "baseline" if name == baseline else
-                     ("within spread" if overlap else
-                      ("slower beyond spread" if med > statistics.median(base) else "faster beyond spread"))})
+                     "verdict": verdict(values, base, name == baseline, higher_is_faster=False)})
     return rows
 
 

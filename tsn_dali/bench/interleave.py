@@ -65,14 +65,15 @@ def run_rounds(systems: Dict[str, System], rounds: int, warmup: int = 1, log=Non
     return rates, errors, orders, spans
 
 
-def verdict(values: Sequence[float], base: Sequence[float], is_baseline: bool) -> str:
-    """'baseline', 'within spread' (min-max ranges overlap), or faster/slower beyond it."""
+def verdict(values: Sequence[float], base: Sequence[float], is_baseline: bool, higher_is_faster: bool = True) -> str:
+    """'baseline', 'within spread' (min-max ranges overlap), or faster/slower beyond it;
+    ``higher_is_faster``: the values are rates (clips/s), else times (seconds)."""
     if is_baseline:
         return "baseline"
     if min(values) <= max(base) and min(base) <= max(values):
         return "within spread"
-    return "faster beyond spread" if summarize(values)["median"] > summarize(base)["median"] else \
-        "slower beyond spread"
+    higher = summarize(values)["median"] > summarize(base)["median"]
+    return "faster beyond spread" if higher == higher_is_faster else "slower beyond spread"
 
 
 def compare(rates: Dict[str, List[float]], baseline: Optional[str]) -> List[dict]:
