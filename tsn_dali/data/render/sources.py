@@ -33,6 +33,7 @@ from typing import Optional, Sequence
 import torch
 
 from tsn_dali.data.errors import DatasetError, PipelineError
+from tsn_dali.data.render.loader import DEFAULT_STALL_TIMEOUT, ClipLoader, _slow_path_videos
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 DEFAULT_PIPELINES = {"train": "tsn_train", "val": "tsn_val", "test": "tsn_test_tencrop"}
@@ -135,7 +136,7 @@ def loader_from(videos, *, split: str = "train", pipeline=None, prefix: Optional
                 dtype: Optional[str] = None, device=None, executor: str = "auto", rank: Optional[int] = None,
                 world_size: Optional[int] = None, seed: int = 0, on_bad_video: str = "skip",
                 index_cache: Optional[str] = None, prefetch: int = 2, handoff: str = "view",
-                stall_timeout: Optional[float] = 600.0, metadata: bool = False, num_threads: int = 4,
+                stall_timeout: Optional[float] = DEFAULT_STALL_TIMEOUT, metadata: bool = False, num_threads: int = 4,
                 decode_workers: int = 4, decode_sessions: int = 16, reference_workers: int = 4,
                 eval_videos_per_run: int = 8, progress: bool = False):
     """A ClipLoader over ``videos`` for one rank (module docstring). ``split``: "train"
@@ -144,7 +145,6 @@ def loader_from(videos, *, split: str = "train", pipeline=None, prefix: Optional
     from tsn_dali.data.index import build_index
     from tsn_dali.data.plan.planner import ClipPlanner
     from tsn_dali.data.render.executors import build_executor
-    from tsn_dali.data.render.loader import ClipLoader, _slow_path_videos
 
     if split not in DEFAULT_PIPELINES:
         raise ValueError(f"loader_from: split {split!r}; expected one of {', '.join(DEFAULT_PIPELINES)}")
