@@ -147,6 +147,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(step, iters: int, device: torch.device) -> float:
+    """Seconds of ``iters`` calls of ``step()`` after one untimed call, the device's queued
+    work included (a synchronize before and after the timed calls)."""
+    step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 class LoaderWindow:
     """A system (tsn_dali.bench.interleave): one timed window of iterating ``loader``.
 
@@ -171,13 +183,7 @@ class LoaderWindow:
         self.loader.set_epoch(round_no + 100)
         it = iter(self.loader)
         try:
-            self._step(it)
-            _sync(self.device)
-            t0 = time.perf_counter()
-            for _ in range(self.iters):
-                self._step(it)
-            _sync(self.device)
-            seconds = time.perf_counter() - t0
+            seconds = timed(lambda: self._step(it), self.iters, self.device)
         finally:
             it.close()
         after = getattr(self.loader.executor, "stats", {})
@@ -255,13 +261,8 @@ class ModelWindow:
         self.step, self.clips, self.labels, self.iters, self.device = train_step, clips, labels, int(iters), device
 
     def __call__(self, round_no: int) -> float:
-        self.step(self.clips, self.labels)
-        _sync(self.device)
-        t0 = time.perf_counter()
-        for _ in range(self.iters):
-            self.step(self.clips, self.labels)
-        _sync(self.device)
-        return self.iters * self.clips.shape[0] / (time.perf_counter() - t0)
+        seconds = timed(lambda: self.step(self.clips, self.labels), self.iters, self.device)
+        return self.iters * self.clips.shape[0] / seconds
 
     def costs(self) -> dict:
         return {}
@@ -305,4 +306,4 @@ class EndToEndWindow:
 
 __all__ = ["EXECUTOR_NAMES", "EndToEndWindow", "LoaderWindow", "ModelWindow", "Variant", "bench_amp", "build_tsn",
            "counted_costs", "frames_decoded", "make_loader", "make_train_step", "open_executors", "parse_variant",
-           "plan_costs", "synthetic_batch"]
+           "plan_costs", "synthetic_batch", "timed"]

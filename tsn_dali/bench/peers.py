@@ -19,7 +19,7 @@ saying why).
 """
 from __future__ import annotations
 
-import time
+import functools
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -147,20 +147,17 @@ class PeerWindow:
         data = torch.utils.data.DataLoader(_Plans(self.plans(epoch), self.make), batch_size=self.batch,
                                            num_workers=self.workers, collate_fn=torch.stack,
                                            pin_memory=self.device.type == "cuda")
+        from tsn_dali.bench.measure import timed
+
         it = iter(data)
         try:
-            self._out(next(it))
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            t0 = time.perf_counter()
-            for _ in range(self.iters):
-                self._out(next(it))
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            seconds = time.perf_counter() - t0
+            seconds = timed(functools.partial(self._next, it), self.iters, self.device)
         finally:
-            del it
+            del it  # its workers stop now, not at the next window
         return self.iters * self.batch / seconds
+
+    def _next(self, it) -> torch.Tensor:
+        return self._out(next(it))
 
     def _out(self, clips: torch.Tensor) -> torch.Tensor:
         x = clips.to(self.device, non_blocking=True)
