@@ -127,3 +127,19 @@ def test_train_startup_line_says_what_was_chosen_and_why(tiny, tmp_path, monkeyp
     warnings = [x for x in err.splitlines() if "warning: train.amp=bf16" in x]
     assert len(warnings) == (1 if warned else 0), err
     assert summary["checkpoint"]
+
+
+def test_the_loader_dtype_follows_the_runs_amp(monkeypatch):
+    """``loader.dtype: auto`` feeds the model the dtype it computes in: the run's resolved AMP
+    mode where given (test's --amp), else train.amp resolved; an explicit dtype is kept."""
+    from types import SimpleNamespace
+
+    from tsn_dali.engine.amp import loader_dtype
+
+    stub_cpu(monkeypatch, AVX2_ONLY)  # train.amp auto -> off on this CPU
+    recipe = SimpleNamespace(loader=SimpleNamespace(dtype="auto"), train=SimpleNamespace(amp="auto"))
+    cpu = torch.device("cpu")
+    assert loader_dtype(recipe, cpu) == "float32"
+    assert loader_dtype(recipe, cpu, "bf16") == "bfloat16" and loader_dtype(recipe, cpu, "fp16") == "float16"
+    recipe.loader.dtype = "uint8"
+    assert loader_dtype(recipe, cpu, "bf16") == "uint8"

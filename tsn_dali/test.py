@@ -27,7 +27,7 @@ import torch
 from tsn_dali import cli
 from tsn_dali.config import load_recipe
 from tsn_dali.engine import distributed as dist_utils
-from tsn_dali.engine.amp import AMP_CHOICES, LOADER_DTYPES, resolve_amp
+from tsn_dali.engine.amp import AMP_CHOICES, loader_dtype, resolve_amp
 from tsn_dali.engine.checkpoint import load_checkpoint
 from tsn_dali.engine.errors import EvaluationError, UsageError
 from tsn_dali.engine.evaluate import accuracy, gather_scores, score_split
@@ -113,9 +113,8 @@ def run_test(args) -> dict:
         amp, model, kind = prepare(args, info, recipe)
         show = info.is_main and not args.no_progress
         from tsn_dali.data.render.loader import build_loader
-        dtype = recipe.loader.dtype if recipe.loader.dtype != "auto" else LOADER_DTYPES[amp.amp]
-        loader = build_loader(recipe, "test", rank=info.rank, world_size=info.world_size,
-                              device=info.device, dtype=dtype, seed=0, progress=show)
+        loader = build_loader(recipe, "test", rank=info.rank, world_size=info.world_size, device=info.device,
+                              dtype=loader_dtype(recipe, info.device, amp.amp), seed=0, progress=show)
         bar = progress_bar(len(loader), "test", show)
         t0 = time.perf_counter()
         rows = score_split(model, loader, info.device, recipe.data.mean, recipe.data.std, amp.amp, bar)

@@ -133,13 +133,14 @@ def resolve_amp(requested: str, device) -> AmpChoice:
 LOADER_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "off": "float32"}
 
 
-def loader_dtype(recipe, device) -> str:
+def loader_dtype(recipe, device, amp: Optional[str] = None) -> str:
     """``loader.dtype`` as a run uses it: as written, or for ``auto`` the dtype the model's
-    autocast computes in on ``device`` (``train.amp`` resolved by ``resolve_amp``): bfloat16,
-    float16, or float32 where AMP is off. The model is fed what it computes in."""
+    autocast computes in on ``device`` (``amp``, the run's resolved mode, where given, else
+    ``train.amp`` resolved by ``resolve_amp``): bfloat16, float16, or float32 where AMP is
+    off. The model is fed what it computes in."""
     if recipe.loader.dtype != "auto":
         return recipe.loader.dtype
-    return LOADER_DTYPES[resolve_amp(recipe.train.amp, device).amp]
+    return LOADER_DTYPES[amp if amp is not None else resolve_amp(recipe.train.amp, device).amp]
 
 
 __all__ = ["AMP_CHOICES", "LOADER_DTYPES", "loader_dtype", "AMP_MODES", "AmpChoice", "cpu_bf16_feature", "cpu_capabilities",
