@@ -86,9 +86,15 @@ def normalise(x: torch.Tensor, mean=None, std=None, dtype: str = "uint8") -> tor
     return ((x.float() - m) / s).to(out)
 
 
+def clip_count_key(route: str, plan: ClipPlan) -> str:
+    """The counter of the clips a path decoded, per codec (``loader.stats["decoded"]``):
+    ``clips decoder vp9`` (DALI's decoder), ``clips frames h264`` (decoded outside DALI)."""
+    return f"clips {route} {plan.codec or 'unknown'}"
+
+
 def no_slow_path(streams: Mapping[str, StreamFacts]) -> Dict[str, str]:
     """``check_videos`` for executors with one path for every video."""
     return {}
 
 
-__all__ = ["DECODES", "Executor", "TORCH_DTYPES", "check_render_args", "no_slow_path", "normalise"]
+__all__ = ["DECODES", "Executor", "TORCH_DTYPES", "check_render_args", "clip_count_key", "no_slow_path", "normalise"]

@@ -49,7 +49,7 @@ import torch
 from tsn_dali.data.media.decoding import decode_frames
 from tsn_dali.data.errors import PipelineFailure, VideoDecodeError
 from tsn_dali.data.render.executors import dali_pipeline as graph
-from tsn_dali.data.render.executors.base import DECODES, check_render_args
+from tsn_dali.data.render.executors.base import DECODES, check_render_args, clip_count_key
 from tsn_dali.data.render.executors.nvdec import NvdecSupport
 from tsn_dali.data.render.streams import Retainer
 from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts
@@ -223,7 +223,7 @@ class DaliExecutor:
         for plan, route, (_, c) in zip(plans, routes, results):
             for k, v in c.items():
                 counts[k] = counts.get(k, 0) + v
-            key = f"clips {route} {plan.codec or 'unknown'}"  # e.g. "clips frames h264"
+            key = clip_count_key(route, plan)
             counts[key] = counts.get(key, 0) + 1
         paths: Dict[str, List[int]] = {}
         for i, r in enumerate(routes):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from tsn_dali.data.media.decoding import DECODERS, decode_frames
 from tsn_dali.data.errors import VideoDecodeError
-from tsn_dali.data.render.executors.base import check_render_args, no_slow_path, normalise
+from tsn_dali.data.render.executors.base import check_render_args, clip_count_key, no_slow_path, normalise
 from tsn_dali.data.plan.clip_plan import ClipPlan
 
 
@@ -154,7 +154,7 @@ class ReferenceExecutor:
         self.stats["frames_path_frames"] = self.stats.get("frames_path_frames", 0) + sum(
             len(set(p.frame_indices.tolist())) for p in plans)
         for p in plans:
-            key = f"clips frames {p.codec or 'unknown'}"
+            key = clip_count_key("frames", p)
             self.stats[key] = self.stats.get(key, 0) + 1
         x = buf.to(self.device, non_blocking=True)
         return normalise(x, mean, std, dtype).permute(0, 1, 4, 2, 3)
