@@ -6,7 +6,7 @@ import pytest
 from tsn_dali.data.index.annotations import (AnnotationError, read_label_map, read_rawframe_list,
                                        read_video_list)
 
-VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
+from helpers.real_videos import VIDEOS, needs_videos
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_a_label_map_as_users_write_it(tmp_path):
         read_label_map(tmp_path / "absent.txt")
 
 
-@pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared/videos not present")
+@needs_videos
 def test_real_label_maps_and_video_list(tmp_path):
     k400 = read_label_map(VIDEOS / "label_map_k400.txt")
     assert len(k400) == 400 and k400[0] == "abseiling" and "arm wrestling" in k400

@@ -1,5 +1,5 @@
 """tsn_dali.bench: the GOP-aware decode estimate, statistics, and a --quick smoke run on
-tiny generated clips (plus a real clip from shared/videos where present)."""
+tiny generated clips (plus a real clip from TSN_DALI_TEST_VIDEOS where set)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import torch
 
 from tsn_dali import bench
 
-SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
+from helpers.real_videos import VIDEOS as SHARED_VIDEOS
 
 TINY = ["--set", "model.backbone=resnet18", "--set", "model.num_classes=5",
         "--set", "data.num_segments=3", "--set", "data.input_size=64", "--set", "data.short_side=72"]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.real_videos import REASON, VIDEOS
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py"))
 TINY = ["--set", "model.backbone=resnet18", "--set", "model.num_classes=5", "--set", "data.num_segments=3",
@@ -82,7 +84,7 @@ def test_cross_executor_runs_quick(tmp_path):
 
 
 def test_mmaction_parity_runs_where_mmaction2_installs(tmp_path):
-    shared = ROOT.parent / "shared" / "videos" / "short_32f.mp4"
+    shared = VIDEOS / "short_32f.mp4"
     try:
         import mmaction  # noqa: F401
     except Exception:
@@ -90,7 +92,7 @@ def test_mmaction_parity_runs_where_mmaction2_installs(tmp_path):
         assert proc.returncode == 1 and "MMAction2" in proc.stderr  # one line saying what is missing
         return
     if not shared.is_file():
-        pytest.skip("shared/videos not present")
+        pytest.skip(REASON)
     proc = run(ROOT / "benchmarks" / "mmaction_parity.py", "--videos", shared, "--executors", "reference",
                "--out", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr[-2000:]

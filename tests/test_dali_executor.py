@@ -23,7 +23,7 @@ from tsn_dali.data.render.executors.nvdec import NvdecSupport  # noqa: E402
 from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts  # noqa: E402
 from tsn_dali.data.media.videoio import read_frame_number, write_numbered_video, write_video  # noqa: E402
 
-VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
+from helpers.real_videos import VIDEOS, needs_videos
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]  # MMAction2 img_norm_cfg
 W, H, NUM_FRAMES = 160, 120, 12
 
@@ -297,7 +297,7 @@ def test_parity_with_reference_numbered(clips, executor, codec):
         assert got == [[11, 0, 6], [2, 2, 9]]
 
 
-@pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared/videos not present")
+@needs_videos
 @pytest.mark.parametrize("name,orig,resize_to", [("demo.mp4", (340, 256), (340, 256)),
                                                  ("demo_skeleton_1080p.mp4", (1920, 1080), (455, 256)),
                                                  ("test_mpeg4.avi", (320, 240), (341, 256))])

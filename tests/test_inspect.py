@@ -12,7 +12,7 @@ from tsn_dali.data.media.videoio import read_frame_number, write_numbered_video
 from tsn_dali.inspect import render_with_executor
 
 ROOT = Path(__file__).resolve().parents[1]
-VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
+from helpers.real_videos import VIDEOS, needs_videos
 RECIPE = str(ROOT / "recipes" / "k400_r50_1x1x8.yaml")
 
 
@@ -21,7 +21,7 @@ def run(*args):
                           capture_output=True, text=True)
 
 
-@pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared/videos not present")
+@needs_videos
 def test_json_test_split_real_clip():
     out = run(RECIPE, "--video", str(VIDEOS / "demo.mp4"), "--split", "test", "--json")
     assert out.returncode == 0, out.stderr
@@ -34,7 +34,7 @@ def test_json_test_split_real_clip():
     assert plan["num_views"] == 250
 
 
-@pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared/videos not present")
+@needs_videos
 def test_train_split_seed_and_epoch():
     args = [RECIPE, "--video", str(VIDEOS / "short_32f.mp4"), "--json", "--seed", "3"]
     a = json.loads(run(*args, "--epoch", "1").stdout)

@@ -18,7 +18,7 @@ from tsn_dali.data.render.executors.reference import ReferenceExecutor
 from tsn_dali.data.plan.clip_plan import ClipPlan
 from tsn_dali.data.media.videoio import read_frame_number, video_extension, write_numbered_video
 
-VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
+from helpers.real_videos import VIDEOS, needs_videos
 
 
 def make_plan(path, frames, orig, resize_to, crops, flips, out_size, num_frames=100):
@@ -167,7 +167,7 @@ def test_dataloader_workers_give_the_same_batch(numbered):
     assert not multiprocessing.active_children()  # close() stopped the worker processes
 
 
-@pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared/videos not present")
+@needs_videos
 @pytest.mark.parametrize("name", ["short_32f.mp4", "test_mpeg4.avi"])
 def test_decord_and_pyav_agree_on_real_clips(name):
     path = str(VIDEOS / name)

@@ -21,7 +21,7 @@ from tsn_dali.data.render.slicing import (clip_input, decode_prefix, gop_groups,
 from tsn_dali.data.index.video_index import VideoInfo, probe_video
 from tsn_dali.data.media.videoio import read_frame_number, write_numbered_video
 
-VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
+from helpers.real_videos import VIDEOS, needs_videos
 W, H = 160, 120
 
 
@@ -141,7 +141,7 @@ def test_plans_of_every_kind_through_slices(vp9_clips, executors):
         assert a.shape == b.shape and (a == b).all(), pipeline
 
 
-@pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared/videos not present")
+@needs_videos
 @pytest.mark.parametrize("name", ["test.mp4", "demo.mp4", "structuralize_426x240_2997fps.mp4",
                                   "spatiotemporal_det_6fps.mp4", "test_mpeg4.avi"])
 def test_slices_of_real_clips_decode_to_the_same_frames(name):

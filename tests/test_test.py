@@ -11,6 +11,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 from helpers.mmengine_pickle import save_mmengine_checkpoint  # noqa: E402
+from helpers.real_videos import VIDEOS  # noqa: E402
 from helpers.tiny_train import make_videos, train_recipe  # noqa: E402
 
 from tsn_dali.models import build_model  # noqa: E402
@@ -164,8 +165,8 @@ def to_mmaction_key(key: str):
 
 
 def test_real_clips_are_scored_once_each(patched, tmp_path):
-    """Real H.264 clips (shared/videos, from MMAction2's demo/test data) through the test path."""
-    videos = Path(__file__).resolve().parents[2] / "shared" / "videos"
+    """Real H.264 clips (TSN_DALI_TEST_VIDEOS, from MMAction2's demo/test data) through the test path."""
+    videos = VIDEOS
     names = ["short_32f.mp4", "demo.mp4", "test_mpeg4.avi"]
     if not all((videos / n).is_file() for n in names):
         pytest.skip(f"{videos} with {names} not present")

@@ -10,8 +10,7 @@ from tsn_dali.data.index import video_index
 from tsn_dali.data.index import build_index, probe_video
 from tsn_dali.data.media.videoio import numbered_frame, write_numbered_video
 
-VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
-needs_videos = pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared/videos not present")
+from helpers.real_videos import VIDEOS, needs_videos
 
 # file -> (width, height, codec, fps) from shared/videos/README.md
 REAL = {
