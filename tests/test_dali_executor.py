@@ -210,7 +210,9 @@ def test_gpu_graph_arguments_and_routing(clips):
     args = dali_pipeline.plan_inputs(plan, order=np.array([1, 0, 0]), encoded=encoded,
                                      positions=np.array([3, 9]), mean=MEAN, std=STD)
     names = dali_pipeline.input_names(2, "decoder", True)
-    assert [k for k in args if k in names] == names and set(args) - set(names) == {"crop0_window", "crop1_window"}
+    assert [k for k in args if k in names] == names
+    assert set(args) - set(names) == {"crop0_window", "crop1_window", "rotate_angle"}
+    assert args["rotate_angle"].item() == 0.0  # an upright video: no fn.rotate in the graph
     fused = dali_pipeline.input_names(2, "decoder", True, resize_crops=False)
     assert "crop0_window" in fused and "crop0_start" not in fused and set(fused) <= set(args)
     assert args["frame_positions"].dtype == np.int32 and args["frame_positions"].tolist() == [3, 9]
