@@ -165,7 +165,9 @@ def test_bad_video_replaced_at_train_time(tmp_path):
     order = tl.batch_samples(0)
     victim = int(order[0][0])
     perm = np.random.default_rng([0, 0]).permutation(6)
-    replacement = int(perm[(int(np.flatnonzero(perm == victim)[0]) + 1) % 6])
+    after = [int(perm[(int(np.flatnonzero(perm == victim)[0]) + k) % 6]) for k in (1, 2)]
+    assert after[0] == int(order[0][1])  # the next in the epoch is in this batch already:
+    replacement = after[1]  # the one after it replaces the victim (no video twice in a batch)
     os.unlink(tl.records[victim].path)  # after indexing: fails only when decoded
     batches = list(tl)
     assert batches[0].samples.tolist() == [replacement, int(order[0][1])]

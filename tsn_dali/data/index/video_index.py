@@ -205,6 +205,12 @@ def choose_stream(container, decord_facts):
     return best
 
 
+def indexed_stream(container, path: str):
+    """The video stream of ``path`` (open as ``container``) that the index describes and
+    the loader decodes (``choose_stream``), for tools that read videos themselves."""
+    return choose_stream(container, lambda: _decord_count(path))
+
+
 def _first_frame_rotation(stream, packet) -> Optional[int]:
     """``display_rotation`` of the first frame ``packet`` makes come out of the decoder
     (None: no frame yet; 0 where the decoder fails)."""
