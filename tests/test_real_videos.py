@@ -255,4 +255,4 @@ def test_prepare_writes_the_indexed_stream_upright(tmp_path):
     assert (turned.width, turned.height, turned.rotation, turned.num_frames) == (320, 568, 0, 3)
     assert mean_diff(render("reference", tmp_path / "v90.mp4"), render("reference", REAL / "video_90.mov")) <= 2.0
     nasa = probe_video(reencode_video(str(REAL / "nasa_13013.mp4"), str(tmp_path / "nasa.mp4"), short_side=64))
-    assert (nasa.num_frames, nasa.width, nasa.height, nasa.video_streams) == (390, 112, 64, 1)
+    assert (nasa.num_frames, nasa.width, nasa.height, nasa.video_streams) == (390, 114, 64, 1)  # stream 3: 480x270
