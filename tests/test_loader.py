@@ -182,6 +182,16 @@ def test_bad_video_replaced_at_train_time(tmp_path):
     assert len(again.records) == 5 and "not found" in again.stats["dropped"][0]["reason"]
 
 
+def test_a_replacement_repeats_a_video_in_a_batch_only_when_nothing_else_is_left(tmp_path):
+    root = make_dataset(tmp_path, 2)
+    tl = build_loader(load_recipe(recipe_yaml(root, batch_size=2)), "train", progress=False)
+    (batch,) = tl.batch_samples(0)
+    victim, other = int(batch[0]), int(batch[1])
+    os.unlink(tl.records[victim].path)  # the other video is the only usable one left
+    (got,) = list(tl)
+    assert got.samples.tolist() == [other, other] and tl.stats["replaced"][0]["replacement"] == other
+
+
 def test_bad_video_at_test_time(tmp_path):
     root = make_dataset(tmp_path, 5)
     path = recipe_yaml(root, test_batch_size=2)
