@@ -2,7 +2,7 @@
 
 The cache is one JSON object::
 
-    {"format": "tsn_dali.video_index", "version": 2, "fields": [VideoInfo field names],
+    {"format": "tsn_dali.video_index", "version": 5, "fields": [VideoInfo field names],
      "videos": [[one value per field], ...]}
 
 one row per video, its ``path`` column the absolute path, checked against the file's
