@@ -221,7 +221,8 @@ def test_gpu_graph_arguments_and_routing(clips):
         fed = dali_pipeline.plan_inputs(turned, order=np.array([1, 0, 0]), encoded=encoded,
                                         positions=np.array([3, 9]))
         assert fed["rotate_angle"].item() == angle and dali_pipeline.needs_rotate(fed)
-        decoded = dali_pipeline.plan_inputs(turned, order=np.array([1, 0, 0]), frames=np.zeros((2, 4, 4, 3), np.uint8))
+        decoded = dali_pipeline.plan_inputs(turned, order=np.array([1, 0, 0]),
+                                            frames=np.zeros((2, 4, 4, 3), np.uint8))
         assert decoded["rotate_angle"].item() == 0.0  # frames decoded outside DALI come upright
     fused = dali_pipeline.input_names(2, "decoder", True, resize_crops=False)
     assert "crop0_window" in fused and "crop0_start" not in fused and set(fused) <= set(args)

@@ -256,3 +256,34 @@ def test_prepare_writes_the_indexed_stream_upright(tmp_path):
     assert mean_diff(render("reference", tmp_path / "v90.mp4"), render("reference", REAL / "video_90.mov")) <= 2.0
     nasa = probe_video(reencode_video(str(REAL / "nasa_13013.mp4"), str(tmp_path / "nasa.mp4"), short_side=64))
     assert (nasa.num_frames, nasa.width, nasa.height, nasa.video_streams) == (390, 114, 64, 1)  # stream 3: 480x270
+
+
+def test_frames_of_another_size_than_the_plan_says_are_an_error_not_a_squashed_clip():
+    """A plan made from an index entry that does not describe what the decoder gives (an
+    index of before rotation was recorded: stored size, no turn) is refused by name."""
+    info = probe_video(REAL / "video_90.mov")
+    stale = replace(info, rotation=0)  # 568x320 and no turn, as the index used to say
+    plan = ClipPlanner(VAL).plan(0, info.path, 0, stale)
+    for name in CPU_EXECUTORS:
+        ex = executor(name)
+        try:
+            with pytest.raises(VideoDecodeError, match=r"decoded frames are 320x568, the index says 568x320 upright"):
+                ex.render([plan])
+        finally:
+            ex.close()
+
+
+def test_a_batch_of_turned_and_upright_videos_turns_only_the_turned_ones(tmp_path):
+    """One DALI run takes both (angle 0 for the upright one): each clip as rendered alone."""
+    frames = scene(6, 96, 64)
+    paths = [write_rotated(tmp_path / f"v{turn}.webm", frames, turn, "vp9") for turn in (0, 90, 270)]
+    plans = [ClipPlanner(VAL).plan(i, str(p), 0, probe_video(p)) for i, p in enumerate(paths)]
+    ex = executor("dali-cpu")
+    try:
+        together = ex.render(plans).numpy()
+        alone = [ex.render([plan]).numpy()[0] for plan in plans]
+    finally:
+        ex.close()
+    for got, want in zip(together, alone):
+        assert np.array_equal(got, want)
+    assert mean_diff(together[0], together[1]) <= 2.0 and mean_diff(together[0], together[2]) <= 2.0

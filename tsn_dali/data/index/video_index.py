@@ -197,7 +197,8 @@ def choose_stream(container, decord_facts):
     facts = decord_facts()
     if facts and facts[2]:
         size = sorted(facts[2])
-        same = [s for s in videos if sorted((int(s.codec_context.height or 0), int(s.codec_context.width or 0))) == size]
+        same = [s for s in videos
+                if sorted((int(s.codec_context.height or 0), int(s.codec_context.width or 0))) == size]
         counted = [s for s in same if int(s.frames or 0) == facts[0]]
         same = counted or same
         if same:

@@ -114,12 +114,13 @@ def check_frame_size(plan: ClipPlan, frames) -> None:
     else a decoder gave another stream or turn than the index describes: VideoDecodeError,
     not a silently squashed clip."""
     h, w = (int(v) for v in frames.shape[1:3])
-    if (w, h) != tuple(int(v) for v in plan.orig_size):
+    want = tuple(int(v) for v in plan.orig_size)
+    if (w, h) != want:
         from tsn_dali.data.errors import VideoDecodeError
 
-        raise VideoDecodeError(plan.path, f"decoded frames are {w}x{h}, the index says {plan.orig_size[0]}x"
-                                          f"{plan.orig_size[1]} upright (stream {plan.stream.stream_index if plan.stream else 0}"
-                                          f", rotation {plan.stream.rotation if plan.stream else 0}); index it again")
+        facts = plan.stream or StreamFacts()
+        raise VideoDecodeError(plan.path, f"decoded frames are {w}x{h}, the index says {want[0]}x{want[1]} upright "
+                                          f"(stream {facts.stream_index}, rotation {facts.rotation}); index it again")
 
 
 def no_slow_path(streams: Mapping[str, StreamFacts]) -> Dict[str, str]:
