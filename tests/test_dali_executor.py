@@ -6,6 +6,7 @@ what can be checked without a GPU (argument arrays, codec routing) is checked.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -210,7 +211,19 @@ def test_gpu_graph_arguments_and_routing(clips):
     args = dali_pipeline.plan_inputs(plan, order=np.array([1, 0, 0]), encoded=encoded,
                                      positions=np.array([3, 9]), mean=MEAN, std=STD)
     names = dali_pipeline.input_names(2, "decoder", True)
-    assert [k for k in args if k in names] == names and set(args) - set(names) == {"crop0_window", "crop1_window"}
+    assert [k for k in args if k in names] == names
+    assert set(args) - set(names) == {"crop0_window", "crop1_window", "rotate_angle"}
+    assert args["rotate_angle"].item() == 0.0  # an upright video: no fn.rotate in the graph
+    assert "rotate_angle" in dali_pipeline.input_names(2, "decoder", True, rotate_frames=True)
+    assert "rotate_angle" not in dali_pipeline.input_names(2, "frames", True, rotate_frames=True)
+    for turn, angle in [(90, 270.0), (180, 180.0), (270, 90.0)]:  # fn.rotate turns counter-clockwise
+        turned = dataclasses.replace(plan, stream=StreamFacts(codec="h264", rotation=turn))
+        fed = dali_pipeline.plan_inputs(turned, order=np.array([1, 0, 0]), encoded=encoded,
+                                        positions=np.array([3, 9]))
+        assert fed["rotate_angle"].item() == angle and dali_pipeline.needs_rotate(fed)
+        decoded = dali_pipeline.plan_inputs(turned, order=np.array([1, 0, 0]),
+                                            frames=np.zeros((2, 4, 4, 3), np.uint8))
+        assert decoded["rotate_angle"].item() == 0.0  # frames decoded outside DALI come upright
     fused = dali_pipeline.input_names(2, "decoder", True, resize_crops=False)
     assert "crop0_window" in fused and "crop0_start" not in fused and set(fused) <= set(args)
     assert args["frame_positions"].dtype == np.int32 and args["frame_positions"].tolist() == [3, 9]

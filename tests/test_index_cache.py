@@ -20,7 +20,7 @@ class WiderInfo(VideoInfo):
 
     scene_cuts: list = field(default_factory=list)
     color_space: str = ""
-    rotation: int = 0
+    audio_streams: int = 0
 
 
 def _files(folder, n):
@@ -41,7 +41,7 @@ def _stub(cls=VideoInfo, probed=None, fail_at=None):
             if fail_at is not None and len(probed) >= fail_at:
                 raise KeyboardInterrupt
         st = os.stat(path)
-        extra = {"scene_cuts": [0, 16, 32], "color_space": "bt709", "rotation": 90} \
+        extra = {"scene_cuts": [0, 16, 32], "color_space": "bt709", "audio_streams": 2} \
             if cls is WiderInfo else {}
         return cls(path=str(path), num_frames=10 * st.st_size, width=64, height=48, fps=30.0,
                    codec="h264", size=st.st_size, mtime=float(st.st_mtime), **extra)
@@ -57,7 +57,7 @@ def test_every_field_round_trips_and_another_field_list_is_a_miss(tmp_path, monk
     assert first.stats["probed"] == 3
     data = json.loads((cache / "video_index.json").read_text())
     assert data["format"] == "tsn_dali.video_index" and data["version"] == index_cache.FORMAT_VERSION
-    assert data["fields"][-3:] == ["scene_cuts", "color_space", "rotation"]
+    assert data["fields"][-3:] == ["scene_cuts", "color_space", "audio_streams"]
 
     probed = []
     monkeypatch.setattr(video_index, "probe_video", _stub(WiderInfo, probed))
@@ -65,7 +65,7 @@ def test_every_field_round_trips_and_another_field_list_is_a_miss(tmp_path, monk
     assert probed == [] and second.stats == {**second.stats, "probed": 0, "cached": 3}
     info = second[paths[1]]
     assert type(info) is WiderInfo and info.scene_cuts == [0, 16, 32]
-    assert (info.color_space, info.rotation, info.num_frames) == ("bt709", 90, 20)
+    assert (info.color_space, info.audio_streams, info.num_frames) == ("bt709", 2, 20)
     assert [vars(i) for i in second] == [vars(i) for i in first]
 
     # the cache written with other fields is a miss for today's VideoInfo
@@ -86,7 +86,7 @@ def test_an_older_cache_version_is_a_miss(tmp_path, monkeypatch):
     monkeypatch.setattr(video_index, "probe_video", _stub(probed=probed))
     index = build_index(paths, cache_dir=cache, workers=1, progress=False)
     assert probed == paths and [i.num_frames for i in index] == [10, 20]
-    assert json.loads((cache / "video_index.json").read_text())["version"] == index_cache.FORMAT_VERSION == 4
+    assert json.loads((cache / "video_index.json").read_text())["version"] == index_cache.FORMAT_VERSION == 5
 
 
 def test_an_interrupted_build_keeps_what_it_probed(tmp_path, monkeypatch):

@@ -165,7 +165,9 @@ def test_bad_video_replaced_at_train_time(tmp_path):
     order = tl.batch_samples(0)
     victim = int(order[0][0])
     perm = np.random.default_rng([0, 0]).permutation(6)
-    replacement = int(perm[(int(np.flatnonzero(perm == victim)[0]) + 1) % 6])
+    after = [int(perm[(int(np.flatnonzero(perm == victim)[0]) + k) % 6]) for k in (1, 2)]
+    assert after[0] == int(order[0][1])  # the next in the epoch is in this batch already:
+    replacement = after[1]  # the one after it replaces the victim (no video twice in a batch)
     os.unlink(tl.records[victim].path)  # after indexing: fails only when decoded
     batches = list(tl)
     assert batches[0].samples.tolist() == [replacement, int(order[0][1])]
@@ -178,6 +180,16 @@ def test_bad_video_replaced_at_train_time(tmp_path):
     # Listed in the annotation file but missing at start-up: left out (and reported) up front.
     again = build_loader(recipe, "train", progress=False)
     assert len(again.records) == 5 and "not found" in again.stats["dropped"][0]["reason"]
+
+
+def test_a_replacement_repeats_a_video_in_a_batch_only_when_nothing_else_is_left(tmp_path):
+    root = make_dataset(tmp_path, 2)
+    tl = build_loader(load_recipe(recipe_yaml(root, batch_size=2)), "train", progress=False)
+    (batch,) = tl.batch_samples(0)
+    victim, other = int(batch[0]), int(batch[1])
+    os.unlink(tl.records[victim].path)  # the other video is the only usable one left
+    (got,) = list(tl)
+    assert got.samples.tolist() == [other, other] and tl.stats["replaced"][0]["replacement"] == other
 
 
 def test_bad_video_at_test_time(tmp_path):

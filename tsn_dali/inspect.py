@@ -4,7 +4,8 @@
         [--seed S] [--epoch E] [--sample N] [--label L] [--json] [--sheet out.png]
         [--executor dali-gpu|dali-cpu|reference] [--dump-clips out.npy]
 
-Prints the index entry (frames, size, fps, codec, GOP), the frame indices, every crop
+Prints the index entry (frames, upright size and display rotation, fps, codec, GOP, the
+video stream decoded and how many the file has), the frame indices, every crop
 box (in the frame after the first Resize) and its flip. ``--json`` prints one JSON
 object (``ClipPlan.to_json()`` plus ``index``). ``--sheet`` saves a contact sheet of the
 views the model gets (rows: crops, columns: frames); ``--dump-clips`` saves them as uint8
@@ -68,10 +69,14 @@ def contact_sheet(views: np.ndarray, num_frames: int, path: str, tile: int = 112
 
 
 def describe(info, plan: ClipPlan, split: str) -> str:
+    (w, h), turn = info.display_size, int(getattr(info, "rotation", 0))
+    count = int(getattr(info, "video_streams", 1))
     lines = [
         f"video      {info.path}",
-        f"index      {info.num_frames} frames, {info.width}x{info.height}, {info.fps:.3f} fps, "
-        f"codec {info.codec}, keyframe every {info.keyframe_interval or 0:.1f} frames",
+        f"index      {info.num_frames} frames, {w}x{h}"
+        + (f" upright (stored {info.width}x{info.height}, turned {turn} degrees clockwise)" if turn else "")
+        + f", {info.fps:.3f} fps, codec {info.codec}, keyframe every {info.keyframe_interval or 0:.1f} frames",
+        f"stream     #{info.stream_index} decoded, {count} video stream{'s' if count != 1 else ''} in the file",
         f"split      {split}: {len(plan.frame_indices)} frames x {len(plan.crops)} crops = "
         f"{plan.num_views} views of {plan.out_size[0]}x{plan.out_size[1]}",
         f"label      {plan.label}" + ("  (flipped)" if plan.flip else ""),

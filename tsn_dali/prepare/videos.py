@@ -14,7 +14,9 @@ scene-cut keyframes off), optionally resized to a short
 side (``--short-side``, aspect kept, even sizes for yuv420p; MMAction2's
 tools/data/resize_videos.py does the same resize with ffmpeg), and writes the list for
 the new files beside them. Every frame is kept, at the source's average frame rate, so
-frame indices, and with them the clip plans, mean the same frames as before.
+frame indices, and with them the clip plans, mean the same frames as before. The stream
+written is the one the index describes (a file of several: decord's, FFmpeg's best), its
+frames written upright (a display matrix applied, as the loader shows them).
 
 The trade-off: a shorter GOP means more keyframes, so bigger files (more bytes read and
 fed per clip) for fewer decoded frames. The DALI executors feed the decoder only the GOP
@@ -47,6 +49,8 @@ import numpy as np
 from tsn_dali import cli
 from tsn_dali.engine.errors import UsageError
 from tsn_dali.data.index.annotations import AnnotationError, read_video_list
+from tsn_dali.data.index.video_index import indexed_stream
+from tsn_dali.data.media.decoding import display_rotation, upright
 from tsn_dali.data.media.videoio import video_extension, write_video
 
 DEFAULT_GOP = 16
@@ -65,30 +69,37 @@ def scaled_size(width: int, height: int, short_side: Optional[int]) -> Tuple[int
     return max(2, width - width % 2), max(2, height - height % 2)
 
 
-def _frames(container, stream, size: Tuple[int, int]) -> Iterator[np.ndarray]:
-    w, h = size
+def _frames(container, stream, short_side: Optional[int]) -> Iterator[np.ndarray]:
+    """The stream's frames upright (turned by the first frame's display matrix), resized so
+    that the upright frame is ``scaled_size`` of the upright source."""
+    size, turn = None, 0
     for frame in container.decode(stream):
-        if (frame.width, frame.height) != (w, h):
-            frame = frame.reformat(width=w, height=h, format="rgb24", interpolation="BICUBIC")
-        yield frame.to_ndarray(format="rgb24")
+        if size is None:
+            turn = display_rotation(getattr(frame, "rotation", 0))
+            sideways = turn in (90, 270)
+            w, h = scaled_size(*((frame.height, frame.width) if sideways else (frame.width, frame.height)),
+                               short_side)
+            size = (h, w) if sideways else (w, h)  # stored way round
+        if (frame.width, frame.height) != size:
+            frame = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="BICUBIC")
+        yield np.ascontiguousarray(upright(frame.to_ndarray(format="rgb24")[None], turn)[0])
 
 
 def reencode_video(src: str, dst: str, gop: Optional[int] = DEFAULT_GOP, short_side: Optional[int] = None,
                    crf: Optional[int] = None, codec: str = "h264") -> str:
-    """``src`` decoded with PyAV and written to ``dst`` as ``codec`` (h264 | vp9) with
-    keyframes every ``gop`` frames (None: the encoder's default interval), resized per
-    ``scaled_size``. Written to a ``.part`` name beside ``dst`` (folders made as needed)
+    """``src`` (its indexed stream, upright) decoded with PyAV and written to ``dst`` as
+    ``codec`` (h264 | vp9) with keyframes every ``gop`` frames (None: the encoder's default
+    interval), resized per ``scaled_size``. Written to a ``.part`` name beside ``dst`` (folders made as needed)
     and renamed when complete; raises on a video it cannot read."""
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     with av.open(src) as container:
         if not container.streams.video:
             raise ValueError("no video stream")
-        stream = container.streams.video[0]
+        stream = indexed_stream(container, src)
         rate = float(stream.average_rate or stream.guessed_rate or 30)
-        size = scaled_size(stream.codec_context.width, stream.codec_context.height, short_side)
         tmp = dst + ".part" + video_extension(codec)
         try:
-            write_video(tmp, _frames(container, stream, size), fps=rate, codec=codec, gop=gop, crf=crf)
+            write_video(tmp, _frames(container, stream, short_side), fps=rate, codec=codec, gop=gop, crf=crf)
             with av.open(tmp) as check:
                 if not check.streams.video or check.streams.video[0].codec_context.width == 0:
                     raise ValueError("no frame could be decoded")

@@ -2,7 +2,7 @@
 
 The cache is one JSON object::
 
-    {"format": "tsn_dali.video_index", "version": 2, "fields": [VideoInfo field names],
+    {"format": "tsn_dali.video_index", "version": 5, "fields": [VideoInfo field names],
      "videos": [[one value per field], ...]}
 
 one row per video, its ``path`` column the absolute path, checked against the file's
@@ -33,7 +33,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from tsn_dali.data.index.video_index import CACHE_NAME, VideoInfo
 
 FORMAT = "tsn_dali.video_index"
-FORMAT_VERSION = 4  # bump when the probe's rules change what a field means
+FORMAT_VERSION = 5  # bump when the probe's rules change what a field means (5: stream choice, rotation)
 PARTIAL_DIR = "partial"
 MISSING = "file not found"  # probe_video's error for a missing file: never cached
 

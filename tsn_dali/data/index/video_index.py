@@ -26,6 +26,25 @@ frames be cut out of the file by packets. ``pix_fmt``, ``bit_depth``, ``profile`
 ``coded_width``/``coded_height`` (the codec's declared size; the display size where the
 demuxer knows no other) are what NVDEC's capability rules look at.
 
+Which stream, which way up (the same for every executor, tsn_dali.data.media.decoding):
+
+- A file may hold several video streams. The index chooses one, the stream decord (so
+  MMAction2) decodes: FFmpeg's best-stream rule (``av_find_best_stream``) as decord's own
+  FFmpeg 4.1 applies it. Later FFmpeg (PyAV's) prefers a stream flagged default first, so
+  the two can differ; decord's pick is found by its frame size (either way up) and count,
+  and PyAV's ``streams.best`` decides where decord is absent or matches no stream.
+  ``stream_index`` (the container's stream index) and ``video_streams`` record it; every
+  number here is that stream's.
+- ``rotation``: the clockwise degrees (0, 90, 180, 270) the stream's display matrix
+  turns its stored frames to show them, read from the first decoded frame as decord
+  rounds it. ``width``/``height`` stay the stored size (what decoders output and NVDEC's
+  rules look at); ``display_size`` is the upright size every executor gives and the
+  planner plans on.
+- ``duration_frames`` needs a frame rate the stream states (``average_rate``): a rate
+  guessed from the time base (a one-frame WebM: 1000 fps) implies nothing. The duration
+  is the stream's own, else the container's where the file has one video stream (a
+  container's is its longest stream's).
+
 Missing, empty, non-video, audio-only and zero-frame files get ``VideoInfo.error``;
 ``probe_video`` and ``build_index`` never raise for a bad video. The cache is one JSON
 file, ``<cache_dir>/video_index.json``, keyed by absolute path and checked against the
@@ -39,7 +58,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tsn_dali.data.index.bitstream import CUT_CODECS, is_idr, nal_length_size
-from tsn_dali.data.media.decoding import import_decord
+from tsn_dali.data.media.decoding import display_rotation, import_decord, video_stream
 from tsn_dali.errors import one_line
 
 CACHE_NAME = "video_index.json"  # the format: tsn_dali.data.index.cache
@@ -68,10 +87,20 @@ class VideoInfo:
     coded_width: int = 0
     coded_height: int = 0
     duration_frames: int = 0  # frames the container's duration implies at fps (0: unknown)
+    rotation: int = 0  # clockwise degrees that turn the stored frames upright: 0, 90, 180, 270
+    stream_index: int = 0  # the container's index of the video stream decoded
+    video_streams: int = 1  # video streams in the file
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.num_frames > 0
+
+    @property
+    def display_size(self) -> Tuple[int, int]:
+        """``(w, h)`` of the frames upright, as shown: what every executor gives."""
+        if self.rotation in (90, 270):
+            return int(self.height), int(self.width)
+        return int(self.width), int(self.height)
 
     @property
     def short(self) -> Optional[str]:
@@ -84,11 +113,14 @@ class VideoInfo:
         return None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["display_width"], out["display_height"] = self.display_size
+        return out
 
 
 def _decord_count(path: str):
-    """(count, last_frame_ok) from decord, or None when decord is absent or cannot open."""
+    """(count, last_frame_ok, (h, w) of its last frame or None) from decord, or None when
+    decord is absent or cannot open."""
     decord = import_decord()
     if decord is None:
         return None
@@ -98,24 +130,24 @@ def _decord_count(path: str):
     except Exception:
         return None
     if count <= 0:
-        return 0, False
+        return 0, False, None
     try:
-        reader[count - 1]
+        shape = tuple(int(v) for v in reader[count - 1].shape[:2])
         last_ok = True
     except Exception:
-        last_ok = False
+        last_ok, shape = False, None
     del reader
-    return count, last_ok
+    return count, last_ok, shape
 
 
-def _pyav_decode_count(path: str) -> int:
+def _pyav_decode_count(path: str, stream_index=None) -> int:
     """Frames PyAV decodes from start to end (stops quietly at the first decode error)."""
     import av
 
     count = 0
     try:
         with av.open(path) as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container, stream_index)
             stream.thread_type = "AUTO"
             for _ in container.decode(stream):
                 count += 1
@@ -154,7 +186,47 @@ def _bit_depth(pix_fmt: str) -> int:
         return 0
 
 
-def _demux(path: str, info: VideoInfo) -> Optional[dict]:
+def choose_stream(container, decord_facts):
+    """The video stream the index describes (module docstring): the only one; else the
+    one decord decodes, told by its frame size either way up (``decord_facts()``: see
+    ``_decord_count``) and, between streams of one size, its frame count; else PyAV's best."""
+    videos = list(container.streams.video)
+    if len(videos) == 1:
+        return videos[0]
+    best = video_stream(container)
+    facts = decord_facts()
+    if facts and facts[2]:
+        size = sorted(facts[2])
+        same = [s for s in videos
+                if sorted((int(s.codec_context.height or 0), int(s.codec_context.width or 0))) == size]
+        counted = [s for s in same if int(s.frames or 0) == facts[0]]
+        same = counted or same
+        if same:
+            return best if best in same else same[0]
+    return best
+
+
+def indexed_stream(container, path: str):
+    """The video stream of ``path`` (open as ``container``) that the index describes and
+    the loader decodes (``choose_stream``), for tools that read videos themselves."""
+    return choose_stream(container, lambda: _decord_count(path))
+
+
+def _first_frame_rotation(stream, packet) -> Optional[int]:
+    """``display_rotation`` of the first frame ``packet`` makes come out of the decoder
+    (None: no frame yet; 0 where the decoder fails)."""
+    try:
+        for frame in stream.decode(packet):
+            return display_rotation(getattr(frame, "rotation", 0))
+    except Exception:  # a damaged first packet: the frame count rule says the rest
+        return 0
+    return None
+
+
+ROTATION_PACKETS = 64  # packets fed to the decoder at most to see a first frame's display matrix
+
+
+def _demux(path: str, info: VideoInfo, decord_facts=lambda: None) -> Optional[dict]:
     """Fill size/fps/codec/stream facts/keyframes from a PyAV demux; return packet facts."""
     import av
 
@@ -168,7 +240,8 @@ def _demux(path: str, info: VideoInfo) -> Optional[dict]:
             info.error = "no video stream (audio-only or data file)"
             return None
         info.container = container.format.name or ""
-        stream = container.streams.video[0]
+        stream = choose_stream(container, decord_facts)
+        info.stream_index, info.video_streams = int(stream.index), len(container.streams.video)
         ctx = stream.codec_context
         info.codec = ctx.name or ""
         info.width, info.height = int(ctx.width or 0), int(ctx.height or 0)
@@ -180,15 +253,22 @@ def _demux(path: str, info: VideoInfo) -> Optional[dict]:
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         info.fps = float(rate) if rate else 0.0
         declared = int(stream.frames or 0)
-        if container.duration and info.fps:
-            info.duration_frames = int(round(container.duration / 1e6 * info.fps))
+        seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else \
+            (container.duration / 1e6 if container.duration and info.video_streams == 1 else 0.0)
+        if seconds and stream.average_rate:  # a stated rate, not the time base's
+            info.duration_frames = int(round(seconds * float(stream.average_rate)))
         cut_check = info.codec in CUT_CODECS
         length_size = nal_length_size(info.codec, ctx.extradata) if cut_check else 0
         packets, demux_error, num_keys = [], None, 0  # num_keys: the container's flags
+        rotation = None
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
+                if rotation is None:
+                    rotation = _first_frame_rotation(stream, packet)
+                    if rotation is None and len(packets) >= ROTATION_PACKETS:
+                        rotation = 0
                 key = bool(packet.is_keyframe)
                 num_keys += key
                 if key and cut_check:
@@ -196,6 +276,13 @@ def _demux(path: str, info: VideoInfo) -> Optional[dict]:
                 packets.append((packet.pts, key))
         except Exception as exc:
             demux_error = one_line(exc, 120)
+        if rotation is None:  # fewer packets than the decoder's delay: flush it
+            try:
+                frame = next(iter(stream.decode(None)), None)
+            except Exception:
+                frame = None
+            rotation = display_rotation(getattr(frame, "rotation", 0)) if frame is not None else 0
+    info.rotation = rotation
     if num_keys:
         info.keyframe_interval = float(len(packets)) / num_keys
     info.keyframes, info.keyframe_pts, info.reordered, distinct = closed_gop_starts(packets)
@@ -217,14 +304,24 @@ def probe_video(path) -> VideoInfo:
         info.error = "empty file (0 bytes)"
         return info
     try:
-        facts = _demux(path, info)
+        asked = []
+
+        def decord_facts():  # decord opens the file once, when first asked
+            if not asked:
+                asked.append(_decord_count(path))
+            return asked[0]
+
+        facts = _demux(path, info, decord_facts)
         if facts is None:
             return info
-        decord = _decord_count(path)
+        decord = decord_facts()
+        if decord is not None and info.video_streams > 1 and sorted(decord[2] or ()) != sorted(
+                (info.height, info.width)):
+            decord = None  # decord decodes another stream than the index's: its count is not ours
         if decord is not None and decord[1] and decord[0] <= facts["packets"]:
             info.num_frames = decord[0]
         else:
-            info.num_frames = _pyav_decode_count(path)
+            info.num_frames = _pyav_decode_count(path, info.stream_index)
         # frame numbers are packet ranks only where every packet is one indexed frame
         info.sliceable = info.sliceable and info.num_frames == facts["packets"]
         if info.num_frames <= 0:

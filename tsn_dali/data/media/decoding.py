@@ -3,7 +3,18 @@
 The one place these decoders are called from: the reference executor's workers, the
 DALI executors' frames path (codecs DALI's decoder on that device does not read, or
 ``loader.decode: mmaction``) and the tools. ``decode_frames(path, frame_indices)``
-returns RGB ``[T, H, W, 3]`` uint8 in the order asked for.
+returns RGB ``[T, H, W, 3]`` uint8 in the order asked for, upright.
+
+Upright: a display matrix (phone videos) turns the stored frames by 90, 180 or 270
+degrees when shown. decord (MMAction2's reader) applies it (its video_reader.cc:
+``-av_display_rotation_get`` of the stream's matrix, used where it is 90, 180 or 270
+after rounding down), PyAV does not, so ``decode_pyav`` turns its frames the same way
+(``display_rotation``, ``upright``). Mirroring in the matrix is not applied (decord
+does not either).
+
+Streams: decord decodes the one video stream FFmpeg's ``av_find_best_stream`` picks and
+cannot be told another; where a file holds several video streams, the caller names the
+index's choice (``stream``) and PyAV decodes that one.
 
 Import order: PyAV is imported before decord (see ``import_decord``).
 """
@@ -18,6 +29,42 @@ from tsn_dali.data.errors import VideoDecodeError
 from tsn_dali.errors import one_line
 
 DECODERS = ("auto", "decord", "pyav")
+ROTATIONS = (0, 90, 180, 270)
+
+
+def display_rotation(ccw_degrees) -> int:
+    """Clockwise degrees that turn stored frames upright, from a display matrix's angle
+    (PyAV's ``VideoFrame.rotation``: counter-clockwise, as ``av_display_rotation_get``):
+    90, 180 or 270 as decord rounds it, else 0 (no matrix, or an angle decord leaves)."""
+    try:
+        theta = int(-float(ccw_degrees or 0.0) % 360.0)
+    except (TypeError, ValueError):
+        return 0
+    return theta if theta in ROTATIONS else 0
+
+
+def upright(frames: np.ndarray, rotation: int) -> np.ndarray:
+    """``[T, H, W, C]`` stored frames turned ``rotation`` degrees clockwise (a view)."""
+    if rotation not in ROTATIONS:
+        raise ValueError(f"rotation {rotation}; expected one of {ROTATIONS}")
+    return np.rot90(frames, k=-(rotation // 90), axes=(1, 2)) if rotation else frames
+
+
+def video_stream(container, index=None):
+    """The container's video stream with stream index ``index``; None: FFmpeg's best
+    video stream (``av_find_best_stream``), the first where PyAV cannot say."""
+    videos = list(container.streams.video)
+    if index is not None:
+        for stream in videos:
+            if stream.index == int(index):
+                return stream
+        raise ValueError(f"stream {index} is not a video stream (video streams: "
+                         f"{', '.join(str(s.index) for s in videos) or 'none'})")
+    try:
+        best = container.streams.best("video")
+    except Exception:  # an older PyAV, or FFmpeg finds none
+        best = None
+    return best if best is not None else videos[0]
 
 
 def import_decord():
@@ -54,8 +101,9 @@ def decode_decord(path: str, frame_indices: Sequence[int]) -> np.ndarray:
         raise VideoDecodeError(path, f"decord: {one_line(exc)}") from None
 
 
-def decode_pyav(path: str, frame_indices: Sequence[int]) -> np.ndarray:
-    """RGB frames ``[T, H, W, 3]`` uint8: frame ``i`` is the ``i``-th frame PyAV decodes."""
+def decode_pyav(path: str, frame_indices: Sequence[int], stream=None) -> np.ndarray:
+    """RGB frames ``[T, H, W, 3]`` uint8, upright: frame ``i`` is the ``i``-th frame PyAV
+    decodes from video stream ``stream`` (the container's stream index; None: the best)."""
     import av
 
     wanted = sorted({int(i) for i in frame_indices})
@@ -66,13 +114,18 @@ def decode_pyav(path: str, frame_indices: Sequence[int]) -> np.ndarray:
         with av.open(path) as container:
             if not container.streams.video:
                 raise VideoDecodeError(path, "no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            try:
+                video = video_stream(container, stream)
+            except ValueError as exc:
+                raise VideoDecodeError(path, str(exc)) from None
+            video.thread_type = "AUTO"
             want = set(wanted)
             last = wanted[-1] if wanted else -1
-            count = 0
-            for count, frame in enumerate(container.decode(stream), start=1):
+            count, rotation = 0, 0
+            for count, frame in enumerate(container.decode(video), start=1):
                 i = count - 1
+                if i == 0:
+                    rotation = display_rotation(getattr(frame, "rotation", 0))
                 if i in want:
                     frames[i] = frame.to_ndarray(format="rgb24")
                 if i >= last:
@@ -84,7 +137,7 @@ def decode_pyav(path: str, frame_indices: Sequence[int]) -> np.ndarray:
     missing = [i for i in wanted if i not in frames]
     if missing:
         raise VideoDecodeError(path, f"frame {missing[0]} requested, PyAV decoded {count} frames")
-    return np.stack([frames[int(i)] for i in frame_indices])
+    return np.ascontiguousarray(upright(np.stack([frames[int(i)] for i in frame_indices]), rotation))
 
 
 def decode_rawframes(directory: str, frame_indices: Sequence[int], filename_tmpl: str) -> np.ndarray:
@@ -103,13 +156,16 @@ def decode_rawframes(directory: str, frame_indices: Sequence[int], filename_tmpl
 
 
 def decode_frames(path: str, frame_indices: Sequence[int], decoder: str = "auto",
-                  filename_tmpl: str = "img_{:05}.jpg") -> np.ndarray:
-    """Decode a plan's frames: a rawframe directory with PIL, a video with decord,
-    falling back to PyAV where decord is missing or fails (``decoder="auto"``)."""
+                  filename_tmpl: str = "img_{:05}.jpg", stream=None) -> np.ndarray:
+    """Decode a plan's frames, upright: a rawframe directory with PIL, a video with decord,
+    falling back to PyAV where decord is missing or fails (``decoder="auto"``). ``stream``
+    (a file with several video streams: the index's choice) is decoded with PyAV."""
     if os.path.isdir(path):
         return decode_rawframes(path, frame_indices, filename_tmpl)
     if not os.path.isfile(path):
         raise VideoDecodeError(path, "file not found")
+    if stream is not None:
+        return decode_pyav(path, frame_indices, stream)
     if decoder == "pyav":
         return decode_pyav(path, frame_indices)
     if decoder == "decord":
@@ -123,4 +179,5 @@ def decode_frames(path: str, frame_indices: Sequence[int], decoder: str = "auto"
             raise VideoDecodeError(path, f"{first.reason}; {second.reason}") from None
 
 
-__all__ = ["DECODERS", "decode_decord", "decode_frames", "decode_pyav", "decode_rawframes", "import_decord"]
+__all__ = ["DECODERS", "ROTATIONS", "decode_decord", "decode_frames", "decode_pyav", "decode_rawframes",
+           "display_rotation", "import_decord", "upright", "video_stream"]

@@ -11,7 +11,9 @@ Producing a view: decode frame -> resize the whole frame to ``resize_to`` (bilin
 -> mirror horizontally if ``crop_flips[k]``.
 
 ``stream`` carries what the executors need to know of the video from the index (codec,
-container, keyframes, pixel format...), so that no executor probes a file again.
+container, keyframes, pixel format, which stream, its display rotation...), so that no
+executor probes a file again. ``orig_size`` is the upright (display) size: every executor
+turns rotated frames upright before the resize.
 """
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ class StreamFacts:
     ``codec``: PyAV's codec name ("h264", "vp9", ...; "jpeg" for rawframe folders);
     ``keyframes``/``keyframe_pts``: closed-GOP starts (frame numbers, pts); ``sliceable``:
     clips can be cut out by packets (tsn_dali.data.render.slicing); the rest are NVDEC's
-    capability inputs (tsn_dali.data.render.executors.nvdec).
+    capability inputs (tsn_dali.data.render.executors.nvdec). ``width``/``height`` are the
+    stored size; ``rotation`` the clockwise degrees that turn it upright; ``stream_index``
+    the container's index of the stream decoded, of ``video_streams`` video streams.
     """
 
     codec: str = ""
@@ -45,6 +49,9 @@ class StreamFacts:
     keyframe_pts: Tuple[int, ...] = ()
     sliceable: bool = False
     reordered: bool = False
+    rotation: int = 0
+    stream_index: int = 0
+    video_streams: int = 1
 
     @classmethod
     def from_info(cls, info) -> "StreamFacts":
@@ -62,7 +69,7 @@ class ClipPlan:
     path: str  # video file (or rawframe directory)
     label: int  # after Flip's flip_label_map
     num_frames: int  # the video's frame count as indexed
-    orig_size: Tuple[int, int]  # (w, h) of the decoded frames
+    orig_size: Tuple[int, int]  # (w, h) of the decoded frames, upright (the display size)
     frame_indices: np.ndarray  # int32 [T]: MMAction2 frame_inds (start_index included)
     resize_to: Tuple[int, int]  # (w, h) after Resize(scale=(-1, short_side))
     crops: np.ndarray  # int32 [K, 4]: x1, y1, x2, y2 in the resized frame
@@ -95,4 +102,7 @@ class ClipPlan:
             "flip": bool(self.flip),
             "num_views": self.num_views,
             "codec": self.codec,
+            "rotation": int(self.stream.rotation) if self.stream is not None else 0,
+            "stream_index": int(self.stream.stream_index) if self.stream is not None else 0,
+            "video_streams": int(self.stream.video_streams) if self.stream is not None else 1,
         }

@@ -150,7 +150,8 @@ class ClipPlanner:
         if not getattr(info, "ok", True) or info.num_frames <= 0:
             raise ValueError(f"{path}: cannot plan a video with no usable frames "
                              f"({getattr(info, 'error', None) or 'num_frames 0'})")
-        size = (int(info.width), int(info.height))
+        size = tuple(int(v) for v in info.display_size) if hasattr(info, "display_size") \
+            else (int(info.width), int(info.height))  # upright: what every executor gives
         state = PlanState(num_frames=int(info.num_frames), size=size, label=int(label))
         rng = self.rng(sample, epoch)
         for op in self.ops:

@@ -502,22 +502,31 @@ class ClipLoader:
         return out
 
     def _replace_bad(self, ids: List[int], epoch: int) -> None:
-        """Train: every known-bad sample of ``ids`` becomes the next usable one of the epoch."""
+        """Train: every known-bad sample of ``ids`` becomes the next usable one of the epoch
+        that is not in this batch already (``_replacement``)."""
         for slot, s in enumerate(ids):
             if s in self._bad:
-                r = self._replacement(s, epoch)
+                r = self._replacement(s, epoch, taken=set(ids))
                 self.stats["replaced"].append({"epoch": epoch, "sample": s, "path": self.records[s].path,
                                                "reason": self._bad[s], "replacement": r})
                 ids[slot] = r
 
-    def _replacement(self, sample: int, epoch: int) -> int:
-        """The next sample after ``sample`` in the epoch's permutation not known to be bad."""
+    def _replacement(self, sample: int, epoch: int, taken=frozenset()) -> int:
+        """The next sample after ``sample`` in the epoch's permutation not known to be bad
+        and not in ``taken`` (the batch's samples: a batch holds a video once while another
+        usable one is left); where every usable one is taken, the next usable one."""
         perm = epoch_permutation(len(self.records), epoch, self.seed)
         pos = int(np.flatnonzero(perm == sample)[0])
+        fallback = None
         for k in range(1, len(perm)):
             candidate = int(perm[(pos + k) % len(perm)])
-            if candidate not in self._bad:
+            if candidate in self._bad:
+                continue
+            if candidate not in taken:
                 return candidate
+            fallback = candidate if fallback is None else fallback
+        if fallback is not None:
+            return fallback
         raise VideoDecodeError(self.records[sample].path,
                                "every video of the split failed to decode; nothing to replace it with")
 
@@ -617,6 +626,13 @@ def check_duplicates(records, list_file, split: str, allowed: bool, rank: int = 
         logger.warning("%s: %s; kept as listed (data.allow_duplicates: true silences this)", list_file, summary)
 
 
+def bad_videos_error(source: str, bad, key: str) -> DatasetError:
+    """The error for videos the index cannot use under ``on_bad_video: error``: one line
+    naming ``source`` (the list, folder or "videos"), every ``(path, reason)`` and the key."""
+    listed = "; ".join(f"{path}: {why}" for path, why in bad)
+    return DatasetError(source, f"{len(bad)} bad video(s) ({key} is error): {listed}")
+
+
 def bad_video_policy(recipe, split: str) -> str:
     """``recipe.test.on_bad_video`` for test, ``recipe.data.on_bad_video`` for train and val."""
     return recipe.test.on_bad_video if split == "test" else recipe.data.on_bad_video
@@ -658,9 +674,8 @@ def build_loader(recipe, split: str, *, rank: int = 0, world_size: int = 1, devi
     index = _build_index(recipe, records, progress, rank, world_size)
     bad = [(r, index[r.path].error or "no frames") for r in records if not index[r.path].ok]
     if bad and policy == "error":
-        listed = "; ".join(f"{r.path}: {why}" for r, why in bad)
         key = "test.on_bad_video" if split == "test" else "data.on_bad_video"
-        raise DatasetError(list_file, f"{len(bad)} bad video(s) ({key} is error): {listed}")
+        raise bad_videos_error(list_file, [(r.path, why) for r, why in bad], key)
     dropped = [{"path": None, "reason": p} for p in problems]
     dropped += [{"path": r.path, "reason": why, "line": r.line} for r, why in bad]
     if dropped and rank == 0:

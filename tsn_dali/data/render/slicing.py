@@ -30,17 +30,23 @@ A clip is sliced only where that feeds the decoder fewer frames than the whole f
 (up to its last wanted frame) would, and only for videos the index found
 ``sliceable``; else the decoder gets the whole file. ``ClipSlice.frames_fed`` counts what
 the decoder decodes either way.
+
+Several video streams: DALI's decoder reads a whole file's first video stream, whatever
+the index chose (measured on DALI 2.4's CPU decoder), so such a file is always cut, the
+index's stream alone (``VideoInfo.stream_index``), whether or not slicing pays or is
+asked for; one that cannot be cut (``stream_problem``) is decoded outside DALI.
 """
 from __future__ import annotations
 
 import bisect
 import io
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tsn_dali.data.errors import VideoDecodeError
+from tsn_dali.data.media.decoding import video_stream
 from tsn_dali.errors import one_line
 
 # demuxer names (VideoInfo.container) -> the muxer that writes the same kind of container
@@ -106,14 +112,31 @@ def decode_prefix(pts_in_decode_order: Sequence[int], frames_needed: int) -> int
     return max(i for i, p in enumerate(pts_in_decode_order) if p <= cutoff) + 1
 
 
+def cuttable(info) -> bool:
+    """Whether clips can be cut out of the video by packets (index facts, container kind)."""
+    return bool(getattr(info, "sliceable", False)) and getattr(info, "container", "") in MUXERS \
+        and bool(getattr(info, "keyframes", None)) and int(info.keyframes[0]) == 0
+
+
+def several_streams(info) -> bool:
+    """The file holds more than one video stream (the decoder must get the index's alone)."""
+    return int(getattr(info, "video_streams", 1) or 1) > 1
+
+
+def stream_problem(info) -> Optional[str]:
+    """Why DALI's decoder cannot be given the video's indexed stream (None where it can):
+    a file of several video streams that cannot be cut by packets."""
+    if info is None or not several_streams(info) or cuttable(info):
+        return None
+    return (f"{info.video_streams} video streams and not cut by packets: DALI's decoder would read "
+            f"the first, not stream {info.stream_index}")
+
+
 def worth_slicing(info, frames: Sequence[int]) -> bool:
     """Slice where the index allows it and a slice feeds fewer frames than the whole file."""
-    if not getattr(info, "sliceable", False) or getattr(info, "container", "") not in MUXERS:
+    if not cuttable(info) or int(frames[-1]) >= int(info.num_frames):
         return False
-    keyframes = list(getattr(info, "keyframes", None) or [])
-    if not keyframes or keyframes[0] != 0 or int(frames[-1]) >= int(info.num_frames):
-        return False
-    return sliced_frame_count(frames, keyframes) < int(frames[-1]) + 1
+    return sliced_frame_count(frames, list(info.keyframes)) < int(frames[-1]) + 1
 
 
 def whole_file(path: str) -> np.ndarray:
@@ -128,9 +151,16 @@ def whole_file(path: str) -> np.ndarray:
 
 
 def clip_input(path: str, frame_indices: Sequence[int], info=None, *, slice_gops: bool = True) -> ClipSlice:
-    """The decoder input for one clip (module docstring): a slice where that pays, else
-    the whole file. ``info`` is the video's VideoInfo (keyframes, container, frame count)."""
+    """The decoder input for one clip (module docstring): a slice where that pays (or the
+    file holds several video streams), else the whole file. ``info`` is the video's
+    VideoInfo (keyframes, container, frame count, stream)."""
     frames, order = unique_frames(frame_indices)
+    if info is not None and several_streams(info):
+        why = stream_problem(info)
+        if why:
+            raise VideoDecodeError(path, why)
+        data, positions, fed = _remux(path, info, frames)
+        return ClipSlice(data, positions, order, fed, True)
     if slice_gops and info is not None and worth_slicing(info, frames):
         data, positions, fed = _remux(path, info, frames)
         return ClipSlice(data, positions, order, fed, True)
@@ -185,9 +215,14 @@ def _remux(path: str, info, frames: np.ndarray):
         # No decoder is opened: probing the streams would decode a frame (about 2 ms a
         # VP9 clip, measured) to learn what the index already holds; packets are copied.
         with av.open(path, container_options=NO_DECODER) as src:
-            stream = src.streams.video[0]
+            stream = video_stream(src, getattr(info, "stream_index", None)) if several_streams(info) \
+                else src.streams.video[0]
             with av.open(buf, "w", format=MUXERS[info.container]) as out:
                 out_stream = out.add_stream_from_template(stream)
+                if not out_stream.codec_context.pix_fmt and getattr(info, "pix_fmt", ""):
+                    # unopened, the demuxer leaves VP9's pixel format unknown, and MP4's
+                    # vpcC box written without it makes a file no reader opens
+                    out_stream.codec_context.pix_fmt = info.pix_fmt
                 for g, wanted in gop_groups(frames, keyframes):
                     end = keyframes[g + 1] if g + 1 < len(keyframes) else int(info.num_frames)
                     needed = wanted[-1] - keyframes[g] + 1
@@ -201,8 +236,8 @@ def _remux(path: str, info, frames: np.ndarray):
         raise
     except FileNotFoundError:
         raise VideoDecodeError(path, "file not found") from None
-    except Exception as exc:  # av.error.*: a damaged stream
-        raise VideoDecodeError(path, f"slice: {one_line(exc)}") from None
+    except Exception as exc:  # av.error.*, ValueError: a damaged stream
+        raise VideoDecodeError(path, f"damaged video data: its packets cannot be cut out ({one_line(exc)})") from None
     return np.frombuffer(buf.getvalue(), dtype=np.uint8), np.asarray(positions, np.int32), fed
 
 
@@ -223,6 +258,6 @@ def _mux_piece(out, out_stream, packets, cursor: int) -> int:
     return last + max(step, 1)
 
 
-__all__ = ["ClipSlice", "MUXERS", "clip_input", "decode_prefix", "first_frame_clip", "gop_groups",
-           "sliced_frame_count",
+__all__ = ["ClipSlice", "MUXERS", "clip_input", "cuttable", "decode_prefix", "first_frame_clip", "gop_groups",
+           "several_streams", "sliced_frame_count", "stream_problem",
            "unique_frames", "whole_file", "worth_slicing"]

@@ -15,7 +15,8 @@
 
 The videos are indexed once (frames, size, codec, keyframes; cached in ``index_cache``,
 default ``~/.cache/tsn_dali/index``, shared by the ranks of a torch.distributed job);
-unusable ones are left out with one log line each and listed in ``loader.stats["dropped"]``.
+unusable ones are left out with one log line each and listed in ``loader.stats["dropped"]``,
+or, with ``on_bad_video="error"``, raise DatasetError naming them (as ``build_loader``).
 ``pipeline``: the view, as a pipeline name (``tsn_train``, ``tsn_val``, ``tsn_test_threecrop``,
 ... in ``pipelines/``; default per ``split``), a YAML file, or a list of ops
 (``tsn_dali.data.SampleFrames`` and the rest). A pipeline file's ``$num_segments``,
@@ -33,7 +34,7 @@ from typing import Optional, Sequence
 import torch
 
 from tsn_dali.data.errors import DatasetError, PipelineError
-from tsn_dali.data.render.loader import DEFAULT_STALL_TIMEOUT, ClipLoader, _slow_path_videos
+from tsn_dali.data.render.loader import DEFAULT_STALL_TIMEOUT, ClipLoader, _slow_path_videos, bad_videos_error
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 DEFAULT_PIPELINES = {"train": "tsn_train", "val": "tsn_val", "test": "tsn_test_tencrop"}
@@ -154,6 +155,10 @@ def loader_from(videos, *, split: str = "train", pipeline=None, prefix: Optional
     ops = _pipeline_ops(pipeline, split, num_segments, input_size, short_side, flip_label_map)
     index = build_index([r.path for r in records], cache_dir=index_cache or default_index_cache(),
                         progress=progress and rank == 0, rank=rank, world_size=world_size)
+    bad = [(r.path, index[r.path].error or "no frames") for r in records if not index[r.path].ok]
+    if bad and on_bad_video == "error":
+        raise bad_videos_error(str(videos) if isinstance(videos, (str, os.PathLike)) else "videos", bad,
+                               "on_bad_video")
     built = build_executor(executor, device=device, num_threads=num_threads, decode_workers=decode_workers,
                            decode_sessions=decode_sessions, reference_workers=reference_workers)
     try:

@@ -92,9 +92,41 @@ def clip_count_key(route: str, plan: ClipPlan) -> str:
     return f"clips {route} {plan.codec or 'unknown'}"
 
 
+DECORD_TURNS = ("mov,mp4,m4a,3gp,3g2,mj2",)  # containers whose display matrix decord 0.6 applies
+
+
+def pyav_stream(plan: ClipPlan):
+    """The stream a CPU decode outside DALI must take with PyAV (its container stream
+    index), None where decord decodes it as the index describes. PyAV takes a file of
+    several video streams (decord decodes only its own choice) and a rotated one outside
+    MP4/MOV (decord 0.6's FFmpeg 4.1 reads display matrices there only: measured, a
+    rotated WebM comes out of decord as stored); tsn_dali.data.media.decoding."""
+    stream = plan.stream
+    if stream is None:
+        return None
+    if int(stream.video_streams or 1) > 1 or (stream.rotation and stream.container not in DECORD_TURNS):
+        return int(stream.stream_index)
+    return None
+
+
+def check_frame_size(plan: ClipPlan, frames) -> None:
+    """Decoded frames ``[T, H, W, C]`` must have the plan's upright size (``orig_size``),
+    else a decoder gave another stream or turn than the index describes: VideoDecodeError,
+    not a silently squashed clip."""
+    h, w = (int(v) for v in frames.shape[1:3])
+    want = tuple(int(v) for v in plan.orig_size)
+    if (w, h) != want:
+        from tsn_dali.data.errors import VideoDecodeError
+
+        facts = plan.stream or StreamFacts()
+        raise VideoDecodeError(plan.path, f"decoded frames are {w}x{h}, the index says {want[0]}x{want[1]} upright "
+                                          f"(stream {facts.stream_index}, rotation {facts.rotation}); index it again")
+
+
 def no_slow_path(streams: Mapping[str, StreamFacts]) -> Dict[str, str]:
     """``check_videos`` for executors with one path for every video."""
     return {}
 
 
-__all__ = ["DECODES", "Executor", "TORCH_DTYPES", "check_render_args", "clip_count_key", "no_slow_path", "normalise"]
+__all__ = ["DECODES", "Executor", "TORCH_DTYPES", "check_render_args", "clip_count_key", "no_slow_path", "normalise",
+           "check_frame_size", "pyav_stream"]

@@ -7,13 +7,19 @@ carries from the index:
   ``dali-cpu`` DALI's CPU decoder, which reads VP8/VP9/MJPEG only). It gets only what
   the clip's frames need (tsn_dali.data.render.slicing: the GOP pieces from the keyframe
   before each wanted frame, in an in-memory container, at sorted unique positions), and
-  the graph restores the plan's order and repeats after decoding.
+  the graph restores the plan's order and repeats after decoding, and turns a rotated
+  video's frames upright (fn.rotate by the plan's display rotation, on the decoder's
+  device). A file of several video streams is always cut to the index's stream.
 - ``frames``: the frames are decoded on the CPU outside DALI (tsn_dali.data.media.decoding:
   decord as MMAction2's DecordDecode, PyAV as fallback, PIL for rawframes) and fed in;
   resizing, crops, flips and normalisation still run in DALI. Used for what the device's
   decoder cannot read (H.264/HEVC/MPEG-4 on the CPU; what NVDEC on this GPU cannot
-  decode, executors/nvdec.py), and for every video with ``decode="mmaction"`` (colour
-  conversion as MMAction2's decord does it).
+  decode, executors/nvdec.py; several video streams that cannot be cut by packets,
+  slicing.stream_problem), and for every video with ``decode="mmaction"`` (colour
+  conversion as MMAction2's decord does it). Those frames come upright from the decode.
+
+A video DALI's decoder fails on is blamed (``_blame``) with a reason that says its data is
+damaged and names its file (DALI's own message says "memory file" for what it was fed).
 
 A batch whose samples take both paths runs as two DALI runs and is put back together in
 plan order. ``prepare`` (reading, slicing, decoding outside DALI: ``decode_workers``
@@ -49,11 +55,12 @@ import torch
 from tsn_dali.data.media.decoding import decode_frames
 from tsn_dali.data.errors import PipelineFailure, VideoDecodeError
 from tsn_dali.data.render.executors import dali_pipeline as graph
-from tsn_dali.data.render.executors.base import DECODES, check_render_args, clip_count_key
+from tsn_dali.data.render.executors.base import (DECODES, check_frame_size, check_render_args, clip_count_key,
+                                                 pyav_stream)
 from tsn_dali.data.render.executors.nvdec import NvdecSupport
 from tsn_dali.data.render.streams import Retainer
 from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts
-from tsn_dali.data.render.slicing import clip_input, unique_frames
+from tsn_dali.data.render.slicing import clip_input, stream_problem, unique_frames
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +102,14 @@ def probe_codec(path: str) -> str:
             return container.streams.video[0].codec_context.name or ""
     except Exception:
         return ""
+
+
+def damaged_reason(plan: ClipPlan, message: str) -> str:
+    """A blamed video's reason: DALI's decoder failed on its bytes although the index read
+    them and, this not being a device failure, other samples decode: its data is damaged.
+    DALI's name for in-memory input ("memory file") becomes the path."""
+    message = message.replace('"memory file"', f'"{plan.path}"')
+    return f"damaged {plan.codec or 'video'} data: DALI's decoder cannot decode it ({message})"
 
 
 @dataclass
@@ -162,9 +177,10 @@ class DaliExecutor:
         if codec in RAWFRAME_CODECS or os.path.isdir(plan.path) or self.decode == "mmaction":
             return "frames", None
         if self.dali_device == "cpu":
-            return ("decoder" if codec in graph.DALI_CODECS["cpu"] else "frames"), None
+            readable = codec in graph.DALI_CODECS["cpu"] and not stream_problem(plan.stream)
+            return ("decoder" if readable else "frames"), None
         stream = plan.stream if plan.stream is not None else StreamFacts(codec=codec)
-        reason = self.nvdec.reason(stream, plan.path)
+        reason = stream_problem(plan.stream) or self.nvdec.reason(stream, plan.path)
         return ("frames", reason) if reason else ("decoder", None)
 
     def check_videos(self, streams: Mapping[str, StreamFacts]) -> Dict[str, str]:
@@ -177,13 +193,16 @@ class DaliExecutor:
             return {}
         if self.dali_device == "cpu":
             readable = graph.DALI_CODECS["cpu"]
-            return {path: f"DALI's CPU decoder reads {'/'.join(sorted(readable))}, not {s.codec}"
-                    for path, s in streams.items() if s.codec not in readable and s.codec not in RAWFRAME_CODECS}
+            out = {path: f"DALI's CPU decoder reads {'/'.join(sorted(readable))}, not {s.codec}"
+                   for path, s in streams.items() if s.codec not in readable and s.codec not in RAWFRAME_CODECS}
+            out.update((path, stream_problem(s)) for path, s in streams.items()
+                       if path not in out and s.codec in readable and stream_problem(s))
+            return out
         out = {}
         for path, stream in streams.items():
             if stream.codec in RAWFRAME_CODECS:
                 continue
-            reason = self.nvdec.reason(stream, path)
+            reason = stream_problem(stream) or self.nvdec.reason(stream, path)
             if reason:
                 out[path] = reason
         return out
@@ -210,7 +229,9 @@ class DaliExecutor:
             return inputs, {"frames_fed": clip.frames_fed, "bytes_fed": int(clip.data.size),
                             "sliced_clips": int(clip.sliced), "decoder_clips": 1}
         frames, order = unique_frames(plan.frame_indices)
-        decoded = np.ascontiguousarray(decode_frames(plan.path, frames, filename_tmpl=self.filename_tmpl))
+        decoded = np.ascontiguousarray(decode_frames(plan.path, frames, filename_tmpl=self.filename_tmpl,
+                                                     stream=pyav_stream(plan)))
+        check_frame_size(plan, decoded)
         return (graph.plan_inputs(plan, order=order, frames=decoded, mean=mean, std=std),
                 {"frames_path_clips": 1, "frames_path_frames": int(len(decoded))})
 
@@ -237,7 +258,8 @@ class DaliExecutor:
         """The cached pipeline for ``key`` that takes ``batch`` samples (built or rebuilt bigger)."""
         size, pipe = self._pipelines.pop(key, (0, None))
         if pipe is None or size < batch:
-            num_crops, out_size, out_dtype, source, normalise, resize_frames, reorder_frames, resize_crops = key
+            (num_crops, out_size, out_dtype, source, normalise, resize_frames, reorder_frames, resize_crops,
+             rotate_frames) = key
             threads = self.decode_sessions if (self.dali_device == "gpu" and source == "decoder") \
                 else self.num_threads
             del pipe
@@ -246,7 +268,7 @@ class DaliExecutor:
                                         out_size=out_size, out_dtype=out_dtype, source=source,
                                         normalise=normalise, num_threads=threads, device_id=self.device_id,
                                         resize_frames=resize_frames, reorder_frames=reorder_frames,
-                                        resize_crops=resize_crops)
+                                        resize_crops=resize_crops, rotate_frames=rotate_frames)
             while len(self._pipelines) >= MAX_PIPELINES:
                 self._pipelines.popitem(last=False)
         self._pipelines[key] = (size, pipe)
@@ -255,7 +277,7 @@ class DaliExecutor:
     def _run_samples(self, key, samples) -> torch.Tensor:
         """One DALI run over ``samples`` -> torch ``[n, V, H, W, C]``."""
         pipe = self._pipeline(key, len(samples))
-        graph.feed(pipe, samples, graph.input_names(key[0], key[3], key[4], key[5], key[6], key[7]))
+        graph.feed(pipe, samples, graph.input_names(key[0], key[3], key[4], key[5], key[6], key[7], key[8]))
         (out,) = pipe.run()
         return self._to_torch(out)
 
@@ -322,7 +344,7 @@ class DaliExecutor:
             if len(self._unproven_failures) >= 2:
                 return self._failure(f"{len(self._unproven_failures)} videos in a row failed and none ever "
                                      "decoded", error)
-        return VideoDecodeError(failing.path, f"DALI: {graph.first_line(error)}")
+        return VideoDecodeError(failing.path, damaged_reason(failing, graph.first_line(error)))
 
     def run(self, prepared: PreparedBatch) -> torch.Tensor:
         """The batch ``[N, V, C, H, W]`` (executors/base.py) from ``prepare``'s result."""
@@ -333,8 +355,9 @@ class DaliExecutor:
                 resize_frames = any(graph.needs_resize(prepared.plans[i]) for i in positions)
                 reorder_frames = any(graph.needs_reorder(prepared.inputs[i]["frame_order"]) for i in positions)
                 resize_crops = any(graph.crops_need_resize(prepared.plans[i]) for i in positions)
+                rotate_frames = source == "decoder" and any(graph.needs_rotate(prepared.inputs[i]) for i in positions)
                 key = (prepared.num_crops, prepared.out_size, out_dtype, source, prepared.normalise, resize_frames,
-                       reorder_frames, resize_crops)
+                       reorder_frames, resize_crops, rotate_frames)
                 samples = [prepared.inputs[i] for i in positions]
                 try:
                     parts.append((positions, self._run_samples(key, samples)))

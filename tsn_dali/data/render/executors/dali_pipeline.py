@@ -5,7 +5,13 @@ the order of the ClipPlan docstring:
 
     frames [U, H, W, C]  (DALI's video decoder at sorted unique ``frame_positions`` of the
                           clip's slice, tsn_dali.data.render.slicing; or frames decoded outside
-                          DALI and fed in, see ``source``)
+                          DALI and fed in, upright already, see ``source``)
+    -> fn.rotate by ``rotate_angle``    (decoder only: DALI's decoders ignore a display
+                                         matrix, so a rotated video's frames are turned
+                                         upright here, on the graph's device: a multiple of
+                                         90 degrees, nearest-neighbour, the output sized to
+                                         fit, is an exact pixel permutation, np.rot90's;
+                                         left out where no sample of the run is rotated)
     -> fn.resize to resize_to           (INTERP_LINEAR, antialias=False; left out of the graph
                                          where no sample of the run changes size: a
                                          resize to the same size is the identity)
@@ -76,9 +82,10 @@ def first_line(exc: BaseException) -> str:
 
 
 def input_names(num_crops: int, source: str, normalise: bool, resize_frames: bool = True,
-                reorder_frames: bool = True, resize_crops: bool = True) -> List[str]:
+                reorder_frames: bool = True, resize_crops: bool = True, rotate_frames: bool = False) -> List[str]:
     """Names of the graph's external sources (those of ``plan_inputs`` the graph reads)."""
     names = ["encoded", "frame_positions"] if source == "decoder" else ["frames"]
+    names += ["rotate_angle"] if rotate_frames and source == "decoder" else []
     names += (["frame_order"] if reorder_frames else []) + (["resize_hw"] if resize_frames else [])
     for k in range(num_crops):
         box = [f"crop{k}_start", f"crop{k}_shape"] if resize_crops else [f"crop{k}_window"]
@@ -95,8 +102,10 @@ def plan_inputs(plan: ClipPlan, *, order: np.ndarray, encoded: Optional[np.ndarr
 
     Either ``encoded`` (the clip's bytes: a slice or the whole file) with ``positions``
     (int32 sorted unique frame positions in it), or ``frames`` (``[U, H, W, C]`` uint8,
-    decoded outside DALI); ``order``: int32 ``[T]``, view ``t`` shows decoded frame
-    ``order[t]``. ``resize_hw`` float32 [h, w] of ``resize_to``; per crop ``k``: ``start``
+    decoded outside DALI, upright); ``order``: int32 ``[T]``, view ``t`` shows decoded frame
+    ``order[t]``. ``rotate_angle`` float32: fn.rotate's counter-clockwise degrees that turn
+    the decoder's stored frames upright (``upright_angle``; 0 for fed frames).
+    ``resize_hw`` float32 [h, w] of ``resize_to``; per crop ``k``: ``start``
     int32 [x1, y1], ``shape`` int32 [x2 - x1, y2 - y1] (fn.slice's ``axis_names="WH"``
     order), ``window`` float32 [pos_x, pos_y, w, h] (crop_mirror_normalize's normalised
     position, ``window_position``) and ``flip`` int32 0/1.
@@ -111,9 +120,11 @@ def plan_inputs(plan: ClipPlan, *, order: np.ndarray, encoded: Optional[np.ndarr
         out["encoded"] = encoded
         out["frame_positions"] = np.ascontiguousarray(positions, dtype=np.int32).reshape(-1)
         decoded = len(out["frame_positions"])
+        out["rotate_angle"] = np.array(upright_angle(plan), np.float32)
     elif frames is not None:
         out["frames"] = frames
         decoded = len(frames)
+        out["rotate_angle"] = np.array(0.0, np.float32)
     else:
         raise ValueError("plan_inputs: give encoded bytes with positions, or decoded frames")
     out["frame_order"] = np.ascontiguousarray(order, dtype=np.int32).reshape(-1)
@@ -134,6 +145,18 @@ def plan_inputs(plan: ClipPlan, *, order: np.ndarray, encoded: Optional[np.ndarr
         out["mean"] = np.asarray(mean, np.float32).reshape(-1)
         out["std"] = np.asarray(std, np.float32).reshape(-1)
     return out
+
+
+def upright_angle(plan: ClipPlan) -> float:
+    """fn.rotate's angle (counter-clockwise degrees, np.rot90's sense) that turns a video's
+    stored frames upright: minus its display rotation (``StreamFacts.rotation``, clockwise)."""
+    rotation = int(plan.stream.rotation) if plan.stream is not None else 0
+    return float((360 - rotation) % 360)
+
+
+def needs_rotate(inputs: Dict[str, np.ndarray]) -> bool:
+    """Whether a sample's decoded frames must be turned upright in the graph."""
+    return float(inputs.get("rotate_angle", 0.0)) != 0.0
 
 
 def window_position(start: int, room: int) -> float:
@@ -166,7 +189,7 @@ def crops_need_resize(plan: ClipPlan) -> bool:
 
 def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dtype: str,
                source: str, normalise: bool, resize_frames: bool = True, reorder_frames: bool = True,
-               resize_crops: bool = True):
+               resize_crops: bool = True, rotate_frames: bool = False):
     """Build the graph (call inside a pipeline's scope); returns the output DataNode.
 
     ``device``: "cpu" or "gpu" (decoder on "mixed", every image op on the GPU).
@@ -175,7 +198,9 @@ def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dt
     ``resize_frames``: False leaves the whole-frame resize out (every sample's ``resize_to``
     is its frame size); ``reorder_frames``: False leaves the rearrangement out (every
     sample's decoded frames are its views' frames, in order); ``resize_crops``: False leaves
-    each crop's resize out (every box is already ``out_size``, as test views' are).
+    each crop's resize out (every box is already ``out_size``, as test views' are);
+    ``rotate_frames``: True turns each sample's decoded frames by its ``rotate_angle``
+    (False: no sample of the run is rotated).
     """
     from nvidia.dali import fn, types
 
@@ -197,6 +222,9 @@ def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dt
         # pad_mode "none": an index past the end is an error, not a black frame
         frames = fn.decoders.video(encoded, frames=positions, pad_mode="none",
                                    device="mixed" if device == "gpu" else "cpu")
+        if rotate_frames:  # upright, on the decoder's device (the GPU on dali-gpu)
+            frames = fn.rotate(frames, angle=arg("rotate_angle", types.FLOAT, 0), keep_size=False,
+                               interp_type=types.INTERP_NN)
     else:
         frames = fn.external_source(name="frames", dtype=types.UINT8, ndim=4, layout="FHWC",
                                     device="cpu")
@@ -254,7 +282,7 @@ OUTPUTS_OUTLIVE_RUN = _dynamic_executor_available()
 def build_pipeline(*, device: str, batch_size: int, num_crops: int, out_size: Tuple[int, int],
                    out_dtype: str, source: str, normalise: bool, num_threads: int = 4,
                    device_id: Optional[int] = None, resize_frames: bool = True, reorder_frames: bool = True,
-                   resize_crops: bool = True):
+                   resize_crops: bool = True, rotate_frames: bool = False):
     """A built DALI Pipeline around ``clip_graph``, fed with ``feed`` then ``run()``.
 
     ``batch_size`` is the most samples a run takes (fewer may be fed). ``num_threads``:
@@ -276,7 +304,7 @@ def build_pipeline(*, device: str, batch_size: int, num_crops: int, out_size: Tu
         pipe.set_outputs(clip_graph(device=device, num_crops=num_crops, out_size=out_size,
                                     out_dtype=out_dtype, source=source, normalise=normalise,
                                     resize_frames=resize_frames, reorder_frames=reorder_frames,
-                                    resize_crops=resize_crops))
+                                    resize_crops=resize_crops, rotate_frames=rotate_frames))
     pipe.build()
     return pipe
 

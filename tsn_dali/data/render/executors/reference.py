@@ -1,8 +1,8 @@
 """The reference executor: what a user would run without DALI.
 
 A pool of worker processes that decode each plan's frames with decord
-(``VideoReader.get_batch``, as MMAction2's DecordDecode) or PyAV (tsn_dali.data.media.decoding),
-then apply the
+(``VideoReader.get_batch``, as MMAction2's DecordDecode) or PyAV (tsn_dali.data.media.decoding:
+upright, and the index's stream of a file that has several), then apply the
 plan's transforms in numpy/torch on the CPU, as MMAction2's pipeline does:
 
     resize the whole frame to ``plan.resize_to`` (bilinear)
@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from tsn_dali.data.media.decoding import DECODERS, decode_frames
 from tsn_dali.data.errors import VideoDecodeError
-from tsn_dali.data.render.executors.base import check_render_args, clip_count_key, no_slow_path, normalise
+from tsn_dali.data.render.executors.base import (check_frame_size, check_render_args, clip_count_key, no_slow_path,
+                                                 normalise, pyav_stream)
 from tsn_dali.data.plan.clip_plan import ClipPlan
 
 
@@ -68,7 +69,8 @@ def apply_plan(frames: np.ndarray, plan: ClipPlan) -> np.ndarray:
 
 def render_plan(plan: ClipPlan, decoder: str = "auto", filename_tmpl: str = "img_{:05}.jpg") -> np.ndarray:
     """One plan's views ``[V, H, W, C]`` uint8 (decode, then ``apply_plan``)."""
-    frames = decode_frames(plan.path, plan.frame_indices, decoder, filename_tmpl)
+    frames = decode_frames(plan.path, plan.frame_indices, decoder, filename_tmpl, stream=pyav_stream(plan))
+    check_frame_size(plan, frames)
     return apply_plan(frames, plan)
 
 
