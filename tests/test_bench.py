@@ -218,18 +218,20 @@ def test_gpu_run_quick_dry_runs_on_cpu(tmp_path):
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     summary = (out / "summary.md").read_text()
-    for name in ("env", "clips", "check", "loader", "train"):
+    for name in ("env", "clips", "check", "loader_original", "loader_gop16", "train"):
         assert f"| {name} | ok |" in summary
     assert '"torch_cuda"' in (out / "env.log").read_text() and "pairing" in (out / "env.log").read_text()
     checks = json.loads((out / "check" / "gpu_check.json").read_text())
     assert {c["check"] for c in checks["checks"]} >= {"numbered", "sliced_vs_whole", "gpu_vs_cpu", "mixed_batch",
                                                       "bfloat16", "view_integrity", "pipeline_failure"}
-    assert checks["speed"]["rows"]
+    assert checks["speed"]["rows"] and checks["complete"]
+    assert {c["status"] for c in checks["checks"]} <= {"PASS", "SKIP", "UNPROVEN"}
     for name in ("loader_original", "loader_gop16"):
         result = json.loads((out / name / "results.json").read_text())
         systems = {(r["system"], c["view"]) for c in result["comparisons"] for r in c["rows"]}
-        assert systems == {(v, view) for v in ("dali-cpu", "dali-cpu+whole", "dali-cpu+sessions4", "dali-cpu+copy",
-                                                "reference") for view in ("train", "test")}
+        assert systems == {(v, view) for v in ("dali-cpu", "dali-cpu+whole", "dali-cpu+copy", "reference")
+                           for view in ("train", "test")}
+        assert result["complete"]
     gop16 = json.loads((out / "loader_gop16" / "results.json").read_text())
     assert all(v["keyframe_interval"] <= 16 for v in gop16["videos"])
     train = json.loads((out / "train" / "results.json").read_text())
@@ -237,7 +239,7 @@ def test_gpu_run_quick_dry_runs_on_cpu(tmp_path):
                                                                               "e2e reference"}
     res = json.loads((out / "results.json").read_text())
     assert len(res["targets"]) == 5 and all(t["status"] != "not measured" for t in res["targets"].values())
-    assert "## Targets" in (out / "results.md").read_text()
+    assert res["missing"] == [] and "## Targets" in (out / "results.md").read_text()
 
 
 def test_gpu_run_leaves_what_a_killed_part_measured(tmp_path):
@@ -258,22 +260,37 @@ def test_gpu_run_leaves_what_a_killed_part_measured(tmp_path):
     assert proc.returncode == 1
     summary = (out / "summary.md").read_text()
     assert "| clips | ok |" in summary and "| check | TIMED OUT after" in summary
+    missing = json.loads((out / "results.json").read_text())["missing"]
+    assert {"part": "check", "what": "every check", "why": "check TIMED OUT after 1 s before writing"} in missing
 
 
 def test_gpu_run_works_where_only_python3_is_on_path(tmp_path):
-    """A venv or image may have python3 and no python: the script runs its parts with python3."""
+    """An image or venv may have python3 and no python: the script runs its parts with that
+    python3, in its environment. Here python3 is a venv's own (a venv made for the test,
+    seeing this test's packages, its ``python`` removed): a ``python`` symlinked to it
+    would start the base Python outside the venv, which ``sys.prefix`` shows."""
     import shutil
+    import site
     import subprocess
     import sys
+    import sysconfig
 
-    only = tmp_path / "bin"  # the system's tools, python3 as this test's, and no python
-    only.mkdir()
-    (only / "python3").symlink_to(sys.executable)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    purelib = sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)})
+    seen = [p for p in sys.path if p and os.path.isdir(p)] + site.getsitepackages()
+    Path(purelib, "this_tests_packages.pth").write_text("\n".join(seen) + "\n")  # torch and the rest, as here
+    real = os.path.realpath(venv / "bin" / "python")
+    for link in (venv / "bin").glob("python*"):  # python3 may point at python: each straight at the interpreter
+        link.unlink()
+    (venv / "bin" / "python3").symlink_to(real)
+    tools = tmp_path / "tools"  # the system's tools without any python
+    tools.mkdir()
     for folder in ("/usr/bin", "/bin"):
         for tool in Path(folder).iterdir():
-            if tool.name != "python" and not tool.name.startswith("python3") and not (only / tool.name).exists():
-                (only / tool.name).symlink_to(tool)
-    path = str(only)
+            if not tool.name.startswith("python") and not (tools / tool.name).exists():
+                (tools / tool.name).symlink_to(tool)
+    path = f"{venv / 'bin'}{os.pathsep}{tools}"
     assert shutil.which("python", path=path) is None and shutil.which("python3", path=path)
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_run.sh"
     out = tmp_path / "out"
@@ -281,6 +298,8 @@ def test_gpu_run_works_where_only_python3_is_on_path(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| env | ok |" in (out / "summary.md").read_text()
+    env_log = (out / "env.log").read_text()
+    assert os.path.realpath(json.loads(env_log[env_log.index("{"):])["python_prefix"]) == os.path.realpath(venv)
 
 
 def test_executor_variants_parse_and_reject_unknown_options():

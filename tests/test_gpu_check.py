@@ -415,18 +415,27 @@ def test_the_script_exits_1_with_the_named_check_failed(folder, tmp_path, fault,
         assert subjects == ["numbered_0.webm (340x256)"]
 
 
+def _row(system, ratio, verdict):
+    return {"system": system, "ratio": ratio, "verdict": verdict, "clips_per_s": {"median": 100 * ratio}}
+
+
+def _bench(out, name, comparisons, executors=("dali-gpu", "reference"), complete=True):
+    (out / name).mkdir()
+    (out / name / "results.json").write_text(json.dumps(
+        {"config": {"device": "cuda", "executors": list(executors), "peers": []}, "complete": complete,
+         "unavailable": {}, "comparisons": comparisons}))
+
+
 def test_report_says_met_missed_within_spread_and_not_measured(tmp_path):
-    def row(system, ratio, verdict):
-        return {"system": system, "ratio": ratio, "verdict": verdict, "clips_per_s": {"median": 100 * ratio}}
-
-    def write(name, title, rows):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "results.json").write_text(json.dumps(
-            {"config": {"device": "cuda"}, "complete": True, "comparisons": [{"title": title, "rows": rows}]}))
-
-    write("loader_original", "loader, train view", [row("dali-gpu", 6.2, "faster beyond spread")])
-    write("loader_gop16", "loader, train view", [row("dali-gpu", 3.0, "faster beyond spread")])
-    write("train", "training: the step alone and fed by each loader", [row("e2e dali-gpu", 0.5, "slower beyond spread")])
+    _bench(tmp_path, "loader_original", [{"title": "loader, train view", "errors": {},
+                                          "rows": [_row("dali-gpu", 6.2, "faster beyond spread"),
+                                                   _row("reference", 1.0, "baseline")]}])
+    _bench(tmp_path, "loader_gop16", [{"title": "loader, train view", "errors": {},
+                                       "rows": [_row("dali-gpu", 3.0, "faster beyond spread"),
+                                                _row("reference", 1.0, "baseline")]}])
+    _bench(tmp_path, "train", [{"title": report.E2E_TITLE, "errors": {},
+                                "rows": [_row("e2e dali-gpu", 0.5, "slower beyond spread"), _row("model", 1, "baseline"),
+                                         _row("e2e reference", 0.2, "slower beyond spread")]}])
     (tmp_path / "check").mkdir()
     (tmp_path / "check" / "gpu_check.json").write_text(json.dumps({"checks": [
         {"check": "numbered", "subject": "a", "status": "PASS", "detail": ""},
@@ -437,4 +446,42 @@ def test_report_says_met_missed_within_spread_and_not_measured(tmp_path):
     assert res["failed_checks"] == 1
     assert report.main([str(tmp_path)]) == 1  # a failed check fails the run
     assert "| sliced_vs_whole | a | FAIL |" in (tmp_path / "results.md").read_text()
-    assert report.target(row("x", 4.9, "within spread"), 5.0)["status"] == "within spread"
+    assert report.target(_row("x", 4.9, "within spread"), 5.0)["status"] == "within spread"
+
+
+def test_report_says_what_a_part_cut_short_did_not_measure(tmp_path):
+    """loader_original timed out after its train view, loader_gop16's reference loader
+    failed (its baseline: no ratios), train never ran, and the check part stopped before
+    view_integrity: every such target is "not measured" with the reason, never "missed",
+    and each missing comparison, system and check is listed."""
+    (tmp_path / "summary.md").write_text(
+        "# GPU run (quick)\n\n| part | status | seconds | results |\n| --- | --- | ---: | --- |\n"
+        "| check | TIMED OUT after 100 s | 105 | check.log |\n"
+        "| loader_original | TIMED OUT after 110 s | 115 | loader_original.log |\n"
+        "| loader_gop16 | ok | 80 | loader_gop16.log |\n")
+    _bench(tmp_path, "loader_original", [{"title": "loader, train view", "errors": {},
+                                          "rows": [_row("dali-gpu", 6.2, "faster beyond spread"),
+                                                   _row("reference", 1.0, "baseline")]}], complete=False)
+    no_ratio = {"system": "dali-gpu", "clips_per_s": {"median": 300.0}}
+    missing = "the baseline reference failed: RuntimeError: worker died"
+    _bench(tmp_path, "loader_gop16", [{"title": f"loader, {v} view", "errors": {"reference": "RuntimeError: worker died"},
+                                       "baseline_missing": missing, "rows": [no_ratio]} for v in ("train", "test")])
+    (tmp_path / "check").mkdir()
+    (tmp_path / "check" / "gpu_check.json").write_text(json.dumps({
+        "planned": ["numbered", "view_integrity", "speed"], "complete": False,
+        "checks": [{"check": "numbered", "subject": "a", "status": "PASS", "detail": ""}]}))
+    res = report.report(tmp_path)
+    targets = list(res["targets"].values())
+    assert [t["status"] for t in targets] == ["met"] + ["not measured"] * 4
+    assert targets[1]["reason"] == "loader_original TIMED OUT after 110 s before 'loader, test view'"
+    assert targets[2]["reason"] == targets[3]["reason"] == missing
+    assert targets[4]["reason"] == "train did not run before writing any result"
+    gaps = {(m["part"], m["what"]): m["why"] for m in res["missing"]}
+    assert gaps[("check", "view_integrity")] == "check TIMED OUT after 100 s before it" and ("check", "numbered") not in gaps
+    assert gaps[("loader_original", "loader, test view")].startswith("loader_original TIMED OUT")
+    assert gaps[("loader_gop16", "loader, train view: reference")] == "reference: RuntimeError: worker died"
+    assert ("train", report.E2E_TITLE) in gaps
+    assert report.main([str(tmp_path)]) == 0  # nothing failed: what is missing is said, not failed
+    md = (tmp_path / "results.md").read_text()
+    assert "## Not measured" in md and "| loader_original | loader, test view | loader_original TIMED OUT" in md
+    assert "| missed |" not in md and ": missed" not in md
