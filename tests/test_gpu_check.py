@@ -207,6 +207,28 @@ def test_view_integrity_counts_only_where_its_control_failed():
     assert gc.integrity_verdict(gc.stale(copy), copy, [1.0, 3.0, 3.0])[0] == "FAIL"
 
 
+def test_view_integrity_is_recorded_at_once_and_again_after_its_control(tmp_path):
+    """On a GPU the control runs after every other check: view_integrity is first recorded
+    UNPROVEN (control pending), then replaced by the verdict once the control ran; a run
+    killed in the control keeps the first record and every other check."""
+    from types import SimpleNamespace
+
+    integrity = object.__new__(gc.ViewIntegrity)
+    integrity.dev, integrity.fault = torch.device("cuda", 0), "none"
+    integrity.args = SimpleNamespace(batch=4, lag_ms=50.0)
+    integrity.sums = {"view": [1.0, 2.0, 3.0], "copy": [1.0, 2.0, 3.0]}
+    checks = gc.Checks(tmp_path)
+    integrity.record(checks)
+    checks.add("speed_note", "x", None)
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())["checks"]
+    assert saved[0]["status"] == "UNPROVEN" and "runs after every other check" in saved[0]["detail"]
+    integrity.sums["control"] = [1.0, 3.0, 3.0]  # the race, reproduced
+    integrity.record(checks)
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())["checks"]
+    assert [c["check"] for c in saved] == ["speed_note", "view_integrity"] and saved[1]["status"] == "PASS"
+    assert "the consumer 50 ms behind a step" in saved[1]["subject"]
+
+
 def test_corrupt_and_gpu_faults_change_the_tensor(frames):
     a = views()
     for fault in ("swap-frame", "flip-byte"):
