@@ -80,9 +80,11 @@ CHECKS = ("numbered", "sliced_vs_whole", "gpu_vs_cpu", "mixed_batch", "bfloat16"
 # clips of TSN_DALI_TEST_VIDEOS, 4 K400-like synthetic clips, a numbered clip): mean
 # |difference| per clip 0.01-1.79 levels (per frame at most 2.19); DALI's own CPU decoder
 # (the same conversion) against PyAV's RGB on VP9 copies of 5 of them: 1.22-1.56, and
-# 0.03-0.06 from the numpy model. A limited-range picture shown as full range (the
-# colour-range fault) differs by 6.7-16.8 per clip. The least-squares shift between the
-# conversions was at most 0.04 px; a half-pixel shift measured 0.29-0.51 px.
+# 0.03-0.06 from the numpy model. Through the executors, with this script's plans and
+# views_match: dali-cpu's decoder against its frames path on those VP9 copies 1.22-1.72
+# (shift at most 0.04 px); H.264 through the frames path against the reference executor,
+# 12 clips: 0.00 (one decoder). A limited-range picture shown as full range (the
+# colour-range fault) differs by 6.7-16.8 per clip; a half-pixel shift reads 0.29-0.51 px.
 COLOUR_BOUND = 3.0  # levels (0-255), mean |gpu - cpu| over a clip's views
 SHIFT_BOUND = 0.15  # pixels, per view and axis
 LOOKALIKE = 2 * COLOUR_BOUND  # views whose RMS difference is within this look the same (a tie passes)

@@ -6,6 +6,7 @@ memory pool and the consumer's CUDA stream (as tests/test_streams.py stands in f
 streams), on the real loader and hand-off guard."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import subprocess
@@ -127,7 +128,7 @@ def test_coded_size_moves_crops_only_where_the_width_is_not_a_multiple_of_16(fra
     assert dx == 6 and torch.equal(moved[2].flip(-1)[..., :64 - dx], frames[0][:, :64, x1 + dx:x1 + 64])
 
 
-def test_the_colour_bound_holds_what_daliss_conversion_explains():
+def test_the_colour_bound_holds_what_dalis_colour_conversion_explains():
     """The bound against the thing it bounds, on a real encode: DALI's YUV->RGB (BT.601,
     chroma bilinear at centred sites), written out in numpy on PyAV's YUV planes, against
     PyAV's own RGB (swscale) of a K400-like synthetic clip: far below COLOUR_BOUND, while a
@@ -343,20 +344,12 @@ def stand_in_sums(root, mode, pool, queue, monkeypatch, control=False):
         queue.run_to(len(queue.work))
         return [c["sum"] for c in cells]
 
-    with gc.bypassed_guard() if control else _nothing():
+    with gc.bypassed_guard() if control else contextlib.nullcontext():
         loader = build_loader(recipe, "train", executor=PooledExecutor(DaliExecutor("cpu"), pool), progress=False)
         loader.set_epoch(3)
         sums = gc.integrity_sums(loader, consume, read)
         loader.close()
     return sums
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 @pytest.fixture(scope="module")
