@@ -3,34 +3,42 @@
 #
 #   bash benchmarks/gpu_run.sh OUT_DIR [quick|full|env|clips|check|loader|train|soak]
 #
-# quick (the default, the first thing to run on a GPU): under 8 minutes on one H100/H200
-# with 16 CPU cores, start-up included. Each part runs under `timeout` and writes its
-# results as it goes; OUT_DIR/summary.md gets a line per part as it ends, so a run killed
-# at any point leaves what it measured:
-#   env     driver, torch's and DALI's CUDA and whether they pair, GPU, NVDEC engines
-#   clips   K400-like H.264 clips (340x256, 300 frames at 30 fps, the encoder's long GOP)
-#           generated on every CPU core in $CLIPS (default /tmp/k400like), and the same
-#           clips with keyframes every 16 frames (python -m tsn_dali.prepare --gop 16);
-#           reused when there
-#   check   benchmarks/gpu_check.py: frame identities (numbered clips), GOP slices vs whole
-#           files bit for bit, NVDEC vs dali-cpu, a mixed NVDEC + frames-path batch,
-#           bfloat16, view integrity under a real training step, a whole-pipeline failure
-#           said in one line; then dali-gpu vs dali-cpu clips/s, interleaved
-#   loader  python -m tsn_dali.bench --parts loader on the original and the GOP-16 clips:
-#           dali-gpu (slices, 16 NVDEC sessions, views), +whole, +sessions4, +copy and the
-#           reference loader with 16 workers, train and test views, interleaved; NVDEC busy %
-#   train   the trainer's step alone and fed by dali-gpu and by the reference loader,
-#           interleaved, with the share of time spent waiting for data
+# quick (the default, the first thing to run on a GPU): at most 8 minutes on one H100/H200
+# with 16 CPU cores, start-up included, even where every part runs to its limit. Each part
+# runs under its own `timeout` and writes its results as it goes (gpu_check after each
+# check, the bench after each comparison); OUT_DIR/summary.md gets a line per part as it
+# ends, so a run killed at any point leaves what it measured:
+#   env              driver, torch's and DALI's CUDA and whether they pair, GPU, NVDEC
+#                    engines, NVML, the Python that runs the parts
+#   clips            K400-like H.264 clips (340x256, 300 frames at 30 fps, the encoder's long
+#                    GOP) generated on every CPU core in $CLIPS (default /tmp/k400like), and the
+#                    same clips with keyframes every 16 frames (python -m tsn_dali.prepare
+#                    --gop 16); reused when there
+#   check            benchmarks/gpu_check.py: frame identities (numbered clips, one 340x256),
+#                    GOP slices vs whole files bit for bit, dali-gpu vs dali-cpu view by view
+#                    (bounded colour difference and shift), a mixed NVDEC + frames-path batch,
+#                    bfloat16, view integrity under a lagging training step (with its control),
+#                    a whole-pipeline failure said in one line; then dali-gpu vs dali-cpu
+#                    clips/s, interleaved
+#   loader_original  python -m tsn_dali.bench --parts loader on the original clips: dali-gpu
+#                    (slices, 16 NVDEC sessions, views), +whole, +copy (full: +sessions4) and
+#                    the reference loader with 16 workers, train then test view, interleaved;
+#                    NVDEC busy % (NVML)
+#   loader_gop16     the same on the GOP-16 clips, under a limit of its own
+#   train            the trainer's step alone and fed by dali-gpu and by the reference loader,
+#                    interleaved, with the share of time spent waiting for data
 # full: the same at larger sizes, then soak (train + val epochs, host and device memory).
 # At the end benchmarks/gpu_report.py writes OUT_DIR/results.md and results.json: every
-# check's status and whether the targets were met (5x the reference loader, 90% of the step).
+# check's status, the targets (5x the reference loader, 90% of the step) met or not, and
+# what a part cut short did not measure.
 # Knobs (environment): CLIPS, NUM_VIDEOS, FRAMES, SIZE, DEVICE=cpu (a dry run without a GPU:
 # dali-cpu where dali-gpu would be, VP9 numbered clips), BENCH_ARGS and CHECK_ARGS (added to
-# every bench / gpu_check call), TIME_SCALE (multiplies every part's timeout), SOAK_ARGS.
+# every bench / gpu_check call), TIME_SCALE (multiplies every part's limit), SOAK_ARGS.
 set -uo pipefail
-if ! command -v python >/dev/null; then  # a machine (or venv) with only python3 on PATH
-  shim=$(mktemp -d)
-  ln -s "$(command -v python3)" "$shim/python"
+if ! command -v python >/dev/null; then  # only python3 on PATH (a venv, an image): a wrapper that
+  shim=$(mktemp -d)                       # execs it; a symlink would lose the venv, which Python
+  printf '#!/bin/sh\nexec "%s" "$@"\n' "$(command -v python3)" > "$shim/python"  # finds from
+  chmod +x "$shim/python"                 # the path it was started by
   export PATH="$shim:$PATH"
 fi
 out=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR [quick|full|env|clips|check|loader|train|soak]}
@@ -51,21 +59,23 @@ export PYTHONUNBUFFERED=1
 status=0
 dali=dali-gpu
 [[ $device == cpu ]] && dali=dali-cpu
+# quick: the loader windows take about 2 s each on the original clips: 4 systems x 2 views x
+# (1 untimed + 3 timed rounds) = 32 windows, about 64 s, inside loader_original's 110 s
+variants="$dali,$dali+whole,$dali+copy,reference"
 case $mode in
-  quick) num=${NUM_VIDEOS:-32}; rounds=3; iters=2; batch=32; check_videos=8 ;;
-  full) num=${NUM_VIDEOS:-64}; rounds=5; iters=5; batch=32; check_videos=32 ;;
-  *) num=${NUM_VIDEOS:-32}; rounds=3; iters=2; batch=32; check_videos=8 ;;
+  full) num=${NUM_VIDEOS:-64}; rounds=5; iters=5; batch=32; check_videos=32
+        variants="$dali,$dali+whole,$dali+sessions4,$dali+copy,reference" ;;
+  *) num=${NUM_VIDEOS:-32}; rounds=3; iters=2; batch=32; check_videos=4 ;;
 esac
 summary="$out/summary.md"
 [[ -f $summary ]] || printf '# GPU run (%s)\n\n| part | status | seconds | results |\n| --- | --- | ---: | --- |\n' "$mode" > "$summary"
 
-part() {  # part NAME SECONDS COMMAND...: run under timeout, log, one summary line
+part() {  # part NAME SECONDS FUNCTION: run under timeout, log, one summary line
   local name=$1 limit
   limit=$(python -c "print(max(1, int($2 * $scale)))")  # timeout 0 would mean none
-  shift 2
   local t0=$SECONDS rc
   echo "gpu_run: $name (at most ${limit} s)"
-  timeout --kill-after=15 "$limit" bash -c "$*" > >(tee "$out/$name.log") 2>&1
+  timeout --kill-after=5 "$limit" bash -c "$3" > >(tee "$out/$name.log") 2>&1
   rc=$?
   local verdict=ok
   if [[ $rc -eq 124 || $rc -eq 137 ]]; then verdict="TIMED OUT after ${limit} s"; status=1
@@ -79,8 +89,8 @@ env_part() {
   DEVICE=$device python - <<'EOF'
 import json, os, shutil, subprocess, sys
 import torch
-info = {"device": os.environ["DEVICE"], "python": sys.version.split()[0], "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda, "cpu_cores": os.cpu_count()}
+info = {"device": os.environ["DEVICE"], "python": sys.version.split()[0], "python_prefix": sys.prefix,
+        "torch": torch.__version__, "torch_cuda": torch.version.cuda, "cpu_cores": os.cpu_count()}
 try:
     import nvidia.dali as dali
     info["dali"], info["dali_cuda"] = dali.__version__, getattr(dali, "__cuda_version__", None)
@@ -88,9 +98,9 @@ except Exception as exc:
     info["dali"] = f"does not import: {exc}"
 from tsn_dali.data.render.executors import cuda_pairing
 info["pairing"] = cuda_pairing(info["torch_cuda"], info.get("dali_cuda")) or "torch and DALI agree"
-for module in ("av", "decord", "torchcodec"):
+for module in ("av", "decord", "torchcodec", "pynvml"):
     try:
-        info[module] = __import__(module).__version__
+        info[module] = getattr(__import__(module), "__version__", "present")
     except Exception:
         info[module] = None
 smi = shutil.which("nvidia-smi")
@@ -101,6 +111,15 @@ if smi and info["device"] != "cpu":
     # NVDEC engines per GPU, from NVIDIA's Video Codec SDK support matrix (not read off the device)
     engines = {"H100": 7, "H200": 7, "H800": 7, "A100": 5, "A800": 5, "L40": 3, "L4": 4, "A10": 2, "B200": 7}
     info["nvdec_engines"] = next((n for k, n in engines.items() if k in info["gpu"]), None)
+if info["device"] != "cpu":  # what the bench's NVDEC column and DALI's thread pinning rely on
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        info["nvml_decoder_utilisation"] = pynvml.nvmlDeviceGetDecoderUtilization(handle)[0]
+        info["nvml_cpu_affinity"] = [hex(m) for m in pynvml.nvmlDeviceGetCpuAffinity(handle, 4)]
+    except Exception as exc:
+        info["nvml"] = f"unavailable: {type(exc).__name__}: {exc}"
 print(json.dumps(info, indent=1))
 EOF
 }
@@ -132,13 +151,14 @@ bench() {  # bench NAME LIST PREFIX ARGS...
     --out "$out/$name" "$@" $bench_extra
 }
 
-loader_part() {
-  local variants="$dali,$dali+whole,$dali+sessions4,$dali+copy,reference" rc=0
+loader_original_part() {
   bench loader_original "$clips/demo_train_list_videos.txt" "$clips/videos_train" --parts loader \
-    --executors "$variants" --note "K400-like H.264, the encoder's long GOP" || rc=1
+    --executors "$variants" --note "K400-like H.264, the encoder's long GOP"
+}
+
+loader_gop16_part() {
   bench loader_gop16 "$clips/gop16/demo_train_list_videos.txt" "$clips/gop16" --parts loader \
-    --executors "$variants" --note "the same clips with keyframes every 16 frames" || rc=1
-  return $rc
+    --executors "$variants" --note "the same clips with keyframes every 16 frames"
 }
 
 train_part() {
@@ -151,21 +171,23 @@ soak_part() {
   python -m tsn_dali.soak --device "$device" --out "$out/soak" $soak_args
 }
 
-export out device clips frames size bench_extra check_extra soak_args cores dali num rounds iters batch check_videos
-export -f env_part clips_part check_part bench loader_part train_part soak_part
+export out device clips frames size bench_extra check_extra soak_args cores dali num rounds iters batch check_videos \
+  variants
+export -f env_part clips_part check_part bench loader_original_part loader_gop16_part train_part soak_part
 echo "gpu_run: $mode, device $device, $cores CPU cores, results in $out"
 case $mode in
-  quick|full)
-    part env 30 env_part
-    part clips 75 clips_part || { echo "gpu_run: no clips, nothing else can run" >&2; exit 2; }
-    part check 90 check_part
-    part loader 180 loader_part
-    part train 90 train_part
+  quick|full)  # quick: 25 + 70 + 100 + 110 + 90 + 80 = 475 s at most
+    part env 25 env_part
+    part clips 70 clips_part || { echo "gpu_run: no clips, nothing else can run" >&2; exit 2; }
+    part check 100 check_part
+    part loader_original 110 loader_original_part
+    part loader_gop16 90 loader_gop16_part
+    part train 80 train_part
     [[ $mode == full ]] && part soak 1800 soak_part ;;
   env) part env 30 env_part ;;
   clips) part clips 300 clips_part ;;
   check) part check 600 check_part ;;
-  loader) part loader 1200 loader_part ;;
+  loader) part loader_original 600 loader_original_part; part loader_gop16 600 loader_gop16_part ;;
   train) part train 600 train_part ;;
   soak) part soak 3600 soak_part ;;
   *) echo "gpu_run: unknown mode $mode; expected quick, full, env, clips, check, loader, train or soak" >&2; exit 2 ;;

@@ -218,18 +218,20 @@ def test_gpu_run_quick_dry_runs_on_cpu(tmp_path):
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     summary = (out / "summary.md").read_text()
-    for name in ("env", "clips", "check", "loader", "train"):
+    for name in ("env", "clips", "check", "loader_original", "loader_gop16", "train"):
         assert f"| {name} | ok |" in summary
     assert '"torch_cuda"' in (out / "env.log").read_text() and "pairing" in (out / "env.log").read_text()
     checks = json.loads((out / "check" / "gpu_check.json").read_text())
     assert {c["check"] for c in checks["checks"]} >= {"numbered", "sliced_vs_whole", "gpu_vs_cpu", "mixed_batch",
                                                       "bfloat16", "view_integrity", "pipeline_failure"}
-    assert checks["speed"]["rows"]
+    assert checks["speed"]["rows"] and checks["complete"]
+    assert {c["status"] for c in checks["checks"]} <= {"PASS", "SKIP", "UNPROVEN"}
     for name in ("loader_original", "loader_gop16"):
         result = json.loads((out / name / "results.json").read_text())
         systems = {(r["system"], c["view"]) for c in result["comparisons"] for r in c["rows"]}
-        assert systems == {(v, view) for v in ("dali-cpu", "dali-cpu+whole", "dali-cpu+sessions4", "dali-cpu+copy",
-                                                "reference") for view in ("train", "test")}
+        assert systems == {(v, view) for v in ("dali-cpu", "dali-cpu+whole", "dali-cpu+copy", "reference")
+                           for view in ("train", "test")}
+        assert result["complete"]
     gop16 = json.loads((out / "loader_gop16" / "results.json").read_text())
     assert all(v["keyframe_interval"] <= 16 for v in gop16["videos"])
     train = json.loads((out / "train" / "results.json").read_text())
@@ -237,7 +239,7 @@ def test_gpu_run_quick_dry_runs_on_cpu(tmp_path):
                                                                               "e2e reference"}
     res = json.loads((out / "results.json").read_text())
     assert len(res["targets"]) == 5 and all(t["status"] != "not measured" for t in res["targets"].values())
-    assert "## Targets" in (out / "results.md").read_text()
+    assert res["missing"] == [] and "## Targets" in (out / "results.md").read_text()
 
 
 def test_gpu_run_leaves_what_a_killed_part_measured(tmp_path):
@@ -258,22 +260,37 @@ def test_gpu_run_leaves_what_a_killed_part_measured(tmp_path):
     assert proc.returncode == 1
     summary = (out / "summary.md").read_text()
     assert "| clips | ok |" in summary and "| check | TIMED OUT after" in summary
+    missing = json.loads((out / "results.json").read_text())["missing"]
+    assert {"part": "check", "what": "every check", "why": "check TIMED OUT after 1 s before writing"} in missing
 
 
 def test_gpu_run_works_where_only_python3_is_on_path(tmp_path):
-    """A venv or image may have python3 and no python: the script runs its parts with python3."""
+    """An image or venv may have python3 and no python: the script runs its parts with that
+    python3, in its environment. Here python3 is a venv's own (a venv made for the test,
+    seeing this test's packages, its ``python`` removed): a ``python`` symlinked to it
+    would start the base Python outside the venv, which ``sys.prefix`` shows."""
     import shutil
+    import site
     import subprocess
     import sys
+    import sysconfig
 
-    only = tmp_path / "bin"  # the system's tools, python3 as this test's, and no python
-    only.mkdir()
-    (only / "python3").symlink_to(sys.executable)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    purelib = sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)})
+    seen = [p for p in sys.path if p and os.path.isdir(p)] + site.getsitepackages()
+    Path(purelib, "this_tests_packages.pth").write_text("\n".join(seen) + "\n")  # torch and the rest, as here
+    real = os.path.realpath(venv / "bin" / "python")
+    for link in (venv / "bin").glob("python*"):  # python3 may point at python: each straight at the interpreter
+        link.unlink()
+    (venv / "bin" / "python3").symlink_to(real)
+    tools = tmp_path / "tools"  # the system's tools without any python
+    tools.mkdir()
     for folder in ("/usr/bin", "/bin"):
         for tool in Path(folder).iterdir():
-            if tool.name != "python" and not tool.name.startswith("python3") and not (only / tool.name).exists():
-                (only / tool.name).symlink_to(tool)
-    path = str(only)
+            if not tool.name.startswith("python") and not (tools / tool.name).exists():
+                (tools / tool.name).symlink_to(tool)
+    path = f"{venv / 'bin'}{os.pathsep}{tools}"
     assert shutil.which("python", path=path) is None and shutil.which("python3", path=path)
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_run.sh"
     out = tmp_path / "out"
@@ -281,6 +298,8 @@ def test_gpu_run_works_where_only_python3_is_on_path(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| env | ok |" in (out / "summary.md").read_text()
+    env_log = (out / "env.log").read_text()
+    assert os.path.realpath(json.loads(env_log[env_log.index("{"):])["python_prefix"]) == os.path.realpath(venv)
 
 
 def test_executor_variants_parse_and_reject_unknown_options():
@@ -297,11 +316,123 @@ def test_executor_variants_parse_and_reject_unknown_options():
             parse_variant(bad)
 
 
-def test_nvdec_utilisation_is_read_from_nvidia_smi_dmon():
-    from tsn_dali.bench.environment import parse_dmon
+class FakeNvml:
+    """nvidia-ml-py's pynvml, stood in for: a machine of 6 GPUs whose GPU 5 reads the
+    decoder utilisations given, one per call."""
 
-    out = ["# gpu    sm   mem   enc   dec   jpg   ofa", "# Idx     %     %     %     %     %     %",
-           "    0    12     3     0    87     0     0", "    0    10     2     0     -     0     0",
-           "    0    11     3     0    93     0     0"]
-    assert parse_dmon(out) == [87.0, 93.0]
-    assert parse_dmon(["no header", "0 1 2"]) == []
+    def __init__(self, readings, fail_init=False):
+        self.readings, self.fail_init, self.asked, self.shut = list(readings), fail_init, [], False
+
+    def nvmlInit(self):  # noqa: N802 - pynvml's names
+        if self.fail_init:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    def nvmlDeviceGetHandleByIndex(self, index):  # noqa: N802
+        self.asked.append(index)
+        if not 0 <= index < 6:
+            raise RuntimeError("Invalid Argument")
+        return f"gpu{index}"
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):  # noqa: N802
+        self.asked.append(uuid)
+        raise RuntimeError("Not Found")
+
+    def nvmlDeviceGetDecoderUtilization(self, handle):  # noqa: N802
+        value = self.readings.pop(0) if handle == "gpu5" and self.readings else 0
+        return [value, 166666]
+
+    def nvmlShutdown(self):  # noqa: N802
+        self.shut = True
+
+
+def test_nvdec_utilisation_is_read_through_nvml_of_the_visible_device(monkeypatch):
+    """torch's cuda:1 under CUDA_VISIBLE_DEVICES=3,5 is NVML's GPU 5, not its GPU 1; each
+    sample is timed as read, and a window's summary takes only its own samples."""
+    import time
+
+    from tsn_dali.bench.environment import DecoderMonitor, nvml_device
+
+    assert nvml_device(1, "3,5") == 5 and nvml_device(0, "GPU-abc,GPU-def") == "GPU-abc"
+    assert nvml_device(2, "3,5") == 2 and nvml_device(0, None) == 0
+    assert nvml_device(0, "3", uuid="1234-ab") == "GPU-1234-ab"  # torch's UUID first, where it has one
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    nvml = FakeNvml([0.0, 40.0, 60.0, 80.0] + [90.0] * 1000)
+    with DecoderMonitor(torch.device("cuda", 1), interval=0.01, nvml=nvml) as monitor:
+        time.sleep(0.2)
+        t0 = time.time()
+        time.sleep(0.1)
+        t1 = time.time()
+    assert monitor.unavailable is None and 5 in nvml.asked and 1 not in nvml.asked and nvml.shut
+    assert monitor.samples and all(a[0] <= b[0] for a, b in zip(monitor.samples, monitor.samples[1:]))
+    inside = monitor.summary([(t0, t1)])
+    assert inside["samples"] < len(monitor.samples) and inside["mean"] == 90.0
+    assert monitor.summary([(0.0, 1.0)]) is None
+
+
+def test_nvdec_utilisation_says_why_not_where_nvml_cannot_be_used():
+    from tsn_dali.bench.environment import DecoderMonitor
+
+    with DecoderMonitor(torch.device("cuda", 0), nvml=FakeNvml([], fail_init=True)) as monitor:
+        pass
+    assert monitor.summary() is None and "NVML Shared Library Not Found" in monitor.unavailable
+    with DecoderMonitor(torch.device("cpu"), nvml=FakeNvml([])) as monitor:
+        pass
+    assert monitor.unavailable is None and monitor.summary() is None  # nothing to read on the CPU
+
+
+def test_a_comparison_whose_baseline_failed_has_no_ratios():
+    """A failed baseline is never replaced by another system (whose ratio would then read as
+    the one asked for): no row has a ratio, and the comparison says why."""
+    from tsn_dali.bench.interleave import comparison
+
+    def rate(value):
+        return lambda round_no: value
+
+    def broken(round_no):
+        raise RuntimeError("worker died")
+
+    c = comparison("t", {"dali-gpu": rate(10.0), "reference": broken}, "reference", rounds=2, warmup=0)
+    assert c["baseline"] == "reference" and "failed: RuntimeError: worker died" in c["baseline_missing"]
+    assert [r["system"] for r in c["rows"]] == ["dali-gpu"] and "ratio" not in c["rows"][0]
+    c = comparison("t", {"dali-gpu": rate(10.0)}, "reference", rounds=2, warmup=0)
+    assert "not measured" in c["baseline_missing"] and "ratio" not in c["rows"][0]
+    c = comparison("t", {"dali-gpu": rate(10.0), "reference": rate(2.0)}, "reference", rounds=2, warmup=0)
+    assert "baseline_missing" not in c and {r["system"]: r["ratio"] for r in c["rows"]}["dali-gpu"] == 5.0
+
+
+KILLER = """
+import os, signal, sys
+from tsn_dali.bench import interleave
+real, calls = interleave.run_rounds, []
+def run_rounds(*args, **kw):  # the second comparison is where a part's timeout kills the bench
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kw)
+interleave.run_rounds = run_rounds
+from tsn_dali.bench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_bench_killed_part_way_keeps_the_comparisons_it_finished(tiny_videos, tmp_path):
+    """Killed (SIGKILL, as a part's timeout does) while its second comparison runs, the bench
+    leaves its JSON and markdown results with the first comparison, marked incomplete."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", KILLER, "recipes/k400_r50.yaml", "--videos", str(tiny_videos),
+                           "--quick", "--parts", "loader", "--executors", "dali-cpu,reference",
+                           "--reference-workers", "0", "--batch-size", "2", "--work-dir", str(tmp_path / "work"),
+                           "--out", str(out), *TINY], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["complete"] is False
+    assert [c["title"] for c in result["comparisons"]] == ["loader, train view"]
+    assert {r["system"] for r in result["comparisons"][0]["rows"]} == {"dali-cpu", "reference"}
+    md = (out / "results.md").read_text()
+    assert "## Loader, train view" in md and "**incomplete**" in md and "## Loader, test view" not in md
+    assert not list(out.glob("*.tmp"))

@@ -193,3 +193,50 @@ def test_av1_on_hopper_is_decided_by_the_test_decode(fresh_cache):
     calls = []
     support = NvdecSupport(0, probe=lambda s, p: calls.append(p), compute_capability=H100)
     assert support.reason(facts("av1"), "a.mkv") is None and calls == ["a.mkv"]
+
+
+def _decoder_specs(out):
+    """The OpSpec text of every fn.decoders.video in the graph ending at ``out``."""
+    found, seen, todo = [], set(), [out]
+    while todo:
+        op = todo.pop().source
+        if op is None or id(op) in seen:
+            continue
+        seen.add(id(op))
+        if str(op.spec).startswith("OpSpec for decoders__Video"):
+            found.append(str(op.spec))
+        todo += [i for i in op.inputs if hasattr(i, "source")]
+    return found
+
+
+def test_the_nvdec_decoder_does_not_pin_its_threads_through_nvml(monkeypatch):
+    """DALI's mixed decoder pins its threads through NVML by default (``affine``); where NVML
+    gives no affinity (a VM, a sandbox) every decode would fail, so both the graph's
+    decoder and the one-frame test decode ask for ``affine=False``. The graph is only
+    defined here (no GPU to build it on)."""
+    pytest.importorskip("nvidia.dali")
+    from nvidia.dali import Pipeline, fn
+
+    from tsn_dali.data.render.executors import dali_pipeline as graph
+
+    pipe = Pipeline(batch_size=1, num_threads=1, device_id=None)
+    with pipe:
+        out = graph.clip_graph(device="gpu", num_crops=1, out_size=(8, 8), out_dtype="uint8", source="decoder",
+                               normalise=False)
+    (spec,) = _decoder_specs(out)
+    assert "device: mixed" in spec and "affine: False" in spec
+    with Pipeline(batch_size=1, num_threads=1, device_id=None):
+        cpu = graph.clip_graph(device="cpu", num_crops=1, out_size=(8, 8), out_dtype="uint8", source="decoder",
+                               normalise=False)
+    assert "affine" not in _decoder_specs(cpu)[0]  # the CPU decoder has no threads to pin
+
+    asked = []
+    real = fn.decoders.video
+
+    def video(*args, **kw):
+        asked.append(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(fn.decoders, "video", video)
+    reason = nvdec.decode_once(np.zeros(16, np.uint8), [0], 0)  # fails without a GPU; the ask is what counts
+    assert reason and asked == [dict(frames=[0], device="mixed", affine=False)]

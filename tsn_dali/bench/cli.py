@@ -60,7 +60,7 @@ class Run:
                        "videos": [{k: v for k, v in self.index[p].to_json().items()
                                    if k in ("path", "codec", "width", "height", "num_frames", "fps",
                                             "keyframe_interval", "size", "pix_fmt")} for p in self.paths],
-                       "unavailable": {}, "comparisons": [], "parity": []}
+                       "unavailable": {}, "comparisons": [], "parity": [], "complete": False}
         self.executors = {}
 
     def _videos(self) -> List[str]:
@@ -93,6 +93,7 @@ class Run:
                 "prefetch": r.loader.prefetch, "num_threads": r.loader.num_threads,
                 "decode_workers": r.loader.decode_workers, "decode_sessions": r.loader.decode_sessions,
                 "reference_workers": a.reference_workers, "compile": bool(a.compile), "parts": self.parts,
+                "executors": [v.label for v in self.variants], "baseline": a.baseline,
                 "peers": self.peers, "gop_codec": a.gop_codec, "gops": a.gops, "quick": bool(a.quick),
                 "note": a.note or ""}
 
@@ -105,7 +106,16 @@ class Run:
                                 monitor=monitor if self.device.type == "cuda" else None, **facts)
         for row in result["rows"]:
             row.update(facts.get("plan_costs", {}).get(row["system"], {}))
+        if monitor.unavailable:
+            result["nvdec_unavailable"] = monitor.unavailable
         self.result["comparisons"].append(result)
+        self.save(with_chart=False)  # each comparison kept as it ends: a run killed later loses none
+
+    def save(self, with_chart: bool = True) -> None:
+        """The results so far into ``--out`` (nothing where it is not set)."""
+        if self.args.out:
+            self.result["headline"] = headline(self.result)
+            write_outputs(self.result, self.args.out, with_chart=with_chart)
 
     def _loader_systems(self, split: str, paths, index, batch: int, title: str) -> Tuple[dict, dict]:
         systems, planned = {}, {}
@@ -204,6 +214,7 @@ class Run:
                     pass
         self.result["headline"] = headline(self.result)
         self.result["env"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+        self.result["complete"] = True
         return self.result
 
 
@@ -282,12 +293,14 @@ def check_args(args) -> None:
 
 
 def bench(args, argv: Sequence[str]) -> None:
-    """Run the benchmark as the command line says, print and write its results."""
+    """Run the benchmark as the command line says, print and write its results (written
+    after each comparison too, marked incomplete until the end)."""
+    if not args.out:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        args.out = str(PROJECT_ROOT / "benchmarks" / "results" /
+                       f"{device_slug(device)}-{datetime.date.today().isoformat()}")
     result = run(args, argv)
-    device = torch.device(result["config"]["device"])
-    out = args.out or str(PROJECT_ROOT / "benchmarks" / "results" /
-                          f"{device_slug(device)}-{datetime.date.today().isoformat()}")
-    files = write_outputs(result, out)
+    files = write_outputs(result, args.out)
     print(markdown(result))
     _log(f"wrote {', '.join(files.values())}")
 

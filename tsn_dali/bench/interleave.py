@@ -97,15 +97,17 @@ def comparison(title: str, systems: Dict[str, System], baseline: Optional[str], 
     """Run ``systems`` interleaved and describe the result: ``{"title", "baseline",
     "rounds", "orders", "rows": [...], "errors": {...}, **facts}``. ``costs[name]()`` adds
     per-system counters (frames fed and the like) to its row; ``monitor`` (a
-    DecoderMonitor already running) adds each system's NVDEC utilisation over its windows."""
+    DecoderMonitor already running) adds each system's NVDEC utilisation over its windows.
+    Where the baseline has no figures (``baseline_missing``), no row has a ratio."""
 
     def log(text):
         print(f"[bench] {title}: {text}", file=sys.stderr, flush=True)
 
     rates, errors, orders, spans = run_rounds(systems, rounds, warmup, log)
-    if baseline not in rates or not rates.get(baseline):
-        baseline = next((n for n in rates if rates[n]), None)
-    rows = compare(rates, baseline)
+    missing = baseline_missing(baseline, rates, errors)
+    if missing:
+        log(f"no ratios: {missing}")
+    rows = compare(rates, None if missing else baseline)
     for row in rows:
         name = row["system"]
         if costs and name in costs:
@@ -114,8 +116,22 @@ def comparison(title: str, systems: Dict[str, System], baseline: Optional[str], 
             util = monitor.summary(spans[name])
             if util is not None:
                 row["nvdec_utilisation"] = util
-    return {"title": title, "baseline": baseline, "rounds": rounds, "warmup": warmup, "orders": orders,
-            "rows": rows, "errors": errors, **facts}
+    out = {"title": title, "baseline": baseline, "rounds": rounds, "warmup": warmup, "orders": orders,
+           "rows": rows, "errors": errors, **facts}
+    if missing:
+        out["baseline_missing"] = missing
+    return out
 
 
-__all__ = ["System", "compare", "comparison", "rotated", "run_rounds", "verdict"]
+def baseline_missing(baseline: Optional[str], rates: Dict[str, List[float]], errors: Dict[str, str]) -> Optional[str]:
+    """Why the named baseline has no figures (it failed, or was not among the systems), or
+    None. Without it no row gets a ratio: the baseline is never moved to another system,
+    whose ratio would then read as the one asked for."""
+    if baseline is None or rates.get(baseline):
+        return None
+    if baseline in errors:
+        return f"the baseline {baseline} failed: {errors[baseline]}"
+    return f"the baseline {baseline} was not measured (not among this comparison's systems)"
+
+
+__all__ = ["System", "baseline_missing", "compare", "comparison", "rotated", "run_rounds", "verdict"]

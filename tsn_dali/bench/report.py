@@ -121,7 +121,8 @@ def _table(c: dict) -> list:
     e2e = c["part"] == "e2e"
     title = c["title"] + (f" (keyframe every {c['keyframe_interval']:.1f} frames on average, "
                           f"{c['file_bytes'] / 1024:.0f} KiB a file)" if c["part"] == "gop" else "")
-    lines = ["", f"## {title[0].upper()}{title[1:]}", "", f"batch {c['batch_size']}; baseline: {c['baseline']}", ""]
+    base = c["baseline"] + (f" (no ratios: {c['baseline_missing']})" if c.get("baseline_missing") else "")
+    lines = ["", f"## {title[0].upper()}{title[1:]}", "", f"batch {c['batch_size']}; baseline: {base}", ""]
     if e2e:
         lines += ["| system | clips/s | ratio to the baseline | share of time blocked waiting for data |",
                   "| --- | --- | --- | --- |"]
@@ -142,6 +143,8 @@ def _table(c: dict) -> list:
 def markdown(result: dict) -> str:
     """The results as markdown: one table per comparison (only those that ran)."""
     lines = _header(result)
+    if result.get("complete") is False:
+        lines.append("- **incomplete**: the run stopped before its end; the comparisons below are those it finished")
     for c in result["comparisons"]:
         lines += _table(c)
     if result.get("parity"):
@@ -203,15 +206,18 @@ def chart(result: dict, path: str) -> str:
     return path
 
 
-def write_outputs(result: dict, out_dir: str) -> Dict[str, str]:
+def write_outputs(result: dict, out_dir: str, with_chart: bool = True) -> Dict[str, str]:
+    """results.json, results.md and (``with_chart``) throughput.png in ``out_dir``; each text
+    file is replaced whole (written beside, then renamed), so that a run killed while
+    writing keeps the previous version."""
     os.makedirs(out_dir, exist_ok=True)
-    files = {"json": os.path.join(out_dir, "results.json"), "markdown": os.path.join(out_dir, "results.md"),
-             "png": os.path.join(out_dir, "throughput.png")}
-    with open(files["json"], "w") as fh:
-        json.dump(result, fh, indent=1)
-    with open(files["markdown"], "w") as fh:
-        fh.write(markdown(result))
-    chart(result, files["png"])
+    files = {"json": os.path.join(out_dir, "results.json"), "markdown": os.path.join(out_dir, "results.md")}
+    for name, text in (("json", json.dumps(result, indent=1)), ("markdown", markdown(result))):
+        with open(files[name] + ".tmp", "w") as fh:
+            fh.write(text)
+        os.replace(files[name] + ".tmp", files[name])
+    if with_chart:
+        files["png"] = chart(result, os.path.join(out_dir, "throughput.png"))
     return files
 
 

@@ -81,6 +81,14 @@ def first_line(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
+def decoder_device(device: str) -> dict:
+    """fn.decoders.video's placement: ``mixed`` (NVDEC) for "gpu", with ``affine=False``.
+    DALI pins the mixed decoder's threads to the GPU's CPU cores through NVML (``affine``
+    defaults to true); where NVML gives no affinity (a VM, a sandbox), every decode would
+    fail, and pinning buys little beside the decode itself, so it is off."""
+    return {"device": "mixed", "affine": False} if device == "gpu" else {"device": "cpu"}
+
+
 def input_names(num_crops: int, source: str, normalise: bool, resize_frames: bool = True,
                 reorder_frames: bool = True, resize_crops: bool = True, rotate_frames: bool = False) -> List[str]:
     """Names of the graph's external sources (those of ``plan_inputs`` the graph reads)."""
@@ -220,8 +228,7 @@ def clip_graph(*, device: str, num_crops: int, out_size: Tuple[int, int], out_dt
         encoded = arg("encoded", types.UINT8, 1)
         positions = arg("frame_positions", types.INT32, 1)
         # pad_mode "none": an index past the end is an error, not a black frame
-        frames = fn.decoders.video(encoded, frames=positions, pad_mode="none",
-                                   device="mixed" if device == "gpu" else "cpu")
+        frames = fn.decoders.video(encoded, frames=positions, pad_mode="none", **decoder_device(device))
         if rotate_frames:  # upright, on the decoder's device (the GPU on dali-gpu)
             frames = fn.rotate(frames, angle=arg("rotate_angle", types.FLOAT, 0), keep_size=False,
                                interp_type=types.INTERP_NN)

@@ -154,7 +154,7 @@ def decode_once(encoded, positions, device_id: int) -> Optional[str]:
     import numpy as np
     from nvidia.dali import Pipeline, fn, types
 
-    from tsn_dali.data.render.executors.dali_pipeline import first_line
+    from tsn_dali.data.render.executors.dali_pipeline import decoder_device, first_line
 
     pipe = Pipeline(batch_size=1, num_threads=1, device_id=device_id, exec_async=False,
                     exec_pipelined=False, prefetch_queue_depth=1)
@@ -162,7 +162,7 @@ def decode_once(encoded, positions, device_id: int) -> Optional[str]:
         with pipe:
             data = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
             pipe.set_outputs(fn.decoders.video(data, frames=np.asarray(positions, np.int32).tolist(),
-                                               device="mixed"))
+                                               **decoder_device("gpu")))
         pipe.build()
         pipe.feed_input("encoded", [np.asarray(encoded, np.uint8)])
         (out,) = pipe.run()
