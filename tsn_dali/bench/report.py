@@ -148,18 +148,35 @@ def markdown(result: dict) -> str:
     for c in result["comparisons"]:
         lines += _table(c)
     if result.get("parity"):
-        lines += ["", "## Peers: the same plans, pixel by pixel", "",
-                  "Each peer's first clip against the reference executor's render of the same plan (uint8).", "",
-                  "| peer | comparison | same shape | mean abs diff | max abs diff |", "| --- | --- | --- | --- | --- |"]
+        lines += ["", "## Peers: checked against our plans", "",
+                  "A peer on our plans (decord-opencv, torchcodec): its first clip against the reference "
+                  "executor's render of the same plan (uint8). MMAction2's own pipeline (val/test views): its "
+                  "frame indices and crop boxes for a video against our plan's, and its pixels against the "
+                  "reference executor's render of that plan; on the train view its draws are its own (shape only).",
+                  "", "| peer | comparison | compared | same shape | frames equal | boxes equal | mean abs diff "
+                  "| max abs diff |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in result["parity"]:
-            lines.append(f"| {p['peer']} | {p['comparison']} | {p['same_shape']} | "
-                         f"{p.get('mean_abs_diff', float('nan')):.2f} | {p.get('max_abs_diff', float('nan')):.0f} |")
+            lines.append(f"| {p['peer']} | {p['comparison']} | {p.get('compared', 'pixels on our plan')} | "
+                         f"{p['same_shape']} | {_yes(p.get('same_frames'))} | {_yes(p.get('same_boxes'))} | "
+                         f"{_level(p, 'mean_abs_diff', '.2f')} | {_level(p, 'max_abs_diff', '.0f')} |")
+        adapted = {p["peer"] + " " + p["view"]: p["adapted"] for p in result["parity"] if p.get("adapted")}
+        for k, v in adapted.items():
+            lines.append(f"- {k}: MMAction2's config adapted to the recipe: "
+                         + ", ".join(f"{what} {change}" for what, change in v.items()))
     lines += _headline_lines(result["headline"])
     lines += ["", "frames fed/clip: counted from what the DALI executors feed their decoder (the packets of each "
               "clip's GOP slices, or up to the last wanted frame of a whole file), or the frames decoded outside "
               "DALI (frames path, the reference executor). decord est./clip: what a seeking decoder (decord) "
               "decodes from the keyframe before each wanted frame (`tsn_dali.bench.frames_decoded`).", ""]
     return "\n".join(lines)
+
+
+def _level(p: dict, key: str, fmt: str) -> str:
+    return format(p[key], fmt) if key in p else "-"
+
+
+def _yes(value) -> str:
+    return "-" if value is None else ("yes" if value else "**NO**")
 
 
 def _headline_lines(h: dict) -> list:
