@@ -195,7 +195,7 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "unknown executor 'dali'" in err and len(err.splitlines()) == 1
     rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tmp_path), "--executors", "reference+whole"])
-    assert rc == 2 and "takes no options" in capsys.readouterr().err
+    assert rc == 2 and "takes only gops, decord, uint8, float" in capsys.readouterr().err
     rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tmp_path), "--parts", "loader,bogus"])
     assert rc == 2 and "--parts: unknown part 'bogus'" in capsys.readouterr().err
     rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tmp_path), "--iters", "0"])
@@ -316,8 +316,13 @@ def test_executor_variants_parse_and_reject_unknown_options():
         ("dali-gpu", False, "copy", 4, "dali-gpu+whole+copy+sessions4")
     assert parse_variant("dali-cpu+mmaction").decode == "mmaction"
     assert parse_variant("reference") == parse_variant(" reference ")
+    r = parse_variant("reference+gops+uint8")
+    assert (r.executor, r.cpu_decoder, r.resize) == ("reference", "gops", "uint8")
+    assert parse_variant("dali-cpu+decord").cpu_decoder == "decord" and parse_variant("auto").executor == "auto"
     for bad, why in (("dali", "unknown executor"), ("dali-gpu+fast", "unknown option 'fast'"),
-                     ("reference+whole", "takes no options")):
+                     ("reference+whole", "takes only gops, decord, uint8, float"),
+                     ("dali-cpu+uint8", "uint8 and float are the reference executor's"),
+                     ("auto+gops", "auto takes no options")):
         with pytest.raises(ValueError, match=why):
             parse_variant(bad)
 

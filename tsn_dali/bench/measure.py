@@ -5,7 +5,12 @@ An executor variant is a name and ``+``-joined options, e.g. ``dali-gpu+whole+co
 - ``whole``: feed DALI's decoder whole files, not GOP slices (``slice_gops=False``);
 - ``copy``: hand batches over as torch-owned copies (``loader.handoff: copy``);
 - ``sessionsN``: N concurrent NVDEC decodes (``loader.decode_sessions``);
-- ``mmaction``: decode every video as MMAction2 does (decord), augment in DALI.
+- ``mmaction``: decode every video as MMAction2 does (decord), augment in DALI;
+- ``gops`` / ``decord``: the CPU decoder of the reference executor and of dali-cpu's frames
+  path (executors/cpu.py: only the GOPs a clip needs, or decord as MMAction2);
+- ``uint8`` / ``float``: the reference executor's resize (cv2 on uint8, or the exact float rule).
+
+``auto`` is measured as ``build_executor("auto")`` builds it on this device.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from tsn_dali.engine.optim import build_optimizer
 from tsn_dali.engine.step import TrainStep
 from tsn_dali.errors import one_line
 
-EXECUTOR_NAMES = tuple(n for n in EXECUTORS if n != "auto")  # what the bench measures, side by side
+EXECUTOR_NAMES = tuple(EXECUTORS)  # what the bench measures, side by side (auto: as it resolves here)
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class Variant:
     handoff: str = "view"
     decode_sessions: Optional[int] = None
     decode: str = "native"
+    cpu_decoder: Optional[str] = None  # gops | decord (None: the executor's default)
+    resize: Optional[str] = None  # uint8 | float (reference; None: its default)
 
 
 def parse_variant(text: str) -> Variant:
@@ -56,11 +63,20 @@ def parse_variant(text: str) -> Variant:
             fields["decode"] = "mmaction"
         elif re.fullmatch(r"sessions\d+", opt):
             fields["decode_sessions"] = int(opt[len("sessions"):])
+        elif opt in ("gops", "decord"):
+            fields["cpu_decoder"] = opt
+        elif opt in ("uint8", "float"):
+            fields["resize"] = opt
         else:
             raise UsageError(f"--executors: {text}: unknown option {opt!r}; expected whole, copy, "
-                             "mmaction or sessionsN")
-    if fields and name == "reference":
-        raise UsageError(f"--executors: {text}: the reference executor takes no options")
+                             "mmaction, sessionsN, gops, decord, uint8 or float")
+    dali_only = set(fields) - {"cpu_decoder", "resize"}
+    if dali_only and name == "reference":
+        raise UsageError(f"--executors: {text}: the reference executor takes only gops, decord, uint8, float")
+    if "resize" in fields and name != "reference":
+        raise UsageError(f"--executors: {text}: uint8 and float are the reference executor's")
+    if fields and name == "auto":
+        raise UsageError(f"--executors: {text}: auto takes no options (it is what build_executor picks)")
     return Variant(label=text.strip(), executor=name, **fields)
 
 
@@ -78,7 +94,9 @@ def open_executors(variants: Sequence[Variant], recipe, device: torch.device, re
             opened[v.label] = build_executor(
                 v.executor, device=device, num_threads=cfg.num_threads, decode_workers=cfg.decode_workers,
                 decode_sessions=v.decode_sessions or cfg.decode_sessions, slice_gops=v.slice_gops,
-                decode=v.decode, reference_workers=reference_workers)
+                decode=v.decode, reference_workers=reference_workers,
+                **({"cpu_decoder": v.cpu_decoder} if v.cpu_decoder else {}),
+                **({"resize": v.resize} if v.resize else {}))
         except Exception as exc:  # DALI missing, no NVDEC
             unavailable[v.label] = one_line(exc, named=True)
     return opened, unavailable

@@ -95,21 +95,25 @@ def resolve_executor_name(name: str, device="cpu") -> str:
 
 def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_workers: int = 4,
                    decode_sessions: int = 16, slice_gops: bool = True, decode: str = "native",
-                   reference_workers: Optional[int] = None, filename_tmpl: str = "img_{:05}.jpg"):
+                   reference_workers: Optional[int] = None, filename_tmpl: str = "img_{:05}.jpg",
+                   cpu_decoder: Optional[str] = None, resize: Optional[str] = None):
     """An executor by name: 'dali-gpu' | 'dali-cpu' | 'reference' | 'auto'.
 
     ``device`` is where the rendered batches should land (``auto`` picks dali-gpu only
     for a CUDA device). ``reference_workers`` is the reference executor's DataLoader
     worker count (default ``decode_workers``); ``decode_sessions``, ``slice_gops`` and
     ``decode`` are the DALI executors' (DaliExecutor); ``filename_tmpl`` names rawframe
-    files.
+    files. ``cpu_decoder`` (gops | auto | decord | pyav) decodes outside DALI (the reference
+    executor, dali-cpu's frames path; executors/cpu.py), ``resize`` (uint8 | float) is the
+    reference executor's; None: each executor's default.
     """
     if decode not in DECODES:
         raise ValueError(f"loader.decode: {decode!r}; expected one of {', '.join(DECODES)}")
     resolved = resolve_executor_name(name, device)
     if resolved == "reference":
         workers = decode_workers if reference_workers is None else reference_workers
-        return ReferenceExecutor(device=device, workers=workers, filename_tmpl=filename_tmpl)
+        return ReferenceExecutor(device=device, workers=workers, filename_tmpl=filename_tmpl,
+                                 decoder=cpu_decoder or "auto", resize=resize or "float")
     from tsn_dali.data.render.executors.dali import DaliExecutor  # lazy: DALI only when asked for
 
     dali_device = "cpu"
@@ -124,7 +128,7 @@ def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_work
         dali_device = str(dev)
     return DaliExecutor(device=dali_device, num_threads=num_threads, decode_workers=decode_workers,
                         decode_sessions=decode_sessions, slice_gops=slice_gops, decode=decode,
-                        filename_tmpl=filename_tmpl)
+                        filename_tmpl=filename_tmpl, **({"cpu_decoder": cpu_decoder} if cpu_decoder else {}))
 
 
 __all__ = ["DECODES", "EXECUTORS", "Executor", "ReferenceExecutor", "build_executor", "cuda_pairing",
