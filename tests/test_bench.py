@@ -146,9 +146,10 @@ def test_quick_run_writes_every_section(tiny_videos, tmp_path, capsys):
     assert "## Loader, train view" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("parts, sections", [("loader", ["## Loader, train view", "## Loader, test view"]),
+@pytest.mark.parametrize("parts, sections", [("loader", ["## Side by side", "## Loader, train view",
+                                                        "## Loader, test view"]),
                                              ("model", ["## Training"]), ("e2e", ["## Training"]),
-                                             ("gop", ["## GOP original", "## GOP 16"])])
+                                             ("gop", ["## Side by side", "## GOP original", "## GOP 16"])])
 def test_each_part_alone_prints_only_its_sections(tiny_videos, tmp_path, parts, sections):
     out = tmp_path / "out"
     rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tiny_videos), "--quick", "--parts", parts,
@@ -447,3 +448,43 @@ def test_a_bench_killed_part_way_keeps_the_comparisons_it_finished(tiny_videos, 
     md = (out / "results.md").read_text()
     assert "## Loader, train view" in md and "**incomplete**" in md and "## Loader, test view" not in md
     assert not list(out.glob("*.tmp"))
+
+
+def test_one_command_measures_every_case_and_view_side_by_side(tiny_videos, tmp_path):
+    """--gop-codec h264,vp9 --gop-views train,test: one comparison per codec, GOP and view,
+    'original' in each codec's own encoder default; the side-by-side table has them all."""
+    out = tmp_path / "out"
+    rc = bench.main(["recipes/k400_r50.yaml", "--videos", str(tiny_videos), "--quick", "--parts", "gop",
+                     "--gop-codec", "h264,vp9", "--gops", "original,16", "--gop-views", "train,test",
+                     "--executors", "reference,auto", "--reference-workers", "1", "--peers", "decord-opencv",
+                     "--baseline", "reference", "--batch-size", "2", "--test-batch-size", "1",
+                     "--set", "loader.eval_videos_per_run=1", "--work-dir", str(tmp_path / "work"),
+                     "--out", str(out), *TINY])
+    assert rc == 0
+    result = json.loads((out / "results.json").read_text())
+    titles = [c["title"] for c in result["comparisons"]]
+    assert titles == [f"{codec} GOP {gop}, {view} view" for codec in ("H.264", "VP9") for gop in ("original", "16")
+                      for view in ("train", "test")]
+    codecs = {(c["codec"], c["gop"]): {v["codec"] for v in result["videos"]} for c in result["comparisons"]}
+    assert set(codecs) == {("h264", "original"), ("h264", "16"), ("vp9", "original"), ("vp9", "16")}
+    for c in result["comparisons"]:
+        assert {r["system"] for r in c["rows"]} == {"reference", "auto", "decord-opencv"}, c["errors"]
+        auto = next(r for r in c["rows"] if r["system"] == "auto")
+        # auto on a CPU: the GOP decoder, counted; written straight into the batch
+        assert auto["gop_frames_decoded_per_clip"] <= auto["gop_packets_fed_per_clip"]
+        assert auto["clip_copies_per_clip"] == 0
+    md = (out / "results.md").read_text()
+    table = md[md.index("## Side by side"):].split("\n\n## ")[0]
+    assert all(f"| {t} |" in table for t in titles) and "| auto's targets |" in table
+
+
+def test_auto_targets_say_where_auto_falls_short():
+    from tsn_dali.bench.report import auto_targets
+
+    def comparison(**medians):
+        return {"rows": [{"system": k.replace("_", "-"), "clips_per_s": {"median": v}} for k, v in medians.items()]}
+
+    assert auto_targets(comparison(auto=13.0, mmaction2=10.0, decord_opencv=13.0, torchcodec=12.0)).startswith("met")
+    short = auto_targets(comparison(auto=12.0, mmaction2=10.0, decord_opencv=11.0, torchcodec=12.5))
+    assert short.startswith("NOT met") and "1.20x mmaction2 (**below 1.3**)" in short and "below 1" in short
+    assert auto_targets(comparison(mmaction2=10.0)) is None

@@ -26,6 +26,8 @@ from tsn_dali.engine.amp import loader_dtype
 
 PARTS = ("loader", "model", "e2e", "gop")
 GOP_CODECS = ("h264", "vp9")
+GOP_VIEWS = ("train", "test")
+CODEC_NAMES = {"h264": "H.264", "vp9": "VP9"}
 
 
 def _log(text: str) -> None:
@@ -94,7 +96,8 @@ class Run:
                 "decode_workers": r.loader.decode_workers, "decode_sessions": r.loader.decode_sessions,
                 "reference_workers": a.reference_workers, "compile": bool(a.compile), "parts": self.parts,
                 "executors": [v.label for v in self.variants], "baseline": a.baseline,
-                "peers": self.peers, "gop_codec": a.gop_codec, "gops": a.gops, "quick": bool(a.quick),
+                "peers": self.peers, "gop_codec": a.gop_codec, "gops": a.gops, "gop_views": a.gop_views,
+                "quick": bool(a.quick),
                 "note": a.note or ""}
 
     def _compare(self, title: str, systems: dict, baseline: Optional[str], **facts) -> None:
@@ -171,28 +174,40 @@ class Run:
         self._compare("training: the step alone and fed by each loader", systems, "model", part="e2e",
                       view="train", batch_size=self.bs)
 
+    def _gop_videos(self, sources, codec: str, gop: str):
+        """``sources`` as they are ('original' in their own codec), or re-encoded as ``codec``
+        with keyframes every ``gop`` frames ('original': the encoder's default interval)."""
+        own = {self.index[p].codec for p in sources} == {codec}
+        if gop == "original" and own:
+            return sources
+        folder = os.path.join(self.work, f"gop{gop}_{codec}")
+        _log(f"GOP {gop}: re-encoding {len(sources)} videos as {codec}")
+        ext = ".webm" if codec == "vp9" else ".mp4"
+        interval = None if gop == "original" else int(gop)
+        return [reencode(p, os.path.join(folder, f"{i:03d}_{Path(p).stem}{ext}"), interval, codec)
+                for i, p in enumerate(sources)]
+
     def gop_part(self):
-        """The first ``--gop-videos`` videos as they are ('original') and re-encoded
-        (``--gop-codec``) with each ``--gops`` interval; loader only, train view."""
+        """The first ``--gop-videos`` videos per ``--gop-codec`` codec and ``--gops`` GOP
+        (``_gop_videos``), each view of ``--gop-views``: one loader comparison per case."""
         from tsn_dali.data.index import build_index
 
         sources = self.paths[: self.args.gop_videos]
-        for gop in [g.strip() for g in self.args.gops.split(",") if g.strip()]:
-            if gop == "original":
-                paths = sources
-            else:
-                folder = os.path.join(self.work, f"gop{gop}_{self.args.gop_codec}")
-                _log(f"GOP {gop}: re-encoding {len(sources)} videos as {self.args.gop_codec}")
-                ext = ".webm" if self.args.gop_codec == "vp9" else ".mp4"
-                paths = [reencode(p, os.path.join(folder, f"{i:03d}_{Path(p).stem}{ext}"), int(gop),
-                                  self.args.gop_codec) for i, p in enumerate(sources)]
-            index = build_index(paths, cache_dir=os.path.join(self.work, "index"), workers=2, progress=False)
-            facts = {"gop": gop, "keyframe_interval": float(np.mean([index[p].keyframe_interval or 1 for p in paths])),
-                     "file_bytes": float(np.mean([index[p].size for p in paths]))}
-            title = f"GOP {gop}, train view"
-            systems, planned = self._loader_systems("train", paths, index, self.bs, title)
-            self._compare(title, systems, self.args.baseline, part="gop", view="train",
-                          batch_size=self.bs, plan_costs=planned, **facts)
+        codecs = [c.strip() for c in self.args.gop_codec.split(",") if c.strip()]
+        for codec in codecs:
+            for gop in [g.strip() for g in self.args.gops.split(",") if g.strip()]:
+                paths = self._gop_videos(sources, codec, gop)
+                index = build_index(paths, cache_dir=os.path.join(self.work, "index"), workers=2, progress=False)
+                case = (f"{CODEC_NAMES.get(codec, codec)} " if len(codecs) > 1 else "") + f"GOP {gop}"
+                facts = {"gop": gop, "codec": codec, "case": case,
+                         "keyframe_interval": float(np.mean([index[p].keyframe_interval or 1 for p in paths])),
+                         "file_bytes": float(np.mean([index[p].size for p in paths]))}
+                for view in [v.strip() for v in self.args.gop_views.split(",") if v.strip()]:
+                    batch = self.bs if view == "train" else self.test_bs
+                    title = f"{case}, {view} view"
+                    systems, planned = self._loader_systems(view, paths, index, batch, title)
+                    self._compare(title, systems, self.args.baseline, part="gop", view=view,
+                                  batch_size=batch, plan_costs=planned, **facts)
 
     def __call__(self) -> dict:
         self.executors, self.result["unavailable"] = open_executors(self.variants, self.recipe, self.device,
@@ -258,7 +273,10 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p.add_argument("--gop-videos", type=int, default=4, help="videos for the GOP comparison (0: skip it)")
     p.add_argument("--gops", default="original,16", help="GOPs compared: 'original' and keyframe intervals "
                    "(e.g. original,16,4,1; 1 is all-intra)")
-    p.add_argument("--gop-codec", choices=GOP_CODECS, default="h264", help="codec the GOP videos are re-encoded in")
+    p.add_argument("--gop-codec", default="h264", help=f"codecs the GOP videos are re-encoded in, some of "
+                   f"{', '.join(GOP_CODECS)} (e.g. h264,vp9: one comparison per codec, GOP and view)")
+    p.add_argument("--gop-views", default="train", help=f"views of the GOP comparisons, some of "
+                   f"{', '.join(GOP_VIEWS)} (default train)")
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda where available)")
     p.add_argument("--compile", action="store_true", help="also measure the model under torch.compile")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<device>-<date>)")
@@ -287,6 +305,11 @@ def check_args(args) -> None:
     for text in args.executors.split(","):
         if text.strip():
             parse_variant(text)
+    for name, allowed, values in (("--gop-codec", GOP_CODECS, args.gop_codec), ("--gop-views", GOP_VIEWS,
+                                                                               args.gop_views)):
+        for value in (v.strip() for v in values.split(",")):
+            if value and value not in allowed:
+                raise UsageError(f"{name}: unknown {value!r}; expected some of {', '.join(allowed)}")
     for peer in (p.strip() for p in (args.peers or "").split(",")):
         if peer and peer not in PEERS:
             raise UsageError(f"--peers: unknown peer {peer!r}; expected some of {', '.join(PEERS)}")

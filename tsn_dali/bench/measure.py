@@ -216,8 +216,8 @@ class LoaderWindow:
 
 def counted_costs(delta: Dict[str, int]) -> dict:
     """Per clip, from an executor's counters over the windows: frames and bytes fed to DALI's
-    decoder, frames the frames path decoded (both counted), and the clips of each path and
-    codec."""
+    decoder, frames the frames path decoded, packets the CPU GOP decoder fed and frames it
+    decoded, copies of rendered clips (all counted), and the clips of each path and codec."""
     clips = max(delta.get("clips", 0), 1)
     out = {"clips_counted": delta.get("clips", 0),
            "paths": {k[len("clips "):]: v for k, v in sorted(delta.items()) if k.startswith("clips ") and v},
@@ -229,6 +229,11 @@ def counted_costs(delta: Dict[str, int]) -> dict:
                    sliced_share=delta.get("sliced_clips", 0) / decoded)
     if delta.get("frames_path_clips"):
         out["frames_path_frames_per_clip"] = delta.get("frames_path_frames", 0) / delta["frames_path_clips"]
+    if delta.get("gop_clips"):  # the CPU GOP decoder (executors/cpu.py), counted
+        out.update(gop_frames_decoded_per_clip=delta.get("frames_decoded", 0) / delta["gop_clips"],
+                   gop_packets_fed_per_clip=delta.get("packets_fed", 0) / delta["gop_clips"])
+    if "clip_copies" in delta:
+        out["clip_copies_per_clip"] = delta["clip_copies"] / clips
     return out
 
 

@@ -24,17 +24,23 @@ def headline(result: dict) -> dict:
             if c["part"] == "loader":
                 out["loader_vs_baseline"][f"{r['system']} {c['view']}"] = entry
             elif c["part"] == "gop":
-                out["gop_vs_baseline"][f"{r['system']} GOP {c['gop']}"] = entry
+                out["gop_vs_baseline"][f"{r['system']} {_case(c)}"] = entry
             elif c["part"] == "e2e" and r["system"].startswith("e2e "):
                 out["end_to_end_vs_model"][r["system"][4:]] = entry
         if c["part"] in ("loader", "gop"):
             for r in c["rows"]:
                 whole = _row(c, f"{r['system']}+whole")
                 if whole and "frames_fed_per_clip" in r and "frames_fed_per_clip" in whole:  # DALI decoded
-                    where = f"GOP {c['gop']}" if c["part"] == "gop" else f"{c['view']} view"
+                    where = _case(c) if c["part"] == "gop" else f"{c['view']} view"
                     out["sliced_vs_whole"][f"{r['system']} {where}"] = \
                         r["clips_per_s"]["median"] / whole["clips_per_s"]["median"]
     return out
+
+
+def _case(c: dict) -> str:
+    """A GOP comparison's name in the headline: 'GOP 16' (train view), 'VP9 GOP 16 test view'."""
+    case = c.get("case", f"GOP {c['gop']}")
+    return case if c.get("view", "train") == "train" else f"{case} {c['view']} view"
 
 
 def _num(v: float) -> str:
@@ -53,6 +59,12 @@ def _fed(r: dict) -> str:
         return f"{r['frames_fed_per_clip']:.1f}"
     if "frames_path_frames_per_clip" in r:
         return f"{r['frames_path_frames_per_clip']:.1f} (decoded outside DALI)"
+    return "n/a"
+
+
+def _gop_decoded(r: dict) -> str:
+    if "gop_frames_decoded_per_clip" in r:
+        return f"{r['gop_frames_decoded_per_clip']:.1f} of {r['gop_packets_fed_per_clip']:.1f} fed"
     return "n/a"
 
 
@@ -129,14 +141,15 @@ def _table(c: dict) -> list:
         lines += [f"| {r['system']} | {_fmt(r['clips_per_s'])} | {_ratio(r)} | {_wait(r)} |" for r in c["rows"]]
     else:
         lines += ["| system | clips/s | ratio to the baseline | views/clip | frames sampled/clip | frames fed/clip "
-                  "(counted) | decord est./clip | bytes fed/clip | clips per path | NVDEC busy |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "(counted) | GOP decoder: frames decoded/clip (counted) | decord est./clip | bytes fed/clip | "
+                  "clips per path | NVDEC busy |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in c["rows"]:
             lines.append(f"| {r['system']} | {_fmt(r['clips_per_s'])} | {_ratio(r)} | {r.get('views_per_clip', '')} | "
-                         f"{r.get('frames_sampled_per_clip', float('nan')):.1f} | {_fed(r)} | {_decoded(r)} | "
-                         f"{_bytes(r)} | {_paths(r)} | {_nvdec(r)} |")
+                         f"{r.get('frames_sampled_per_clip', float('nan')):.1f} | {_fed(r)} | {_gop_decoded(r)} | "
+                         f"{_decoded(r)} | {_bytes(r)} | {_paths(r)} | {_nvdec(r)} |")
     for name, error in c["errors"].items():
-        lines.append(f"| {name} | failed: {error} | | |" + (" | | | | | |" if not e2e else ""))
+        lines.append(f"| {name} | failed: {error} | | |" + (" | | | | | | |" if not e2e else ""))
     return lines
 
 
@@ -145,6 +158,7 @@ def markdown(result: dict) -> str:
     lines = _header(result)
     if result.get("complete") is False:
         lines.append("- **incomplete**: the run stopped before its end; the comparisons below are those it finished")
+    lines += side_by_side(result)
     for c in result["comparisons"]:
         lines += _table(c)
     if result.get("parity"):
@@ -177,6 +191,60 @@ def _level(p: dict, key: str, fmt: str) -> str:
 
 def _yes(value) -> str:
     return "-" if value is None else ("yes" if value else "**NO**")
+
+
+AUTO_TARGETS = (("mmaction2", 1.3), ("decord-opencv", 1.0), ("torchcodec", 1.0))  # issue 32's targets for auto
+
+
+def _cell(r: Optional[dict]) -> str:
+    if r is None:
+        return "-"
+    s = r["clips_per_s"]
+    mark = " *" if r.get("verdict", "").endswith("beyond spread") else ""
+    ratio = f"{r['ratio']:.2f}{mark} " if "ratio" in r else ""
+    return f"{ratio}({_num(s['median'])}; {_num(s['min'])}–{_num(s['max'])})"
+
+
+def auto_targets(c: dict) -> Optional[str]:
+    """Whether ``auto`` meets its targets in a comparison (its median over each peer's:
+    >= 1.3x MMAction2's own pipeline, >= 1.0x decord-opencv and torchcodec); None where auto
+    or every peer is missing."""
+    auto = _row(c, "auto")
+    if auto is None:
+        return None
+    parts, met = [], True
+    for peer, target in AUTO_TARGETS:
+        r = _row(c, peer)
+        if r is None:
+            continue
+        ratio = auto["clips_per_s"]["median"] / r["clips_per_s"]["median"]
+        met &= ratio >= target
+        parts.append(f"{ratio:.2f}x {peer}" + ("" if ratio >= target else f" (**below {target:g}**)"))
+    return ("met: " if met else "NOT met: ") + ", ".join(parts) if parts else None
+
+
+def side_by_side(result: dict) -> list:
+    """One table of every loader comparison (rows) by system (columns): ratio of medians to
+    the comparison's baseline, ``*`` beyond the spread, (median clips/s; min–max), and where
+    ``auto`` and the peers ran, whether auto meets its targets."""
+    comps = [c for c in result["comparisons"] if c["part"] in ("loader", "gop") and c["rows"]]
+    if len(comps) < 2 and not any(_row(c, "auto") for c in comps):
+        return []
+    systems: list = []
+    for c in comps:
+        systems += [r["system"] for r in c["rows"] if r["system"] not in systems]
+    targets = [auto_targets(c) for c in comps]
+    head = ["case / view"] + systems + (["auto's targets"] if any(targets) else [])
+    base = comps[0]["baseline"]
+    lines = ["", "## Side by side", "",
+             f"Each row one interleaved comparison; cells: ratio of medians to {base} (`*`: beyond the spread), "
+             "(median clips/s; min–max over the rounds). auto's targets: its median over MMAction2's own "
+             "pipeline >= 1.3, over decord-opencv and torchcodec >= 1.0.", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for c, target in zip(comps, targets):
+        cells = [c["title"]] + [_cell(_row(c, name)) for name in systems] + ([target or "-"] if any(targets) else [])
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _headline_lines(h: dict) -> list:
@@ -238,4 +306,4 @@ def write_outputs(result: dict, out_dir: str, with_chart: bool = True) -> Dict[s
     return files
 
 
-__all__ = ["chart", "headline", "markdown", "write_outputs"]
+__all__ = ["AUTO_TARGETS", "auto_targets", "chart", "headline", "markdown", "side_by_side", "write_outputs"]
