@@ -145,7 +145,7 @@ def decode_gops(path: str, frame_indices: Sequence[int], keyframes: Sequence[int
     missing = [int(f) for f in frames if int(f) not in out]
     if missing:
         raise VideoDecodeError(path, f"frame {missing[0]} requested, not decoded from its GOP")
-    stacked = np.stack([out[int(f)] for f in frames])[order]
+    stacked = np.stack([out[int(frames[i])] for i in order])  # one copy, in the order asked
     return np.ascontiguousarray(upright(stacked, turn[0])) if turn[0] else stacked
 
 
