@@ -106,3 +106,26 @@ def test_decord_opencv_peer_renders_our_plans_within_a_grey_level(clips):
     # the same check against another plan's frames is far off
     other = dataclasses.replace(plan, frame_indices=np.asarray(plan.frame_indices)[::-1].copy())
     assert pixel_check(lambda p: make(other), reference, plan)["max_abs_diff"] > 20
+
+
+def test_peer_checks_compare_every_executor_measured(clips):
+    """The parity entries carry each measured executor's difference from the peer's output:
+    auto (GOP decoder, cv2 uint8) within 2 grey levels of MMAction2's own test view."""
+    from tsn_dali.bench.peers import PeerUnavailable, peer_system
+    from tsn_dali.data.render.executors import build_executor
+
+    recipe = load_recipe("recipes/k400_r50.yaml", TINY + ["loader.dtype=uint8"])
+    paths, index = clips
+    executors = {"reference": build_executor("reference", reference_workers=0),
+                 "auto": build_executor("auto", reference_workers=0)}
+    try:
+        for name in ("mmaction2", "decord-opencv"):
+            try:
+                _, check = peer_system(name, recipe, "test", paths, index, 1, 1, torch.device("cpu"), 0, executors)
+            except PeerUnavailable as why:
+                pytest.skip(str(why))
+            assert set(check["executors"]) == {"reference", "auto"}
+            assert check["executors"]["auto"]["max"] <= 2 and check["executors"]["reference"]["max"] <= 2, check
+    finally:
+        for ex in executors.values():
+            ex.close()

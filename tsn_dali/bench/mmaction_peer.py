@@ -168,11 +168,13 @@ def their_boxes(results: dict, views: int) -> Optional[np.ndarray]:
     return np.repeat(box, views, axis=0) if len(box) == 1 else box
 
 
-def view_check(pipeline: List[dict], split: str, plan, our_views: Optional[torch.Tensor]) -> dict:
+def view_check(pipeline: List[dict], split: str, plan, our_views: Optional[torch.Tensor],
+               executors_views: Optional[Dict[str, torch.Tensor]] = None) -> dict:
     """MMAction2's transforms on ``plan.path`` against our ``plan`` (val/test views): frame
     indices, crop boxes and, with ``our_views`` (uint8 ``[V, H, W, C]``, our reference
-    executor's render of ``plan``), pixels. The train view is MMAction2's random draw: only
-    its shape is compared."""
+    executor's render of ``plan``), pixels; ``executors_views`` (label -> each measured
+    executor's render) adds each one's difference (``executors``). The train view is
+    MMAction2's random draw: only its shape is compared."""
     results = _run_until_formatted(pipeline, plan.path)
     theirs = np.stack(results["imgs"])
     out = {"compared": "frames, boxes, pixels" if split != "train" else "shape only (random draws)",
@@ -189,8 +191,21 @@ def view_check(pipeline: List[dict], split: str, plan, our_views: Optional[torch
     if out["same_shape"]:
         diff = np.abs(theirs.astype(np.int16) - our_views.cpu().numpy().astype(np.int16))
         out.update(mean_abs_diff=float(diff.mean()), max_abs_diff=float(diff.max()))
+    out["executors"] = differences(theirs, executors_views or {})
     return out
 
 
-__all__ = ["MmactionMissing", "MmactionVideos", "adapt", "collate", "config_path", "config_pipeline", "plan_boxes",
+def differences(theirs, views: Dict[str, torch.Tensor]) -> Dict[str, dict]:
+    """Per label, the mean and max absolute difference (grey levels) of ``views[label]``
+    (uint8 ``[V, H, W, C]``) from ``theirs``; None where the shapes differ."""
+    theirs = np.asarray(theirs).astype(np.int16)
+    out = {}
+    for label, v in views.items():
+        v = np.asarray(v.cpu() if hasattr(v, "cpu") else v).astype(np.int16)
+        d = np.abs(v - theirs) if v.shape == theirs.shape else None
+        out[label] = None if d is None else {"mean": float(d.mean()), "max": float(d.max())}
+    return out
+
+
+__all__ = ["MmactionMissing", "MmactionVideos", "adapt", "collate", "config_path", "config_pipeline", "differences", "plan_boxes",
            "stack_inputs", "their_boxes", "view_check"]

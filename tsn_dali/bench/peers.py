@@ -187,16 +187,25 @@ class PeerWindow:
         return {}
 
 
-def pixel_check(make, reference, plan) -> dict:
+def pixel_check(make, reference, plan, executors: Optional[dict] = None) -> dict:
     """The peer's uint8 views of ``plan`` against the reference executor's: mean and max
-    absolute difference (grey levels) and whether the shapes agree."""
+    absolute difference (grey levels) and whether the shapes agree; and against each of
+    ``executors`` (label -> executor: ``executors``, per label)."""
+    from tsn_dali.bench.mmaction_peer import differences
+
     mine = torch.as_tensor(np.asarray(make(plan))).to(torch.int16)
     theirs = reference.render([plan])[0].permute(0, 2, 3, 1).to(torch.int16).cpu()
     if mine.shape != theirs.shape:
         return {"same_shape": False, "peer_shape": list(mine.shape), "ours_shape": list(theirs.shape)}
     diff = (mine - theirs).abs().float()
     return {"compared": "pixels on our plan", "same_shape": True, "mean_abs_diff": float(diff.mean()),
-            "max_abs_diff": float(diff.max()), "frame_indices": [int(i) for i in plan.frame_indices]}
+            "max_abs_diff": float(diff.max()), "frame_indices": [int(i) for i in plan.frame_indices],
+            "executors": differences(mine, renders(executors or {}, plan))}
+
+
+def renders(executors: dict, plan) -> dict:
+    """Each executor's uint8 views ``[V, H, W, C]`` of ``plan`` (label -> tensor)."""
+    return {label: ex.render([plan])[0].permute(0, 2, 3, 1).cpu() for label, ex in executors.items()}
 
 
 def _reference(executors: dict):
@@ -228,7 +237,8 @@ def _mmaction_system(recipe, split: str, planning, batch_size: int, iters: int, 
     finally:
         if own:
             reference.close()
-    check = dict(mm.view_check(pipeline, split, plan, ours), **facts)
+    mine = renders(executors, plan) if split != "train" else None
+    check = dict(mm.view_check(pipeline, split, plan, ours, mine), **facts)
     if split == "train":
         check["same_shape"] = check["peer_shape"] == [plan.num_views, plan.out_size[1], plan.out_size[0], 3]
     return system, check
@@ -261,9 +271,9 @@ def peer_system(name: str, recipe, split: str, paths: Sequence[str], index, batc
         make, workers = TorchcodecClip("cuda"), 0
     system = PeerWindow(make, planning, batch_size, iters, device, workers, mean, std, dtype)
     reference = next((ex for label, ex in executors.items() if label == "reference"), None)
-    check = pixel_check(make, reference, planning.plan(0, 0)) if reference is not None else None
+    check = pixel_check(make, reference, planning.plan(0, 0), executors) if reference is not None else None
     return system, check
 
 
 __all__ = ["DecordOpencvClip", "PEERS", "PeerUnavailable", "PeerWindow", "TorchcodecClip", "peer_system",
-           "pixel_check"]
+           "pixel_check", "renders"]

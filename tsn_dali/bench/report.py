@@ -166,13 +166,18 @@ def markdown(result: dict) -> str:
                   "A peer on our plans (decord-opencv, torchcodec): its first clip against the reference "
                   "executor's render of the same plan (uint8). MMAction2's own pipeline (val/test views): its "
                   "frame indices and crop boxes for a video against our plan's, and its pixels against the "
-                  "reference executor's render of that plan; on the train view its draws are its own (shape only).",
+                  "reference executor's render of that plan; on the train view its draws are its own (shape only). "
+                  "Last column: the same peer output against each executor measured, in grey levels (auto's "
+                  "fidelity: within 2 of MMAction2's own output on the test view; on the train view decord-opencv "
+                  "is MMAction2's decode and cv2 resize on our plan).",
                   "", "| peer | comparison | compared | same shape | frames equal | boxes equal | mean abs diff "
-                  "| max abs diff |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| max abs diff | each executor measured: max (mean) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in result["parity"]:
             lines.append(f"| {p['peer']} | {p['comparison']} | {p.get('compared', 'pixels on our plan')} | "
                          f"{p['same_shape']} | {_yes(p.get('same_frames'))} | {_yes(p.get('same_boxes'))} | "
-                         f"{_level(p, 'mean_abs_diff', '.2f')} | {_level(p, 'max_abs_diff', '.0f')} |")
+                         f"{_level(p, 'mean_abs_diff', '.2f')} | {_level(p, 'max_abs_diff', '.0f')} | "
+                         f"{_each(p.get('executors'))} |")
         adapted = {p["peer"] + " " + p["view"]: p["adapted"] for p in result["parity"] if p.get("adapted")}
         for k, v in adapted.items():
             lines.append(f"- {k}: MMAction2's config adapted to the recipe: "
@@ -183,6 +188,12 @@ def markdown(result: dict) -> str:
               "DALI (frames path, the reference executor). decord est./clip: what a seeking decoder (decord) "
               "decodes from the keyframe before each wanted frame (`tsn_dali.bench.frames_decoded`).", ""]
     return "\n".join(lines)
+
+
+def _each(diffs: Optional[dict]) -> str:
+    if not diffs:
+        return "-"
+    return ", ".join(f"{k} {v['max']:.0f} ({v['mean']:.2f})" if v else f"{k} other shape" for k, v in diffs.items())
 
 
 def _level(p: dict, key: str, fmt: str) -> str:
