@@ -108,3 +108,15 @@ def test_a_path_that_does_not_count_or_copies_clips_fails_the_guard(plans):
     assert any(p.startswith("clip_copies") for p in guard.check(pooled, budget))
     direct = _counted(ReferenceExecutor(workers=1, decoder="gops", resize="uint8"), plans[:2])
     assert direct["clip_copies"] == 0 and guard.check(direct, budget) == []
+
+
+def test_wait_idle_waits_for_batches_prepared_ahead(plans):
+    """A pass closed early leaves prepared batches queued in the pool; wait_idle returns
+    once the workers have rendered them (the bench waits there between systems)."""
+    ex = ReferenceExecutor(workers=1, decoder="gops", resize="uint8")
+    try:
+        prepared = [ex.prepare([plan]) for plan in plans[:4]]  # never run
+        ex.wait_idle()
+        assert all(job.ready() for _, _, jobs, _ in prepared for job in jobs)
+    finally:
+        ex.close()

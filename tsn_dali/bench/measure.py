@@ -182,9 +182,10 @@ class LoaderWindow:
 
     Each window is a pass of its own (``set_epoch``: new shuffle and crops each round): one
     untimed step, then ``iters`` timed steps (a step: one executor run, i.e.
-    ``loader.batches_per_run`` batches), and the pass is closed, so that nothing renders in
-    the background while another system is timed. The executor's counters over its
-    windows are summed for ``costs``."""
+    ``loader.batches_per_run`` batches), and the pass is closed and the executor's queued
+    work waited for (``wait_idle``: the reference executor's workers go on with batches
+    prepared ahead), so that nothing renders in the background while another system is
+    timed. The executor's counters over its windows are summed for ``costs``."""
 
     def __init__(self, loader, iters: int, device: torch.device):
         self.loader, self.iters, self.device = loader, int(iters), device
@@ -204,6 +205,9 @@ class LoaderWindow:
             seconds = timed(lambda: self._step(it), self.iters, self.device)
         finally:
             it.close()
+            wait_idle = getattr(self.loader.executor, "wait_idle", None)
+            if wait_idle is not None:  # batches prepared ahead: not rendered while another system is timed
+                wait_idle()
         after = getattr(self.loader.executor, "stats", {})
         for k, v in after.items():
             if isinstance(v, (int, float)):

@@ -31,6 +31,7 @@ With its defaults (decord, float) it is the parity oracle of the DALI executors 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -192,6 +193,7 @@ class ReferenceExecutor:
         self._lock = threading.Lock()
         self._pool = None
         self._buffers = SharedBuffers()
+        self._submitted: deque = deque()  # the pool's jobs not yet seen done (wait_idle)
         self.stats = {"clips": 0}
 
     def _workers(self):
@@ -214,7 +216,20 @@ class ReferenceExecutor:
         buf = self._buffers.take(shape) if direct else None
         jobs = [pool.apply_async(_render_one, (plan, self.decoder, self.filename_tmpl, self.resize,
                                                buf[i] if direct else None)) for i, plan in enumerate(plans)]
+        with self._lock:
+            while self._submitted and self._submitted[0].ready():
+                self._submitted.popleft()
+            self._submitted.extend(jobs)
         return plans, buf, jobs, (mean, std, dtype)
+
+    def wait_idle(self, timeout: Optional[float] = None) -> None:
+        """Wait until the workers have finished every job handed to them, those of batches
+        prepared ahead and never run included (a pass closed early leaves them queued; a
+        benchmark waits here so that they do not run while another system is timed)."""
+        with self._lock:
+            jobs, self._submitted = list(self._submitted), deque()
+        for job in jobs:
+            job.wait(timeout)
 
     def writes_into_batch(self) -> bool:
         """Whether workers write their views into the batch itself (a CPU device), or into
