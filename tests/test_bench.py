@@ -488,3 +488,29 @@ def test_auto_targets_say_where_auto_falls_short():
     short = auto_targets(comparison(auto=12.0, mmaction2=10.0, decord_opencv=11.0, torchcodec=12.5))
     assert short.startswith("NOT met") and "1.20x mmaction2 (**below 1.3**)" in short and "below 1" in short
     assert auto_targets(comparison(mmaction2=10.0)) is None
+
+
+def test_windows_warm_up_past_what_a_loader_keeps_in_flight():
+    """A loader rendering its next batches at once hands the first few out nearly free:
+    timed after one untimed step it reads high, after as many as it keeps in flight it
+    reads its steady rate (loader_warm_steps: 1 + prefetch; a DataLoader peer: one per worker)."""
+    import time as clock
+
+    from tsn_dali.bench.measure import loader_warm_steps, timed
+    from tsn_dali.bench.peers import PeerWindow
+
+    def pipeline(ready_ahead, cost=0.02):
+        calls = []
+
+        def step():
+            calls.append(1)
+            if len(calls) > ready_ahead:  # the part-made batches came free; the rest cost their time
+                clock.sleep(cost)
+        return step, calls
+
+    step, calls = pipeline(ready_ahead=3)
+    steady = 4 / timed(step, 4, torch.device("cpu"), warm=loader_warm_steps(2))
+    assert len(calls) == 3 + 4 and steady == pytest.approx(50, rel=0.25)
+    step, _ = pipeline(ready_ahead=3)
+    assert 4 / timed(step, 4, torch.device("cpu")) > 1.5 * steady  # one untimed step: reads high
+    assert PeerWindow(None, None, 2, 4, torch.device("cpu"), 3, [0.0] * 3, [1.0] * 3, torch.uint8).warm == 3

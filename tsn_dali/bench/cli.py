@@ -16,8 +16,9 @@ from tsn_dali.engine.errors import UsageError
 from tsn_dali.bench.environment import device_slug, environment
 from tsn_dali.bench.environment import DecoderMonitor
 from tsn_dali.bench.interleave import comparison
-from tsn_dali.bench.measure import (EndToEndWindow, LoaderWindow, ModelWindow, bench_amp, build_tsn, make_loader,
-                                    make_train_step, open_executors, parse_variant, plan_costs)
+from tsn_dali.bench.measure import (EndToEndWindow, LoaderWindow, ModelWindow, bench_amp, build_tsn,
+                                    loader_warm_steps, make_loader, make_train_step, open_executors, parse_variant,
+                                    plan_costs)
 from tsn_dali.bench.peers import PEERS, PeerUnavailable, peer_system
 from tsn_dali.bench.report import headline, markdown, write_outputs
 from tsn_dali.bench.videos import find_videos, generate_videos, reencode
@@ -126,7 +127,8 @@ class Run:
             if v.label not in self.executors:
                 continue
             loader = make_loader(self.recipe, split, paths, index, self.executors[v.label], batch,
-                                 1 + self.iters, self.device, handoff=v.handoff)
+                                 loader_warm_steps(self.recipe.loader.prefetch) + self.iters, self.device,
+                                 handoff=v.handoff)
             systems[v.label] = LoaderWindow(loader, self.iters, self.device)
             planned[v.label] = plan_costs(loader, index)
         for name in self.peers:

@@ -165,10 +165,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(step, iters: int, device: torch.device) -> float:
-    """Seconds of ``iters`` calls of ``step()`` after one untimed call, the device's queued
-    work included (a synchronize before and after the timed calls)."""
-    step()
+def timed(step, iters: int, device: torch.device, warm: int = 1) -> float:
+    """Seconds of ``iters`` calls of ``step()`` after ``warm`` untimed calls, the device's
+    queued work included (a synchronize before and after the timed calls)."""
+    for _ in range(max(1, int(warm))):
+        step()
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(iters):
@@ -177,11 +178,19 @@ def timed(step, iters: int, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+def loader_warm_steps(prefetch: int) -> int:
+    """Untimed steps before a loader's window: 1 + ``loader.prefetch``. A loader renders up to
+    ``prefetch`` batches ahead, all at once where it has the threads (dali-cpu), so after a
+    single step the next ones are part-made and a short window reads high; once as many
+    steps as it keeps in flight have passed, each further step costs what a steady one does."""
+    return 1 + max(0, int(prefetch))
+
+
 class LoaderWindow:
     """A system (tsn_dali.bench.interleave): one timed window of iterating ``loader``.
 
-    Each window is a pass of its own (``set_epoch``: new shuffle and crops each round): one
-    untimed step, then ``iters`` timed steps (a step: one executor run, i.e.
+    Each window is a pass of its own (``set_epoch``: new shuffle and crops each round):
+    ``loader_warm_steps`` untimed steps, then ``iters`` timed steps (a step: one executor run, i.e.
     ``loader.batches_per_run`` batches), and the pass is closed and the executor's queued
     work waited for (``wait_idle``: the reference executor's workers go on with batches
     prepared ahead), so that nothing renders in the background while another system is
@@ -202,7 +211,8 @@ class LoaderWindow:
         self.loader.set_epoch(round_no + 100)
         it = iter(self.loader)
         try:
-            seconds = timed(lambda: self._step(it), self.iters, self.device)
+            seconds = timed(lambda: self._step(it), self.iters, self.device,
+                            warm=loader_warm_steps(self.loader.prefetch))
         finally:
             it.close()
             wait_idle = getattr(self.loader.executor, "wait_idle", None)
@@ -332,5 +342,5 @@ class EndToEndWindow:
 
 
 __all__ = ["EXECUTOR_NAMES", "EndToEndWindow", "LoaderWindow", "ModelWindow", "Variant", "bench_amp", "build_tsn",
-           "counted_costs", "frames_decoded", "make_loader", "make_train_step", "open_executors", "parse_variant",
+           "counted_costs", "frames_decoded", "loader_warm_steps", "make_loader", "make_train_step", "open_executors", "parse_variant",
            "plan_costs", "synthetic_batch", "timed"]

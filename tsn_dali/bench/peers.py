@@ -147,9 +147,15 @@ class PeerWindow:
         self.dtype = dtype
         self.videos, self.collate, self.to_batch = videos, collate or torch.stack, to_batch or (lambda x: x)
 
+    @property
+    def warm(self) -> int:
+        """Untimed batches: one per worker. A DataLoader worker makes whole batches, its
+        workers all at once, so after fewer the next batches are part-made."""
+        return max(1, self.workers)
+
     def samples(self, epoch: int) -> list:
         samples = [int(s) for ids in self.planning.batch_samples(epoch) for s in ids]
-        need = self.batch * (1 + self.iters)
+        need = self.batch * (self.warm + self.iters)
         return (samples * (need // max(len(samples), 1) + 1))[:need]
 
     def plans(self, epoch: int) -> list:
@@ -169,7 +175,7 @@ class PeerWindow:
 
         it = iter(data)
         try:
-            seconds = timed(functools.partial(self._next, it), self.iters, self.device)
+            seconds = timed(functools.partial(self._next, it), self.iters, self.device, warm=self.warm)
         finally:
             del it  # its workers stop now, not at the next window
         return self.iters * self.batch / seconds
@@ -257,7 +263,7 @@ def peer_system(name: str, recipe, split: str, paths: Sequence[str], index, batc
         raise PeerUnavailable(f"unknown peer {name!r}")
     if name == "torchcodec-cuda" and device.type != "cuda":
         raise PeerUnavailable("no CUDA device (torchcodec's NVDEC decoding needs one)")
-    planning = make_loader(recipe, split, paths, index, None, batch_size, 1 + iters, device)
+    planning = make_loader(recipe, split, paths, index, None, batch_size, max(1, workers) + iters, device)
     dtype = TORCH_DTYPES[loader_dtype(recipe, device)]
     mean, std = recipe.data.mean, recipe.data.std
     if name == "mmaction2":

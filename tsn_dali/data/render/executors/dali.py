@@ -10,7 +10,8 @@ carries from the index:
   the graph restores the plan's order and repeats after decoding, and turns a rotated
   video's frames upright (fn.rotate by the plan's display rotation, on the decoder's
   device). A file of several video streams is always cut to the index's stream.
-- ``frames``: the frames are decoded on the CPU outside DALI (tsn_dali.data.media.decoding:
+- ``frames``: the frames are decoded on the CPU outside DALI (executors/cpu.py, ``cpu_decoder``:
+  by default the GOP decoder, only the GOPs a clip needs, where the index allows it; else
   decord as MMAction2's DecordDecode, PyAV as fallback, PIL for rawframes) and fed in;
   resizing, crops, flips and normalisation still run in DALI. Used for what the device's
   decoder cannot read (H.264/HEVC/MPEG-4 on the CPU; what NVDEC on this GPU cannot
@@ -133,7 +134,8 @@ class DaliExecutor:
     (dali-gpu); ``slice_gops``: feed the decoder GOP slices (False: whole files, for
     comparison); ``decode``: "native" or "mmaction" (module docstring); ``nvdec``: the
     NVDEC capability check (default: rules and one real decode per format);
-    ``filename_tmpl``: rawframe file names.
+    ``filename_tmpl``: rawframe file names; ``cpu_decoder``: the frames path's decoder
+    (executors/cpu.py; ``decode="mmaction"`` uses decord whatever it says).
     """
 
     def __init__(self, device="cpu", num_threads: int = 4, decode_workers: int = 4,
