@@ -15,13 +15,16 @@ a difference within the spread is said to be one (``--parts``):
 - model / e2e: the trainer's own step (tsn_dali.engine.step) on synthetic input as the
   baseline (``torch.compile`` too with ``--compile``), and with ``e2e`` that step fed by each
   executor, with the share of time the host waited for data;
-- gop: the first ``--gop-videos`` videos as they are and re-encoded (``--gop-codec``,
-  ``tsn_dali.prepare``) with each of ``--gops``: one loader comparison per GOP.
+- gop: the first ``--gop-videos`` videos in each codec of ``--gop-codec`` (h264, vp9), as
+  they are or re-encoded (``tsn_dali.prepare``) with each of ``--gops``, for each view of
+  ``--gop-views``: one loader comparison per codec, GOP and view (one command gives the
+  whole CPU table of docs/measurements.md).
 
 Results: ``results.json``, ``results.md`` and ``throughput.png`` in ``--out`` (default
 ``benchmarks/results/<device>-<date>``). Modules: cli (the parts, the command line),
-interleave (rounds, comparisons), measure (executors, loaders, the step as systems), peers,
-videos, environment (machine facts, NVDEC utilisation), stats, report.
+interleave (rounds, comparisons), measure (executors, loaders, the step as systems), peers and
+mmaction_peer (MMAction2's own config pipeline), videos, environment (machine facts, NVDEC
+utilisation), stats, report, guard (the CI guard's counts: what a plan needs decoded).
 """
 from tsn_dali.bench.cli import main, parse_args, run
 from tsn_dali.bench.measure import frames_decoded, make_train_step

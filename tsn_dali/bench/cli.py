@@ -40,7 +40,7 @@ class Run:
 
     Every part is a comparison of systems measured interleaved (tsn_dali.bench.interleave):
     loader (each executor variant, and the peers, per view), model and e2e (the step alone
-    as the baseline, fed by each executor), gop (each variant per GOP)."""
+    as the baseline, fed by each executor), gop (each variant and peer per codec, GOP and view)."""
 
     def __init__(self, args, argv: Sequence[str]):
         self.args = args
@@ -264,8 +264,9 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p.add_argument("--reference-workers", type=int, default=16, help="DataLoader workers of the reference executor")
     p.add_argument("--batch-size", type=int, default=None, help="train batch (default loader.batch_size)")
     p.add_argument("--test-batch-size", type=int, default=None, help="test view batch (default loader.test_batch_size)")
-    p.add_argument("--peers", default="", help=f"other loaders measured on the same clips and plans, some of "
-                   f"{', '.join(PEERS)} (each skipped, saying why, where its package is missing)")
+    p.add_argument("--peers", default="", help=f"other loaders measured on the same clips, some of "
+                   f"{', '.join(PEERS)} (mmaction2: MMAction2's own config pipeline; each skipped, saying why, "
+                   "where its package is missing)")
     p.add_argument("--baseline", default="reference",
                    help="the system each loader comparison's ratios are to (default reference; e.g. mmaction2)")
     p.add_argument("--iters", type=int, default=None, help="steps per timed window (default 5)")
