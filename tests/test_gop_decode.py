@@ -102,3 +102,24 @@ def test_uint8_render_is_cv2_on_uint8_into_the_batch(videos):
     got = render_uint8(frames, plan2)
     want = np.stack([cv2.resize(f[2:52, 8:58], (40, 40), interpolation=cv2.INTER_LINEAR)[:, ::-1] for f in frames])
     assert np.array_equal(got, want)
+
+
+REAL_CLIPS = ["video_90.mov", "video_180.mov", "video_270.mov", "nasa_13013.mp4"]  # turned; 4 streams
+SHARED_CLIPS = ["demo.mp4", "test_mpeg4.avi", "structuralize_426x240_2997fps.mp4", "short_32f.mp4"]
+
+
+@pytest.mark.parametrize("name", REAL_CLIPS + SHARED_CLIPS)
+def test_real_encoders_same_frames_as_a_full_decode(name):
+    """Real encoders' files (B-frames, display matrices, a file of several video streams,
+    MPEG-4 Part 2): the GOP decoder's frames, upright, equal PyAV's full decode's."""
+    from helpers.odd_videos import REAL
+    from helpers.real_videos import real_video
+
+    path = REAL / name if name in REAL_CLIPS else real_video(name)
+    info = probe_video(str(path))
+    if not info.sliceable:
+        pytest.skip(f"{name}: not cuttable by packets (the GOP decoder is not used for it)")
+    frames = [0, info.num_frames // 2, info.num_frames - 1, 1]
+    got = _decode(str(path), info, frames)
+    assert np.array_equal(got, decode_pyav(str(path), frames, info.stream_index))
+    assert got.shape[1:3] == (info.height, info.width)  # upright: the index's display size

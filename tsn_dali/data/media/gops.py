@@ -38,6 +38,9 @@ from tsn_dali.data.media.decoding import display_rotation, rgb24, upright, video
 from tsn_dali.errors import one_line
 
 SKIP_UNWANTED = "NONREF"  # FFmpeg's AVDISCARD_NONREF for packets of frames nobody wants
+# libavformat: no decoder while the streams are probed (the index knows what probing would
+# decode a frame to learn; 0.93 ms an open against 0.18, measured); our own decoder still opens
+NO_PROBE_DECODE = {"codec_whitelist": "none"}
 def unique_frames(frame_indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
     """``(frames, order)``: sorted unique frame numbers and, per plan index, its place in them."""
     frames, order = np.unique(np.asarray(frame_indices, dtype=np.int64), return_inverse=True)
@@ -115,7 +118,7 @@ def decode_gops(path: str, frame_indices: Sequence[int], keyframes: Sequence[int
     out: Dict[int, np.ndarray] = {}
     turn = [0]  # the display rotation, read from the first wanted frame
     try:
-        with av.open(path) as container:
+        with av.open(path, container_options=NO_PROBE_DECODE) as container:
             if not container.streams.video:
                 raise VideoDecodeError(path, "no video stream")
             try:
