@@ -122,4 +122,5 @@ def test_real_encoders_same_frames_as_a_full_decode(name):
     frames = [0, info.num_frames // 2, info.num_frames - 1, 1]
     got = _decode(str(path), info, frames)
     assert np.array_equal(got, decode_pyav(str(path), frames, info.stream_index))
-    assert got.shape[1:3] == (info.height, info.width)  # upright: the index's display size
+    turned = info.rotation in (90, 270)  # the index's width and height are the stored size
+    assert got.shape[1:3] == ((info.width, info.height) if turned else (info.height, info.width))
