@@ -87,7 +87,13 @@ def _render_one(plan: ClipPlan, decoder: str, filename_tmpl: str):
 
 
 def _worker_init() -> None:
-    torch.set_num_threads(1)  # one decode per process; the pool is the parallelism
+    """One decode per process (the pool is the parallelism); Ctrl-C is the parent's to handle:
+    a worker ignores SIGINT (a terminal sends it to the whole process group) and is stopped
+    by ``close``, so it prints no traceback of its own."""
+    import signal
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ReferenceExecutor:
