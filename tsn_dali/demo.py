@@ -10,6 +10,9 @@ Codec: on a machine whose data loader is dali-gpu the videos are H.264 (NVDEC de
 them); elsewhere VP9, which DALI's CPU decoder reads natively (it cannot decode H.264:
 with H.264, dali-cpu decodes with PyAV/decord and only augments in DALI).
 ``--quick`` is the CI-sized run: fewer, smaller videos, smaller crops, fewer epochs.
+
+Start-up: torch, the video writer and matplotlib are imported where they are used, so that
+``--help``, a bad command line and a recipe error answer at once.
 """
 from __future__ import annotations
 
@@ -19,14 +22,13 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
-
-import torch
+from typing import TYPE_CHECKING, List, Optional
 
 from tsn_dali import cli
 from tsn_dali.config import RECIPES_DIR, load_recipe
-from tsn_dali.data.media.synthetic import SyntheticSpec, generate
-from tsn_dali.engine.distributed import resolve_device
+
+if TYPE_CHECKING:  # annotations only
+    from tsn_dali.data.media.synthetic import SyntheticSpec
 
 RECIPE = RECIPES_DIR / "demo.yaml"
 
@@ -104,6 +106,8 @@ def plot_curves(history: List[dict], test_top1: Optional[float], path: Path) -> 
 def write_report(path: Path, *, args, spec: SyntheticSpec, data_dir: str, loader: str,
                  device: str, times: dict, train: dict, metrics: dict) -> Path:
     """A short markdown report: what ran, where, how long, how well."""
+    import torch
+
     lines = [
         "# tsn_dali demo" + (" (--quick)" if args.quick else ""),
         "",
@@ -144,21 +148,23 @@ def overrides(args) -> List[str]:
 
 
 def check_args(args) -> str:
-    """The device, after checking --device, --executor and --set as train would (before any
-    video is generated); errors give train's statuses."""
-    device = resolve_device(args.device)
+    """The device, after checking --set, --executor and --device as train would (before any
+    video is generated; the recipe before torch is imported); errors give train's statuses."""
     load_recipe(RECIPE, overrides(args) + [f"loader.executor={args.executor}"])
-    return device
+    from tsn_dali.engine.distributed import resolve_device
+
+    return resolve_device(args.device)
 
 
 def run(args) -> dict:
     """The demo's stages in order; returns train summary, test metrics and timings."""
+    device = check_args(args)
     from tsn_dali import test as tsn_test
     from tsn_dali import train as tsn_train
-    from tsn_dali.data.render.executors import resolve_executor_name
     from tsn_dali.data.index import build_index
+    from tsn_dali.data.media.synthetic import SyntheticSpec, generate
+    from tsn_dali.data.render.executors import resolve_executor_name
 
-    device = check_args(args)
     executor = resolve_executor_name(args.executor, device)
     codec = args.codec or ("h264" if executor == "dali-gpu" else "vp9")
     data_dir = args.data_dir or ("data/demo_quick" if args.quick else "data/demo")

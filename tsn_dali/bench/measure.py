@@ -6,62 +6,24 @@ An executor variant is a name and ``+``-joined options, e.g. ``dali-gpu+whole+co
 - ``copy``: hand batches over as torch-owned copies (``loader.handoff: copy``);
 - ``sessionsN``: N concurrent NVDEC decodes (``loader.decode_sessions``);
 - ``mmaction``: decode every video as MMAction2 does (decord), augment in DALI.
+
+(parsed by tsn_dali.bench.options.parse_variant, which imports no torch)
 """
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from tsn_dali.bench.options import EXECUTOR_NAMES, Variant, parse_variant  # noqa: F401  (kept here too)
 from tsn_dali.bench.stats import summarize
-from tsn_dali.config import EXECUTORS
 from tsn_dali.data.render.executors.base import TORCH_DTYPES
 from tsn_dali.engine.amp import loader_dtype, resolve_amp
-from tsn_dali.engine.errors import UsageError
 from tsn_dali.engine.optim import build_optimizer
 from tsn_dali.engine.step import TrainStep
 from tsn_dali.errors import one_line
-
-EXECUTOR_NAMES = tuple(n for n in EXECUTORS if n != "auto")  # what the bench measures, side by side
-
-
-@dataclass(frozen=True)
-class Variant:
-    """An executor and the loader options it is measured with (module docstring)."""
-
-    label: str
-    executor: str
-    slice_gops: bool = True
-    handoff: str = "view"
-    decode_sessions: Optional[int] = None
-    decode: str = "native"
-
-
-def parse_variant(text: str) -> Variant:
-    """``dali-gpu+whole+sessions4`` -> Variant (UsageError naming what is wrong)."""
-    name, *options = text.strip().split("+")
-    if name not in EXECUTOR_NAMES:
-        raise UsageError(f"--executors: unknown executor {name!r}; expected one of {', '.join(EXECUTOR_NAMES)}")
-    fields = {}
-    for opt in options:
-        if opt == "whole":
-            fields["slice_gops"] = False
-        elif opt == "copy":
-            fields["handoff"] = "copy"
-        elif opt == "mmaction":
-            fields["decode"] = "mmaction"
-        elif re.fullmatch(r"sessions\d+", opt):
-            fields["decode_sessions"] = int(opt[len("sessions"):])
-        else:
-            raise UsageError(f"--executors: {text}: unknown option {opt!r}; expected whole, copy, "
-                             "mmaction or sessionsN")
-    if fields and name == "reference":
-        raise UsageError(f"--executors: {text}: the reference executor takes no options")
-    return Variant(label=text.strip(), executor=name, **fields)
 
 
 def open_executors(variants: Sequence[Variant], recipe, device: torch.device, reference_workers: int):

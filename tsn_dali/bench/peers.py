@@ -25,9 +25,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from tsn_dali.bench.options import PEERS
 from tsn_dali.errors import one_line
-
-PEERS = ("mmaction2", "torchcodec", "torchcodec-cuda")
 
 
 class PeerUnavailable(RuntimeError):
