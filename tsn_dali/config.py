@@ -224,19 +224,28 @@ POSITIVE = {
 
 
 class YamlLoader(yaml.SafeLoader):
-    """SafeLoader whose booleans are YAML 1.2's: only ``true`` / ``false`` (any case).
+    """SafeLoader whose booleans and numbers are YAML 1.2's (core schema).
 
     PyYAML follows YAML 1.1, where ``on``, ``off``, ``yes``, ``no``, ``y`` and ``n`` are
-    booleans too, so ``amp: off`` would reach a string field as ``False``. Recipes, pipelines
-    and ``--set`` values are read with this loader: ``off`` stays the string "off".
+    booleans, a float needs a dot (``1e-3`` is the string "1e-3"), and ``1:30`` is the
+    integer 90. Recipes, pipelines and ``--set`` values are read with this loader:
+    ``off`` stays the string "off"; ``1e-3``, ``5e-4``, ``1E+2`` and ``.5`` are floats;
+    ints are decimal (``1_000`` allowed), ``0x..`` or ``0o..``; anything else is a string.
     """
 
 
+_YAML12 = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float", "tag:yaml.org,2002:int")
 YamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML12]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_EXP = r"[eE][-+]?[0-9]+"
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    rf"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:{_EXP})?|[-+]?\.[0-9][0-9_]*(?:{_EXP})?|[-+]?[0-9][0-9_]*{_EXP}"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(
+    r"^(?:[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?0o[0-7_]+)$"), list("-+0123456789"))
 
 
 def load_yaml(text: str):
