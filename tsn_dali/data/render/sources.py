@@ -164,13 +164,42 @@ def folder_records(root: Path, classes: Optional[Sequence[str]] = None):
     return scan_folder(Path(root), classes)[:2]
 
 
-def _pipeline_ops(pipeline, split: str, num_segments: int, input_size: int, short_side: int, flip_label_map):
+SIZE_DEFAULTS = {"num_segments": 8, "input_size": 224, "short_side": 256}
+
+
+def _check_sizes(pipeline, split: str, given: dict) -> None:
+    """Every size a caller gives is used by the view, or the call is refused (PipelineError,
+    one line): a list of ops fixes its own sizes, and a pipeline without ``$num_segments``
+    (the test views: MMAction2's protocol fixes 25 clips) would silently ignore it."""
+    from tsn_dali.data.plan.planner import _resolve_path, pipeline_uses
+
+    if not given:
+        return
+    name, value = next(iter(given.items()))
+    if isinstance(pipeline, (list, tuple)):
+        raise PipelineError("loader_from", "", f"{name}={value} is not used: pipeline= is a list of ops, "
+                            "which carry their own sizes; set it in the ops")
+    uses = pipeline_uses(pipeline)
+    for name, value in given.items():
+        if name not in uses:
+            why = {"num_segments": "fixes its clip count" + (" (MMAction2's test protocol)" if split == "test" else ""),
+                   "input_size": "fixes its crop size", "short_side": "fixes its resize"}[name]
+            example = (f", e.g. [SampleFrames(clip_len=1, num_clips={value}, test_mode=True), Resize(scale=(-1, 256)), "
+                       "TenCrop(crop_size=224)]" if name == "num_segments" else "")
+            raise PipelineError("loader_from", "", f"{name}={value} is not taken by split={split!r}'s pipeline "
+                                f"'{pipeline}', which {why}: no ${name} in {_resolve_path(pipeline)}; leave it "
+                                f"out, or give pipeline= a view that takes it{example}")
+
+
+def _pipeline_ops(pipeline, split: str, sizes: dict, flip_label_map):
     from tsn_dali.config import DataConfig
     from tsn_dali.data.plan.ops import Op, check_pipeline
     from tsn_dali.data.plan.planner import load_pipeline
 
     if pipeline is None:
         pipeline = DEFAULT_PIPELINES[split]
+    _check_sizes(pipeline, split, {k: v for k, v in sizes.items() if v is not None})
+    num_segments, input_size, short_side = (SIZE_DEFAULTS[k] if sizes[k] is None else sizes[k] for k in SIZE_DEFAULTS)
     if isinstance(pipeline, (list, tuple)):
         bad = [op for op in pipeline if not isinstance(op, Op)]
         if bad:
@@ -198,8 +227,8 @@ def _distributed(rank, world_size):
 
 
 def loader_from(videos, *, split: str = "train", pipeline=None, prefix: Optional[str] = None,
-                classes: Optional[Sequence[str]] = None, batch_size: int = 8, num_segments: int = 8,
-                input_size: int = 224, short_side: int = 256, flip_label_map: Optional[dict] = None,
+                classes: Optional[Sequence[str]] = None, batch_size: int = 8, num_segments: Optional[int] = None,
+                input_size: Optional[int] = None, short_side: Optional[int] = None, flip_label_map: Optional[dict] = None,
                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                 dtype: Optional[str] = None, device=None, executor: str = "auto", rank: Optional[int] = None,
                 world_size: Optional[int] = None, seed: int = 0, on_bad_video: str = "skip",
@@ -209,7 +238,9 @@ def loader_from(videos, *, split: str = "train", pipeline=None, prefix: Optional
                 eval_videos_per_run: int = 8, progress: bool = False):
     """A ClipLoader over ``videos`` for one rank (module docstring). ``split``: "train"
     shuffles per epoch, drops the last incomplete batch and replaces a video that fails to
-    decode; "val"/"test" keep list order and pad the last batch (samples -1)."""
+    decode; "val"/"test" keep list order and pad the last batch (samples -1).
+    ``num_segments``/``input_size``/``short_side`` (default 8/224/256) fill the pipeline's
+    ``$`` sizes; one given that the view does not take is refused, never ignored."""
     from tsn_dali.data.index import build_index
     from tsn_dali.data.plan.planner import ClipPlanner
     from tsn_dali.data.render.executors import build_executor
@@ -221,7 +252,8 @@ def loader_from(videos, *, split: str = "train", pipeline=None, prefix: Optional
     records, names, left = records_from(videos, prefix, classes)
     if left is not None and rank == 0 and folder_summary(Path(videos), left):
         logger.warning("%s", folder_summary(Path(videos), left))
-    ops = _pipeline_ops(pipeline, split, num_segments, input_size, short_side, flip_label_map)
+    ops = _pipeline_ops(pipeline, split, dict(num_segments=num_segments, input_size=input_size,
+                                              short_side=short_side), flip_label_map)
     index = build_index([r.path for r in records], cache_dir=index_cache or default_index_cache(),
                         progress=progress and rank == 0, rank=rank, world_size=world_size)
     bad = [(r.path, index[r.path].error or "no frames") for r in records if not index[r.path].ok]
