@@ -258,7 +258,7 @@ class _LineLoader(YamlLoader):
 
 
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few KB; a bigger file is not one
-MAX_YAML_NODES = 100_000  # values after every alias is expanded (a recipe has a few hundred)
+MAX_YAML_NODES = 100_000  # values after every alias is expanded (a recipe or pipeline has a few hundred)
 
 
 def expanded_size(node, budget: int = MAX_YAML_NODES) -> int:
@@ -304,9 +304,10 @@ def read_text_file(path: Path, what: str = "recipe", limit: int = MAX_RECIPE_BYT
     return text
 
 
-def compose_bounded(text: str, path, loader=None):
+def compose_bounded(text: str, path, loader=None, what: str = "recipe"):
     """``yaml.compose`` of ``text``, refused (RecipeError naming ``path``) where its aliases
-    expand past MAX_YAML_NODES values: an alias bomb is caught before anything expands it."""
+    expand past MAX_YAML_NODES values: an alias bomb is caught before anything expands it.
+    ``what`` (recipe, pipeline, --set value) names the kind of file in the message."""
     try:
         node = yaml.compose(text, Loader=loader or _LineLoader)
     except yaml.YAMLError as exc:
@@ -316,7 +317,7 @@ def compose_bounded(text: str, path, loader=None):
         raise RecipeError(path, "", f"not valid YAML: {problem}", line) from None
     if node is not None and expanded_size(node) > MAX_YAML_NODES:
         raise RecipeError(path, "", f"its aliases expand to more than {MAX_YAML_NODES:,} values (an alias "
-                          "bomb?); a recipe needs a few hundred")
+                          f"bomb?); a {what} needs a few hundred")
     return node
 
 
@@ -567,7 +568,7 @@ def parse_override(text: str) -> Tuple[str, Any]:
     if len(raw) > MAX_RECIPE_BYTES:
         raise OverrideSyntaxError(f"--set {key}: the value is over {MAX_RECIPE_BYTES / 2 ** 20:g} MB")
     try:
-        compose_bounded(raw, "--set", YamlLoader)
+        compose_bounded(raw, "--set", YamlLoader, "--set value")
         value = load_yaml(raw) if raw.strip() else ""
     except RecipeError as err:
         if "alias" in err.message:

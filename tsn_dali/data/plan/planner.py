@@ -70,7 +70,7 @@ def _resolve_path(name_or_path) -> Path:
 def _read_nodes(path: Path):
     """The pipeline's YAML node list (PipelineError with the line where it is not one)."""
     try:  # bounded: size, UTF-8, aliases (config.compose_bounded); YAML 1.2 booleans
-        root = compose_bounded(read_text_file(path, "pipeline"), path, YamlLoader)
+        root = compose_bounded(read_text_file(path, "pipeline"), path, YamlLoader, "pipeline")
     except RecipeError as err:
         raise PipelineError(str(path), "", err.message, err.line) from None
     if not isinstance(root, yaml.SequenceNode) or not root.value:
