@@ -10,7 +10,8 @@ import pytest
 import torch
 
 HERE = Path(__file__).resolve().parent
-from helpers.mmengine_pickle import save_mmengine_checkpoint  # noqa: E402
+from helpers.mmengine_pickle import (have_mmaction, have_mmengine, mmaction_checkpoint,  # noqa: E402
+                                    runner_checkpoint)
 from helpers.real_videos import VIDEOS  # noqa: E402
 from helpers.tiny_train import make_videos, train_recipe  # noqa: E402
 
@@ -127,21 +128,58 @@ def test_a_dump_that_cannot_be_written_is_a_usage_error(patched, tmp_path, capsy
     test_mod.parse_args([str(recipe_path), str(ckpt), "--dump", str(tmp_path / "new" / "folder" / "r.pkl")])
 
 
-def test_mmaction2_checkpoint_is_converted(patched, tmp_path):
+@pytest.mark.parametrize("writer", ["torch.save", "mmengine Runner"])
+def test_mmaction2_checkpoint_is_converted(patched, tmp_path, writer):
     """An MMAction2-layout checkpoint (backbone.* in mmcv ConvModule names, cls_head.fc_cls.*)
-    built from our own weights scores exactly as our checkpoint does."""
+    built from our own weights scores exactly as our checkpoint does: a bare
+    ``{"state_dict"}``, and the file mmengine's Runner.save_checkpoint writes around it
+    (message_hub, optimizer, ...; where mmengine is installed)."""
     root, recipe_path, _, _, model, ckpt = patched
     sd = model.state_dict()
     mm = {to_mmaction_key(k): v for k, v in sd.items()}
     assert None not in mm, "every key of the model maps to an MMAction2 key"
     mm_path = tmp_path / "mmaction.pth"
-    save_mmengine_checkpoint(mm_path, mm)  # with objects of a class not importable here
+    if writer == "torch.save":
+        torch.save({"state_dict": mm}, mm_path)
+    elif not have_mmengine():
+        pytest.skip("mmengine not installed: no Runner to write the file")
+    else:
+        runner_checkpoint(mm_path, state=mm)
     ours = test_mod.run([str(recipe_path), str(ckpt), "--device", "cpu", "--no-progress",
                           "--set", "data.test_pipeline=tsn_val"])
     theirs = test_mod.run([str(recipe_path), str(mm_path), "--device", "cpu", "--no-progress",
                             "--set", "data.test_pipeline=tsn_val"])  # no --allow-pickle needed
     assert theirs["checkpoint_kind"] == "mmaction2"
     assert theirs["top1"] == ours["top1"] and theirs["mean_class_accuracy"] == ours["mean_class_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def mmaction_trained(tmp_path_factory):
+    if not have_mmaction():
+        pytest.skip("mmaction2 (with mmengine) not installed")
+    return mmaction_checkpoint(tmp_path_factory.mktemp("mmaction_runner"), classes=3, size=32, views=2)
+
+
+def test_a_checkpoint_mmaction2_trained_loads_and_scores_as_mmaction2(setup, mmaction_trained, capsys):
+    """MMAction2's own TSN (its ResNet-18, TSNHead), trained one step by mmengine's Runner and
+    saved by its CheckpointHook (message_hub included): tsn_dali.test reads it without
+    --allow-pickle, and on identical frames the model with its weights gives MMAction2's
+    scores. The check can fail: another model's scores differ."""
+    _, recipe_path, recipe, _, _, _ = setup
+    ckpt = mmaction_trained["checkpoint"]
+    assert test_mod.main([str(recipe_path), str(ckpt), "--device", "cpu", "--no-progress",
+                          "--set", "data.test_pipeline=tsn_val"]) == 0
+    assert capsys.readouterr().err.strip() == ""  # no warning: the file was read weights-only
+    mean = torch.tensor(recipe.data.mean).view(1, 3, 1, 1)
+    std = torch.tensor(recipe.data.std).view(1, 3, 1, 1)
+    clips = ((mmaction_trained["frames"].float() - mean) / std)[None]
+    model = build_model(recipe.model)
+    assert test_mod.load_weights(model, ckpt, recipe) == "mmaction2"
+    ours = model.eval().predict(clips)[0]
+    assert torch.allclose(ours, mmaction_trained["scores"], rtol=0, atol=1e-6), (ours, mmaction_trained["scores"])
+    torch.manual_seed(3)
+    other = build_model(recipe.model).eval().predict(clips)[0]
+    assert not torch.allclose(other, mmaction_trained["scores"], rtol=0, atol=1e-3)
 
 
 def to_mmaction_key(key: str):

@@ -13,7 +13,7 @@ from typing import Dict, Iterable, Optional
 import torch
 
 from tsn_dali.errors import CheckpointError, one_line
-from tsn_dali.models.safe_load import load_checkpoint
+from tsn_dali.models.safe_load import Inert, load_checkpoint
 from tsn_dali.models.backbones import CLASSIFIER_PREFIXES
 from tsn_dali.models.mmaction import convert_mmaction_state_dict
 
@@ -23,7 +23,11 @@ _DENSENET_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:w
 def mismatch_message(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor],
                      optional: Iterable[str] = ()) -> Optional[str]:
     """Why ``state`` does not fit a module whose state dict is ``own`` (None where it fits).
-    Keys in ``optional`` may be missing."""
+    Keys in ``optional`` may be missing. A value that is not a tensor (e.g. an inert
+    stand-in read from a file's pickle) is named first."""
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            return f"{k} is not a tensor (a {_short_type(v)})"
     for k, v in state.items():
         if k in own and tuple(v.shape) != tuple(own[k].shape):
             return f"{k} has shape {list(v.shape)}, expected {list(own[k].shape)}"
@@ -36,6 +40,11 @@ def mismatch_message(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
     return "; ".join(parts) or None
+
+
+def _short_type(value) -> str:
+    text = repr(value) if isinstance(value, Inert) else type(value).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_state_dict(model: torch.nn.Module, state: Dict[str, torch.Tensor], path, hint: str = "") -> None:
