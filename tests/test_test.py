@@ -12,6 +12,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 from helpers.mmengine_pickle import (have_mmaction, have_mmengine, mmaction_checkpoint,  # noqa: E402
                                     runner_checkpoint)
+from helpers.mmaction_layouts import to_mmaction_key  # noqa: E402
 from helpers.real_videos import VIDEOS  # noqa: E402
 from helpers.tiny_train import make_videos, train_recipe  # noqa: E402
 
@@ -180,26 +181,6 @@ def test_a_checkpoint_mmaction2_trained_loads_and_scores_as_mmaction2(setup, mma
     torch.manual_seed(3)
     other = build_model(recipe.model).eval().predict(clips)[0]
     assert not torch.allclose(other, mmaction_trained["scores"], rtol=0, atol=1e-3)
-
-
-def to_mmaction_key(key: str):
-    """Our (torchvision ResNet) key -> MMAction2's ResNet/TSNHead key (mmcv ConvModule names):
-    conv1 -> conv1.conv, bn1 -> conv1.bn, layerX.Y.convZ -> .convZ.conv, bnZ -> .convZ.bn,
-    downsample.0/1 -> downsample.conv/bn, fc -> cls_head.fc_cls."""
-    import re
-
-    if key.startswith(("fc.", "cls_head.fc.", "head.fc.")):
-        return "cls_head.fc_cls." + key.split(".")[-1]
-    if not key.startswith("backbone."):
-        return None
-    k = key[len("backbone."):]
-    k = re.sub(r"^conv1\.", "conv1.conv.", k)
-    k = re.sub(r"^bn1\.", "conv1.bn.", k)
-    k = re.sub(r"(layer\d+\.\d+)\.conv(\d)\.", r"\1.conv\2.conv.", k)
-    k = re.sub(r"(layer\d+\.\d+)\.bn(\d)\.", r"\1.conv\2.bn.", k)
-    k = re.sub(r"downsample\.0\.", "downsample.conv.", k)
-    k = re.sub(r"downsample\.1\.", "downsample.bn.", k)
-    return "backbone." + k
 
 
 def test_real_clips_are_scored_once_each(patched, tmp_path):

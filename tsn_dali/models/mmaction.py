@@ -107,15 +107,28 @@ def swin_timm_layout(state: Dict[str, torch.Tensor], name: str) -> Dict[str, tor
     return checkpoint_filter_fn(state, model)
 
 
+def backbone_in_our_names(state: Dict[str, torch.Tensor], backbone: str) -> Dict[str, torch.Tensor]:
+    """A backbone state dict (keys without ``backbone.``, classifier keys already dropped)
+    in the names ``BACKBONES[backbone]`` builds: MMAction2's ResNet names -> torchvision's,
+    mmpretrain's MobileOne -> timm's, timm 0.6's Swin -> the installed timm's layout;
+    torchvision / timm >= 0.9 / mmcls names unchanged."""
+    if backbone in MMACTION_RESNETS:
+        return {mmaction_resnet_key(k): v for k, v in state.items()}
+    if backbone.startswith("mobileone") and any(k.startswith("stage0.") for k in state):
+        return {mmpretrain_mobileone_key(k): v for k, v in state.items()}
+    if backbone.startswith("swin"):
+        return swin_timm_layout(state, backbone)
+    return state
+
+
 def convert_mmaction_state_dict(state_dict: Dict[str, torch.Tensor], backbone: str) -> Dict[str, torch.Tensor]:
     """Our TSN state dict (``backbone.*`` in torchvision/timm names, ``fc.*``) from an
     MMAction2 TSN ``state_dict``. Raises ``ValueError`` (one line) for keys that are not a
     TSN's or a backbone this does not convert."""
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
-    mmpretrain_names = backbone.startswith("mobileone") and any(
-        k.startswith("backbone.stage0.") for k in state_dict)
-    out: Dict[str, torch.Tensor] = {}
+    head: Dict[str, torch.Tensor] = {}
+    trunk: Dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"{key} is not a tensor (a {type(value).__name__})")
@@ -125,23 +138,13 @@ def convert_mmaction_state_dict(state_dict: Dict[str, torch.Tensor], backbone: s
             rest = key[len("cls_head."):]
             if not rest.startswith("fc_cls."):
                 raise ValueError(f"{key}: expected only cls_head.fc_cls.weight/bias in a TSN head")
-            out["fc." + rest[len("fc_cls."):]] = value
+            head["fc." + rest[len("fc_cls."):]] = value
         elif key.startswith("backbone."):
             rest = key[len("backbone."):]
-            if rest.startswith(CLASSIFIER_PREFIXES):
-                continue  # Identity in MMAction2; an ImageNet classifier left in a file
-            if backbone in MMACTION_RESNETS:
-                rest = mmaction_resnet_key(rest)
-            elif mmpretrain_names:
-                rest = mmpretrain_mobileone_key(rest)
-            out["backbone." + rest] = value
+            if not rest.startswith(CLASSIFIER_PREFIXES):  # else Identity in MMAction2: an ImageNet classifier left in
+                trunk[rest] = value
         else:
             raise ValueError(f"{key}: expected keys under backbone., cls_head. or data_preprocessor.")
-    if "fc.weight" not in out:
+    if "fc.weight" not in head:
         raise ValueError("no cls_head.fc_cls.weight: not an MMAction2 TSN state dict")
-    if backbone.startswith("swin"):
-        swin = swin_timm_layout({k[len("backbone."):]: v for k, v in out.items() if k.startswith("backbone.")},
-                                backbone)
-        out = {**{"backbone." + k: v for k, v in swin.items()},
-               **{k: v for k, v in out.items() if not k.startswith("backbone.")}}
-    return out
+    return {**{"backbone." + k: v for k, v in backbone_in_our_names(trunk, backbone).items()}, **head}
