@@ -202,3 +202,35 @@ def test_real_clips_are_scored_once_each(patched, tmp_path):
         records = pickle.load(f)
     assert [int(r["gt_label"][0]) for r in records] == [0, 1, 2]
     assert all(np.isfinite(r["pred_score"].numpy()).all() for r in records)
+
+
+def test_the_first_line_says_the_precision_scores_are_computed_in(patched, capsys, monkeypatch):
+    """MMAction2 tests in float32: the first line of output says float32 / bf16 autocast /
+    fp16 autocast and why; ``--amp off`` is float32 even where the recipe (or auto) says bf16."""
+    _, recipe_path, _, _, _, ckpt = patched
+    args = [str(recipe_path), str(ckpt), "--device", "cpu", "--no-progress", "--set", "data.test_pipeline=tsn_val"]
+    metrics = test_mod.run(args + ["--amp", "off", "--set", "train.amp=bf16"])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("tsn_dali.test: scoring in float32 (amp off (as set))"), first
+    assert metrics["amp"] == "off (as set)"
+
+    from tsn_dali.engine.amp import AmpChoice
+
+    bf16 = test_mod.precision_line(AmpChoice("bf16", "auto: CPU has AMX-BF16"), "bfloat16")
+    assert bf16.startswith("tsn_dali.test: scoring in bf16 autocast (amp bf16 (auto: CPU has AMX-BF16)); "
+                           "frames bfloat16") and "--amp off" in bf16
+    assert test_mod.precision_line(AmpChoice("fp16", "as set"), "float16").startswith(
+        "tsn_dali.test: scoring in fp16 autocast")
+    # auto on a CPU that has bf16: the line names bf16 autocast before any score is computed
+    monkeypatch.setattr("tsn_dali.engine.amp.cpu_bf16_feature", lambda: "AMX-BF16")
+    monkeypatch.setattr(test_mod, "build_model", lambda cfg: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError, match="stop"):
+        test_mod.run(args + ["--set", "train.amp=auto"])
+    assert capsys.readouterr().out.splitlines()[0].startswith("tsn_dali.test: scoring in bf16 autocast (amp bf16 (auto")
+
+
+def test_amp_off_is_an_option_and_a_wrong_value_is_a_usage_error(patched, capsys):
+    _, recipe_path, _, _, _, ckpt = patched
+    assert test_mod.parse_args([str(recipe_path), str(ckpt), "--amp", "off"]).amp == "off"
+    assert test_mod.main([str(recipe_path), str(ckpt), "--amp", "float32"]) == 2
+    assert "--amp" in capsys.readouterr().err
