@@ -37,7 +37,7 @@ mmpretrain before 1.0) is not installed: the same class and weight names; and th
 returns NHWC features) unless its backbone gets it, as the 1x1x3 config has. Two gaps of
 the mmaction2 1.2.0 wheel are bridged (``import_mmaction_models``). Writes
 ``results.json`` and ``results.md`` to ``--out`` (default
-``benchmarks/results/mmaction_model_parity-<date>/``); exit 1 where a row disagrees
+``benchmarks/results/mmaction_model_parity-cpu-<date>/``); exit 1 where a row disagrees
 (``agrees``: scores within ``--tolerance``, argmax equal).
 """
 from __future__ import annotations
@@ -423,7 +423,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
            "size": args.size, "flops_frames": args.flops_frames, "flops_size": args.flops_size,
            "command": "python benchmarks/mmaction_model_parity.py " + " ".join(argv_used)}
     out = Path(args.out or PROJECT_ROOT / "benchmarks" / "results" /
-               f"mmaction_model_parity-{datetime.date.today().isoformat()}")
+               f"mmaction_model_parity-cpu-{datetime.date.today().isoformat()}")
     out.mkdir(parents=True, exist_ok=True)
     result = {"env": env, "rows": rows}
     (out / "results.json").write_text(json.dumps(result, indent=1))
