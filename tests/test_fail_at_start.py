@@ -112,6 +112,23 @@ def test_a_message_never_shows_an_expanded_alias_whole(tmp_path, capsys, where):
     assert "..." in err[0] and len(err[0]) < 400, len(err[0])
 
 
+def test_an_alias_bomb_is_named_as_the_kind_of_file_it_is_in(tmp_path):
+    from tsn_dali.config import DataConfig, RecipeError, load_recipe
+    from tsn_dali.data.errors import PipelineError
+    from tsn_dali.data.plan.planner import load_pipeline
+
+    levels = list(zip([None] + list("abcdefgh"), "abcdefghi"))
+    nested = ", ".join(f"&{c} [" + ", ".join([f"*{p}"] * 9 if p else ["lol"] * 9) + "]" for p, c in levels)
+    path = tmp_path / "p.yaml"
+    path.write_text("".join(f"- {c}: &{c} [" + ", ".join([f"*{p}"] * 9 if p else ["lol"] * 9) + "]\n"
+                            for p, c in levels))
+    with pytest.raises(PipelineError, match=r"p\.yaml: its aliases expand to more than 100,000 values \(an alias "
+                                            r"bomb\?\); a pipeline needs a few hundred$"):
+        load_pipeline(path, DataConfig())
+    with pytest.raises(RecipeError, match=r"a --set value needs a few hundred$"):
+        load_recipe("recipes/demo.yaml", [f"name=[{nested}]"])
+
+
 def test_the_alias_count_can_fail_and_pass():
     import yaml
 

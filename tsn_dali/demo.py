@@ -143,6 +143,36 @@ def write_report(path: Path, *, args, spec: SyntheticSpec, data_dir: str, loader
     return path
 
 
+def write_results(path: Path, *, args, times: dict, train_rate: float, metrics: dict, executor: str,
+                  load: tuple) -> Path:
+    """The run's figures as JSON beside report.md: what docs/measurements.md and the README
+    quote (tests/test_docs.py compares them with the committed copies there)."""
+    import json
+
+    import torch
+
+    figures = {
+        "date": time.strftime("%Y-%m-%d"), "quick": bool(args.quick), "overrides": overrides(args),
+        "machine": {"processor": platform.processor() or platform.machine(), "cpu_model": _cpu_model(),
+                    "cores": os.cpu_count(), "torch": torch.__version__},
+        "load_average": {"start": round(load[0], 2), "end": round(os.getloadavg()[0], 2)},
+        "executor": metrics.get("executor", executor), "amp": metrics.get("amp"),
+        "top1": metrics["top1"], "top5": metrics["top5"], "mean_class_accuracy": metrics["mean_class_accuracy"],
+        "test_videos": metrics["num_videos"], "test_views": metrics["num_views"],
+        "seconds": {k: round(v, 1) for k, v in times.items()}, "train_clips_per_s": round(train_rate, 1),
+        "test_videos_per_s": round(metrics["clips_per_s"], 2)}
+    path.write_text(json.dumps(figures, indent=1) + "\n")
+    return path
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 def overrides(args) -> List[str]:
     return (QUICK_SET if args.quick else []) + list(args.overrides)
 
@@ -174,6 +204,7 @@ def run(args) -> dict:
     progress = not args.no_progress
     times = {}
     t_all = time.perf_counter()
+    load = os.getloadavg()
 
     t0 = time.perf_counter()
     data = generate(data_dir, spec, progress=progress)
@@ -215,6 +246,8 @@ def run(args) -> dict:
     plot = plot_curves(history, metrics["top1"], work_dir / "curves.png")
     report = write_report(work_dir / "report.md", args=args, spec=spec, data_dir=data["out"],
                           loader=loader, device=device, times=times, train=summary, metrics=metrics)
+    results = write_results(work_dir / "results.json", args=args, times=times, train_rate=train_rate,
+                            metrics=metrics, executor=executor, load=load)
     print(f"demo: test top-1 {metrics['top1']:.2f}% (top-5 {metrics['top5']:.2f}%, mean class "
           f"{metrics['mean_class_accuracy']:.2f}%) on {metrics['num_videos']} held-out videos x "
           f"{metrics['num_views']} views", flush=True)
@@ -223,9 +256,9 @@ def run(args) -> dict:
           flush=True)
     print(f"demo: {times['total']:.0f} s in all (" + ", ".join(
         f"{k} {v:.0f} s" for k, v in times.items() if k != "total") + ")", flush=True)
-    print(f"demo: wrote {plot} and {report}", flush=True)
+    print(f"demo: wrote {plot}, {report} and {results.name}", flush=True)
     return {"train": summary, "test": metrics, "times": times, "executor": executor, "codec": codec,
-            "data_dir": data["out"], "plot": str(plot), "report": str(report)}
+            "data_dir": data["out"], "plot": str(plot), "report": str(report), "results": str(results)}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--executor", help="auto | dali-gpu | dali-cpu | reference (sets loader.executor)")
     p.add_argument("--amp", choices=CHOICES["train.amp"],
-                   help="autocast dtype (default: train.amp; auto picks per device)")
+                   help="autocast dtype (default: train.amp; auto picks per device); off scores in float32, "
+                        "as MMAction2 tests")
     p.add_argument("--allow-pickle", action="store_true",
                    help="read a checkpoint with full unpickling: it can run code; trusted files only")
     p.add_argument("--no-progress", action="store_true")
@@ -97,13 +98,26 @@ def load_test_recipe(args):
     return load_recipe(args.recipe, overrides)
 
 
+PRECISIONS = {"off": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}
+
+
+def precision_line(amp, frames_dtype: str) -> str:
+    """The first line of a test run: the precision scores are computed in (``amp``, an
+    AmpChoice: float32, bf16 autocast or fp16 autocast) and why, and the frames' dtype.
+    MMAction2 tests in float32: ``--amp off`` reproduces its scores to float32 rounding."""
+    return (f"tsn_dali.test: scoring in {PRECISIONS[amp.amp]} (amp {amp.describe()}); frames {frames_dtype}"
+            + ("" if amp.amp == "off" else "; --amp off scores in float32, as MMAction2 tests"))
+
+
 def prepare(args, info, recipe):
     """(amp choice, model with the checkpoint's weights, checkpoint kind)."""
     import torch
 
-    from tsn_dali.engine.amp import resolve_amp
+    from tsn_dali.engine.amp import loader_dtype, resolve_amp
 
     amp = resolve_amp(args.amp or recipe.train.amp, info.device)
+    if info.is_main:
+        print(precision_line(amp, loader_dtype(recipe, info.device, amp.amp)), flush=True)
     if amp.warning and info.is_main:
         print(f"tsn_dali.test: warning: {amp.warning}", file=sys.stderr, flush=True)
     model = build_model(recipe.model)

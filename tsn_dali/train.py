@@ -322,7 +322,7 @@ class TrainingRun:
             batch_no, step = self.readback.where(first_bad or 0)
             value = values[first_bad] if first_bad is not None else "not finite on another rank"
             self.log.write({"kind": "nonfinite", "epoch": epoch + 1, "iter": batch_no, "step": step,
-                            "loss": value, "policy": self.cfg.nan_policy})
+                            "updates": self.step, "loss": value, "policy": self.cfg.nan_policy})
             if not skip:
                 raise TrainingDiverged(
                     f"loss is {value} at epoch {epoch + 1}, step {batch_no}/{self.meter.num_steps} (global step "
@@ -354,7 +354,7 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> Optional[dict]:
     for batch in loader:
         batch_no = meter.got_batch()
         loss = run.step_fn.forward(batch.clips, batch.labels)
-        run.readback.add(loss, batch_no, run.step + 1)
+        run.readback.add(loss, batch_no, epoch * meter.num_steps + batch_no)  # the iteration, skipped ones counted
         if cfg.nan_policy != "skip":
             run.step_fn.update(loss)
             run.step += 1
