@@ -50,3 +50,55 @@ def test_a_failing_run_is_no_timing(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert run.stderr.count("\n") == 1 and "exited 3" in run.stderr
+
+
+FAKE_BENCH = """
+import json, os, sys, probe
+out = sys.argv[1]
+os.makedirs(out)
+rows = [{"system": "auto", "clips_per_s": {"median": probe.AUTO}}, {"system": "mmaction2", "clips_per_s": {"median": 10.0}}]
+json.dump({"comparisons": [{"title": "loader, train view", "rows": rows}]}, open(os.path.join(out, "results.json"), "w"))
+"""
+
+
+def test_bench_metric_compares_each_systems_clips_per_second(tmp_path):
+    """--metric bench reads the bench's results.json of every run: per comparison and system,
+    each checkout's median clips/s and the verdict (higher is faster), which can fail."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, auto in ((a, "20.0"), (b, "12.0")):
+        folder.mkdir()
+        (folder / "probe.py").write_text(f"AUTO = {auto}\n")
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab.py"), "--metric", "bench",
+                          "--checkout", f"before={a}", "--checkout", f"after={b}", "--rounds", "2", "--warmup", "0",
+                          "--out", str(out), "--", sys.executable, "-c", FAKE_BENCH, "{work}/bench"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = {(r["system"], r["checkout"]): r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows[("loader, train view / auto", "after")]["verdict"] == "slower beyond spread"
+    assert rows[("loader, train view / auto", "after")]["ratio"] == 0.6
+    assert rows[("loader, train view / mmaction2", "after")]["verdict"] == "within spread"
+    assert "| loader, train view / auto | after | 12 |" in (out / "results.md").read_text()
+    missing = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab.py"), "--metric", "bench",
+                              "--checkout", f"x={a}", "--rounds", "1", "--warmup", "0", "--", sys.executable, "-c", "0"],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "{work}" in missing.stderr
+
+
+def test_bench_metric_runs_the_loader_part_before_and_after(tmp_path):
+    """The real bench's loader part through ab.py (both checkouts this one, tiny clips)."""
+    from tsn_dali.bench import generate_videos
+
+    videos = generate_videos(str(tmp_path / "gen"), 2, num_frames=24, size=(96, 72))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "tsn_dali.bench", "recipes/k400_r50.yaml", "--videos", *videos, "--quick",
+           "--parts", "loader", "--executors", "auto", "--reference-workers", "0", "--batch-size", "2",
+           "--work-dir", "{work}/w", "--out", "{work}/bench", "--set", "model.num_classes=5",
+           "--set", "data.num_segments=3", "--set", "data.input_size=64", "--set", "data.short_side=72"]
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab.py"), "--metric", "bench",
+                          "--checkout", f"before={ROOT}", "--checkout", f"after={ROOT}", "--rounds", "1",
+                          "--warmup", "0", "--out", str(out), "--", *cmd], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    systems = {r["system"] for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert systems == {"loader, train view / auto", "loader, test view / auto"}

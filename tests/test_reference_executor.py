@@ -183,15 +183,19 @@ def test_build_executor_names(monkeypatch):
     assert isinstance(ex, ReferenceExecutor) and ex.name == "reference" and ex.device == torch.device("cpu")
     with pytest.raises(ValueError, match="unknown executor 'dali'; expected one of auto, dali-gpu"):
         build_executor("dali")
+    assert (ex.decoder, ex.resize) == ("auto", "float")  # by name: the exact oracle (decord, float)
     if not torch.cuda.is_available():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "DALI not usable" where dali.py is absent
-            assert resolve_executor_name("auto") in ("dali-cpu", "reference")
             assert resolve_executor_name("auto", "cuda") != "dali-gpu"
+    # on a CPU device auto is the fastest CPU loader: the reference executor, GOP decoder, uint8
+    assert resolve_executor_name("auto") == "reference"
+    fast = build_executor("auto", reference_workers=0)
+    assert isinstance(fast, ReferenceExecutor) and (fast.decoder, fast.resize) == ("gops", "uint8")
     monkeypatch.setattr(executors, "_dali_importable", lambda: "ImportError: no DALI")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ex = build_executor("auto", reference_workers=0)
+        ex = build_executor("auto", device="cuda", reference_workers=0)
     assert isinstance(ex, ReferenceExecutor)
     assert any("no DALI" in str(w.message) and "reference" in str(w.message) for w in caught)
 

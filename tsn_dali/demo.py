@@ -40,7 +40,7 @@ QUICK_SET = ["data.input_size=64", "data.short_side=72", "train.epochs=10", "tra
 LOADER_NOTES = {
     "dali-gpu": "DALI on the GPU: NVDEC decodes, crops, flips and normalisation on the GPU",
     "dali-cpu": "DALI on the CPU",
-    "reference": "reference executor (torch DataLoader + decord/PyAV; DALI was not usable)",
+    "reference": "reference executor (CPU worker processes: decode, crops, flips, resize in numpy/OpenCV)",
 }
 
 

@@ -8,8 +8,8 @@ a difference within the spread is said to be one (``--parts``):
 
 - loader: each executor variant (``--executors``: dali-gpu where CUDA is present, dali-cpu,
   reference with N DataLoader workers; ``+whole``, ``+copy``, ``+sessionsN``, ``+mmaction``
-  variants, measure.py) and the peers (``--peers``: MMAction2's own pipeline, torchcodec;
-  peers.py, checked pixel by pixel against ours on the same plans), for the recipe's train
+  variants, measure.py) and the peers (``--peers``: MMAction2's own config pipeline, a
+  decord + OpenCV loader, torchcodec; peers.py, checked against our plans), for the recipe's train
   view and test view, through a ClipLoader as training uses it (prefetch included); clips
   per path and codec, frames and bytes fed per clip as counted; NVDEC utilisation on a GPU;
 - model / e2e: the trainer's own step (tsn_dali.engine.step) on synthetic input as the
@@ -35,8 +35,8 @@ _EXPORTS = {
     "tsn_dali.bench.videos": ("find_videos", "generate_videos"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-_MODULES = ("cli", "environment", "interleave", "measure", "options", "peers", "report", "runner", "stats",
-            "videos")
+_MODULES = ("cli", "environment", "guard", "interleave", "measure", "mmaction_peer", "options", "peers", "report",
+            "runner", "stats", "videos")
 __all__ = sorted(_WHERE)
 
 

@@ -6,7 +6,7 @@ import sys
 from typing import Optional, Sequence
 
 from tsn_dali import cli
-from tsn_dali.bench.options import GOP_CODECS, PARTS, PEERS, check_args
+from tsn_dali.bench.options import GOP_CODECS, GOP_VIEWS, PARTS, PEERS, check_args
 from tsn_dali.config import PROJECT_ROOT, load_recipe
 
 # The run itself (torch, DALI, the model) is tsn_dali.bench.runner, imported once the command
@@ -57,7 +57,10 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     p.add_argument("--gop-videos", type=int, default=4, help="videos for the GOP comparison (0: skip it)")
     p.add_argument("--gops", default="original,16", help="GOPs compared: 'original' and keyframe intervals "
                    "(e.g. original,16,4,1; 1 is all-intra)")
-    p.add_argument("--gop-codec", choices=GOP_CODECS, default="h264", help="codec the GOP videos are re-encoded in")
+    p.add_argument("--gop-codec", default="h264", help=f"codecs the GOP videos are re-encoded in, some of "
+                   f"{', '.join(GOP_CODECS)} (e.g. h264,vp9: one comparison per codec, GOP and view)")
+    p.add_argument("--gop-views", default="train", help=f"views of the GOP comparisons, some of "
+                   f"{', '.join(GOP_VIEWS)} (default train)")
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda where available)")
     p.add_argument("--compile", action="store_true", help="also measure the model under torch.compile")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results/<device>-<date>)")

@@ -5,8 +5,12 @@ An executor variant is a name and ``+``-joined options, e.g. ``dali-gpu+whole+co
 - ``whole``: feed DALI's decoder whole files, not GOP slices (``slice_gops=False``);
 - ``copy``: hand batches over as torch-owned copies (``loader.handoff: copy``);
 - ``sessionsN``: N concurrent NVDEC decodes (``loader.decode_sessions``);
-- ``mmaction``: decode every video as MMAction2 does (decord), augment in DALI.
+- ``mmaction``: decode every video as MMAction2 does (decord), augment in DALI;
+- ``gops`` / ``decord``: the CPU decoder of the reference executor and of dali-cpu's frames
+  path (executors/cpu.py: only the GOPs a clip needs, or decord as MMAction2);
+- ``uint8`` / ``float``: the reference executor's resize (cv2 on uint8, or the exact float rule).
 
+``auto`` is measured as ``build_executor("auto")`` builds it on this device.
 (parsed by tsn_dali.bench.options.parse_variant, which imports no torch)
 """
 from __future__ import annotations
@@ -40,7 +44,9 @@ def open_executors(variants: Sequence[Variant], recipe, device: torch.device, re
             opened[v.label] = build_executor(
                 v.executor, device=device, num_threads=cfg.num_threads, decode_workers=cfg.decode_workers,
                 decode_sessions=v.decode_sessions or cfg.decode_sessions, slice_gops=v.slice_gops,
-                decode=v.decode, reference_workers=reference_workers)
+                decode=v.decode, reference_workers=reference_workers,
+                **({"cpu_decoder": v.cpu_decoder} if v.cpu_decoder else {}),
+                **({"resize": v.resize} if v.resize else {}))
         except Exception as exc:  # DALI missing, no NVDEC
             unavailable[v.label] = one_line(exc, named=True)
     return opened, unavailable
@@ -109,10 +115,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(step, iters: int, device: torch.device) -> float:
-    """Seconds of ``iters`` calls of ``step()`` after one untimed call, the device's queued
-    work included (a synchronize before and after the timed calls)."""
-    step()
+def timed(step, iters: int, device: torch.device, warm: int = 1) -> float:
+    """Seconds of ``iters`` calls of ``step()`` after ``warm`` untimed calls, the device's
+    queued work included (a synchronize before and after the timed calls)."""
+    for _ in range(max(1, int(warm))):
+        step()
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(iters):
@@ -121,14 +128,23 @@ def timed(step, iters: int, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+def loader_warm_steps(prefetch: int) -> int:
+    """Untimed steps before a loader's window: 1 + ``loader.prefetch``. A loader renders up to
+    ``prefetch`` batches ahead, all at once where it has the threads (dali-cpu), so after a
+    single step the next ones are part-made and a short window reads high; once as many
+    steps as it keeps in flight have passed, each further step costs what a steady one does."""
+    return 1 + max(0, int(prefetch))
+
+
 class LoaderWindow:
     """A system (tsn_dali.bench.interleave): one timed window of iterating ``loader``.
 
-    Each window is a pass of its own (``set_epoch``: new shuffle and crops each round): one
-    untimed step, then ``iters`` timed steps (a step: one executor run, i.e.
-    ``loader.batches_per_run`` batches), and the pass is closed, so that nothing renders in
-    the background while another system is timed. The executor's counters over its
-    windows are summed for ``costs``."""
+    Each window is a pass of its own (``set_epoch``: new shuffle and crops each round):
+    ``loader_warm_steps`` untimed steps, then ``iters`` timed steps (a step: one executor run, i.e.
+    ``loader.batches_per_run`` batches), and the pass is closed and the executor's queued
+    work waited for (``wait_idle``: the reference executor's workers go on with batches
+    prepared ahead), so that nothing renders in the background while another system is
+    timed. The executor's counters over its windows are summed for ``costs``."""
 
     def __init__(self, loader, iters: int, device: torch.device):
         self.loader, self.iters, self.device = loader, int(iters), device
@@ -145,9 +161,13 @@ class LoaderWindow:
         self.loader.set_epoch(round_no + 100)
         it = iter(self.loader)
         try:
-            seconds = timed(lambda: self._step(it), self.iters, self.device)
+            seconds = timed(lambda: self._step(it), self.iters, self.device,
+                            warm=loader_warm_steps(self.loader.prefetch))
         finally:
             it.close()
+            wait_idle = getattr(self.loader.executor, "wait_idle", None)
+            if wait_idle is not None:  # batches prepared ahead: not rendered while another system is timed
+                wait_idle()
         after = getattr(self.loader.executor, "stats", {})
         for k, v in after.items():
             if isinstance(v, (int, float)):
@@ -160,8 +180,8 @@ class LoaderWindow:
 
 def counted_costs(delta: Dict[str, int]) -> dict:
     """Per clip, from an executor's counters over the windows: frames and bytes fed to DALI's
-    decoder, frames the frames path decoded (both counted), and the clips of each path and
-    codec."""
+    decoder, frames the frames path decoded, packets the CPU GOP decoder fed and frames it
+    decoded, copies of rendered clips (all counted), and the clips of each path and codec."""
     clips = max(delta.get("clips", 0), 1)
     out = {"clips_counted": delta.get("clips", 0),
            "paths": {k[len("clips "):]: v for k, v in sorted(delta.items()) if k.startswith("clips ") and v},
@@ -173,6 +193,11 @@ def counted_costs(delta: Dict[str, int]) -> dict:
                    sliced_share=delta.get("sliced_clips", 0) / decoded)
     if delta.get("frames_path_clips"):
         out["frames_path_frames_per_clip"] = delta.get("frames_path_frames", 0) / delta["frames_path_clips"]
+    if delta.get("gop_clips"):  # the CPU GOP decoder (executors/cpu.py), counted
+        out.update(gop_frames_decoded_per_clip=delta.get("frames_decoded", 0) / delta["gop_clips"],
+                   gop_packets_fed_per_clip=delta.get("packets_fed", 0) / delta["gop_clips"])
+    if "clip_copies" in delta:
+        out["clip_copies_per_clip"] = delta["clip_copies"] / clips
     return out
 
 
@@ -267,5 +292,5 @@ class EndToEndWindow:
 
 
 __all__ = ["EXECUTOR_NAMES", "EndToEndWindow", "LoaderWindow", "ModelWindow", "Variant", "bench_amp", "build_tsn",
-           "counted_costs", "frames_decoded", "make_loader", "make_train_step", "open_executors", "parse_variant",
+           "counted_costs", "frames_decoded", "loader_warm_steps", "make_loader", "make_train_step", "open_executors", "parse_variant",
            "plan_costs", "synthetic_batch", "timed"]

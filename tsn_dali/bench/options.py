@@ -15,8 +15,10 @@ from tsn_dali.errors import UsageError
 
 PARTS = ("loader", "model", "e2e", "gop")
 GOP_CODECS = ("h264", "vp9")
-PEERS = ("mmaction2", "torchcodec", "torchcodec-cuda")  # tsn_dali.bench.peers
-EXECUTOR_NAMES = tuple(n for n in EXECUTORS if n != "auto")  # what the bench measures, side by side
+GOP_VIEWS = ("train", "test")
+CODEC_NAMES = {"h264": "H.264", "vp9": "VP9"}
+PEERS = ("mmaction2", "decord-opencv", "torchcodec", "torchcodec-cuda")  # tsn_dali.bench.peers
+EXECUTOR_NAMES = tuple(EXECUTORS)  # what the bench measures, side by side (auto: as it resolves here)
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Variant:
     handoff: str = "view"
     decode_sessions: Optional[int] = None
     decode: str = "native"
+    cpu_decoder: Optional[str] = None  # gops | decord (None: the executor's default)
+    resize: Optional[str] = None  # uint8 | float (reference; None: its default)
 
 
 def parse_variant(text: str) -> Variant:
@@ -46,11 +50,20 @@ def parse_variant(text: str) -> Variant:
             fields["decode"] = "mmaction"
         elif re.fullmatch(r"sessions\d+", opt):
             fields["decode_sessions"] = int(opt[len("sessions"):])
+        elif opt in ("gops", "decord"):
+            fields["cpu_decoder"] = opt
+        elif opt in ("uint8", "float"):
+            fields["resize"] = opt
         else:
             raise UsageError(f"--executors: {text}: unknown option {opt!r}; expected whole, copy, "
-                             "mmaction or sessionsN")
-    if fields and name == "reference":
-        raise UsageError(f"--executors: {text}: the reference executor takes no options")
+                             "mmaction, sessionsN, gops, decord, uint8 or float")
+    dali_only = set(fields) - {"cpu_decoder", "resize"}
+    if dali_only and name == "reference":
+        raise UsageError(f"--executors: {text}: the reference executor takes only gops, decord, uint8, float")
+    if "resize" in fields and name != "reference":
+        raise UsageError(f"--executors: {text}: uint8 and float are the reference executor's")
+    if fields and name == "auto":
+        raise UsageError(f"--executors: {text}: auto takes no options (it is what build_executor picks)")
     return Variant(label=text.strip(), executor=name, **fields)
 
 
@@ -66,9 +79,15 @@ def check_args(args) -> None:
     for text in args.executors.split(","):
         if text.strip():
             parse_variant(text)
+    for name, allowed, values in (("--gop-codec", GOP_CODECS, args.gop_codec),
+                                  ("--gop-views", GOP_VIEWS, args.gop_views)):
+        for value in (v.strip() for v in values.split(",")):
+            if value and value not in allowed:
+                raise UsageError(f"{name}: unknown {value!r}; expected some of {', '.join(allowed)}")
     for peer in (p.strip() for p in (args.peers or "").split(",")):
         if peer and peer not in PEERS:
             raise UsageError(f"--peers: unknown peer {peer!r}; expected some of {', '.join(PEERS)}")
 
 
-__all__ = ["EXECUTOR_NAMES", "GOP_CODECS", "PARTS", "PEERS", "Variant", "check_args", "parse_variant"]
+__all__ = ["CODEC_NAMES", "EXECUTOR_NAMES", "GOP_CODECS", "GOP_VIEWS", "PARTS", "PEERS", "Variant", "check_args",
+           "parse_variant"]

@@ -1,21 +1,26 @@
-"""What users would pick instead, measured as systems beside ours on the same clips and plans.
+"""What users would pick instead, measured as systems beside ours on the same clips.
 
-- ``mmaction2``: MMAction2's own transforms in a torch DataLoader (``--reference-workers``
-  workers): ``DecordInit`` and ``DecordDecode`` at the plan's frame indices, ``Resize`` to
-  the plan's short side, the plan's crop boxes (test view: MMAction2's ``ThreeCrop`` /
-  ``TenCrop`` / ``CenterCrop`` give the same boxes), ``Resize`` to the output size and
-  ``Flip`` where the plan flips; then normalised in float32 and cast as our loaders do.
-  Needs ``mmaction2`` (1.2.0 wants mmcv < 2.2; mmcv-lite 2.1 does on a CPU: benchmarks/README.md).
+- ``mmaction2``: MMAction2 1.2.0's own config pipeline, as its users run it
+  (tsn_dali.bench.mmaction_peer): the recipe's MMAction2 config, its train/val/test
+  pipeline through ``Compose`` (its own SampleFrames, crops, Flip, FormatShape,
+  PackActionInputs) in a torch DataLoader (``--reference-workers`` workers, mmengine's
+  ``pseudo_collate``) over the same videos; its random draws are its own. Needs
+  ``mmaction2`` (1.2.0 wants mmcv < 2.2; mmcv-lite 2.1 does on a CPU: benchmarks/README.md).
+- ``decord-opencv``: the simplest fast loader a user could write, on our plans: decord's
+  ``get_batch`` at the plan's frame indices (one thread), ``cv2.resize`` (INTER_LINEAR on
+  uint8, as MMAction2's Resize) to the plan's size, the plan's crop boxes cut with numpy,
+  each box resized to the output size where it differs, mirrored where the plan flips.
 - ``torchcodec`` / ``torchcodec-cuda``: ``torchcodec.decoders.VideoDecoder.get_frames_at``
   at the plan's indices (decoding on the CPU in DataLoader workers, or with NVDEC in the
   main process), then the plan's resize, crops, flips and normalisation in torch (uint8
   between steps, resizes to the same size left out, as the other loaders do).
 
-Each peer's first clip is compared, pixel by pixel, with the reference executor's render
-of the same plan (uint8, before normalisation): the report shows the mean and max
-difference in grey levels, so a peer measured on different frames or crops would show.
-A peer whose package is missing raises PeerUnavailable with the reason (its row is skipped,
-saying why).
+Checks (the report's parity table): a peer on our plans (decord-opencv, torchcodec) has its
+first clip compared, pixel by pixel, with the reference executor's render of the same plan;
+the ``mmaction2`` peer, on val and test views, has MMAction2's frame indices and crop boxes
+compared with our plan's for the same video, and its pixels with the reference executor's
+(mmaction_peer.view_check). A peer whose package is missing raises PeerUnavailable with the
+reason (its row is skipped, saying why).
 """
 from __future__ import annotations
 
@@ -36,40 +41,37 @@ class PeerUnavailable(RuntimeError):
 # --------------------------------------------------------------------------- clip makers
 
 
-def _mmaction_transforms():
-    try:
-        from mmaction.datasets.transforms import DecordDecode, DecordInit, Flip, Resize
-    except Exception as exc:  # ImportError, or mmcv/mmengine missing beneath it
-        raise PeerUnavailable(f"mmaction2 does not import ({one_line(exc, named=True)})") from None
-    return DecordInit, DecordDecode, Resize, Flip
-
-
-class MmactionClip:
-    """One plan through MMAction2's transforms -> uint8 ``[V, H, W, 3]`` (crop-major)."""
+class DecordOpencvClip:
+    """One plan through decord and OpenCV -> uint8 ``[V, H, W, 3]`` (crop-major): the
+    simplest fast loader a user could write (module docstring)."""
 
     def __init__(self):
-        DecordInit, DecordDecode, Resize, Flip = _mmaction_transforms()
-        self.init, self.decode = DecordInit(), DecordDecode()
-        self.Resize, self.Flip = Resize, Flip
+        try:
+            import cv2
+        except Exception as exc:
+            raise PeerUnavailable(f"OpenCV does not import ({one_line(exc, named=True)})") from None
+        from tsn_dali.data.media.decoding import import_decord
+
+        self.decord, self.cv2 = import_decord(), cv2
+        if self.decord is None:
+            raise PeerUnavailable("decord is not installed")
+        cv2.setNumThreads(1)  # one clip per DataLoader worker
+
+    def _resize(self, frames: np.ndarray, size) -> np.ndarray:
+        w, h = int(size[0]), int(size[1])
+        if frames.shape[1:3] == (h, w):
+            return frames
+        return np.stack([self.cv2.resize(f, (w, h), interpolation=self.cv2.INTER_LINEAR) for f in frames])
 
     def __call__(self, plan) -> np.ndarray:
-        results = {"filename": plan.path, "start_index": 0, "modality": "RGB"}
-        results = self.init(results)
-        results.update(frame_inds=np.asarray(plan.frame_indices), clip_len=1,
-                       num_clips=len(plan.frame_indices))
-        results = self.decode(results)
-        results = self.Resize(scale=tuple(plan.resize_to), keep_ratio=False)(results)
-        frames = results["imgs"]
+        reader = self.decord.VideoReader(plan.path, num_threads=1)
+        frames = self._resize(reader.get_batch([int(i) for i in plan.frame_indices]).asnumpy(), plan.resize_to)
         views = []
-        out_w, out_h = plan.out_size
         for box, flip in zip(plan.crops, plan.crop_flips):
             x1, y1, x2, y2 = (int(v) for v in box)
-            crop = {"imgs": [f[y1:y2, x1:x2] for f in frames], "modality": "RGB"}
-            crop = self.Resize(scale=(out_w, out_h), keep_ratio=False)(crop)
-            if flip:
-                crop = self.Flip(flip_ratio=1.0)(crop)
-            views += crop["imgs"]
-        return np.stack(views)
+            crop = self._resize(frames[:, y1:y2, x1:x2], plan.out_size)
+            views.append(crop[:, :, ::-1] if flip else crop)
+        return np.ascontiguousarray(np.concatenate(views))
 
 
 class TorchcodecClip:
@@ -122,41 +124,63 @@ class _Plans(torch.utils.data.Dataset):
 
 
 class PeerWindow:
-    """A system (tsn_dali.bench.interleave): one window of a peer loader over the plans our
-    loader makes for that round (``planning``: a ClipLoader whose plans are used), batches of
-    ``batch_size`` clips, normalised as ours (``(x - mean) / std`` in float32, cast to the
-    recipe's dtype; raw pixels for uint8) on ``device``."""
+    """A system (tsn_dali.bench.interleave): one window of a peer loader over the samples our
+    loader takes in that round (``planning``: a ClipLoader whose order and plans are used),
+    batches of ``batch_size`` clips, normalised as ours (``(x - mean) / std`` in float32,
+    cast to the recipe's dtype; raw pixels for uint8) on ``device``.
+
+    ``make(plan)`` renders one of our plans; or, with ``videos`` (a peer that draws its own
+    frames, ``videos(records) -> Dataset``), the dataset gets the samples' (path, label)
+    and ``collate`` / ``to_batch`` turn its items into ``[N, V, ...]`` uint8 (channels last, or
+    ``channels_first``)."""
 
     def __init__(self, make, planning, batch_size: int, iters: int, device: torch.device, workers: int,
-                 mean, std, dtype: torch.dtype):
+                 mean, std, dtype: torch.dtype, videos=None, collate=None, to_batch=None,
+                 channels_first: bool = False):
         self.make, self.planning, self.batch, self.iters = make, planning, int(batch_size), int(iters)
         self.device, self.workers = device, int(workers)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device)
         self.std = torch.tensor(std, dtype=torch.float32, device=device)
+        if channels_first:  # [N, V, C, H, W] batches (MMAction2's FormatShape NCHW)
+            self.mean, self.std = self.mean.view(-1, 1, 1), self.std.view(-1, 1, 1)
         self.dtype = dtype
+        self.videos, self.collate, self.to_batch = videos, collate or torch.stack, to_batch or (lambda x: x)
+
+    @property
+    def warm(self) -> int:
+        """Untimed batches: one per worker. A DataLoader worker makes whole batches, its
+        workers all at once, so after fewer the next batches are part-made."""
+        return max(1, self.workers)
+
+    def samples(self, epoch: int) -> list:
+        samples = [int(s) for ids in self.planning.batch_samples(epoch) for s in ids]
+        need = self.batch * (self.warm + self.iters)
+        return (samples * (need // max(len(samples), 1) + 1))[:need]
 
     def plans(self, epoch: int) -> list:
-        samples = [int(s) for ids in self.planning.batch_samples(epoch) for s in ids]
-        need = self.batch * (1 + self.iters)
-        samples = (samples * (need // max(len(samples), 1) + 1))[:need]
-        return [self.planning.plan(s, epoch) for s in samples]
+        return [self.planning.plan(s, epoch) for s in self.samples(epoch)]
+
+    def dataset(self, epoch: int):
+        if self.videos is not None:
+            records = [self.planning.records[s] for s in self.samples(epoch)]
+            return self.videos([(r.path, r.label) for r in records])
+        return _Plans(self.plans(epoch), self.make)
 
     def __call__(self, round_no: int) -> float:
         epoch = round_no + 100
-        data = torch.utils.data.DataLoader(_Plans(self.plans(epoch), self.make), batch_size=self.batch,
-                                           num_workers=self.workers, collate_fn=torch.stack,
-                                           pin_memory=self.device.type == "cuda")
+        data = torch.utils.data.DataLoader(self.dataset(epoch), batch_size=self.batch, num_workers=self.workers,
+                                           collate_fn=self.collate, pin_memory=self.device.type == "cuda")
         from tsn_dali.bench.measure import timed
 
         it = iter(data)
         try:
-            seconds = timed(functools.partial(self._next, it), self.iters, self.device)
+            seconds = timed(functools.partial(self._next, it), self.iters, self.device, warm=self.warm)
         finally:
             del it  # its workers stop now, not at the next window
         return self.iters * self.batch / seconds
 
     def _next(self, it) -> torch.Tensor:
-        return self._out(next(it))
+        return self._out(self.to_batch(next(it)))
 
     def _out(self, clips: torch.Tensor) -> torch.Tensor:
         x = clips.to(self.device, non_blocking=True)
@@ -168,47 +192,93 @@ class PeerWindow:
         return {}
 
 
-def pixel_check(make, reference, plan) -> dict:
+def pixel_check(make, reference, plan, executors: Optional[dict] = None) -> dict:
     """The peer's uint8 views of ``plan`` against the reference executor's: mean and max
-    absolute difference (grey levels) and whether the shapes agree."""
+    absolute difference (grey levels) and whether the shapes agree; and against each of
+    ``executors`` (label -> executor: ``executors``, per label)."""
+    from tsn_dali.bench.mmaction_peer import differences
+
     mine = torch.as_tensor(np.asarray(make(plan))).to(torch.int16)
     theirs = reference.render([plan])[0].permute(0, 2, 3, 1).to(torch.int16).cpu()
     if mine.shape != theirs.shape:
         return {"same_shape": False, "peer_shape": list(mine.shape), "ours_shape": list(theirs.shape)}
     diff = (mine - theirs).abs().float()
-    return {"same_shape": True, "mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max()),
-            "frame_indices": [int(i) for i in plan.frame_indices]}
+    return {"compared": "pixels on our plan", "same_shape": True, "mean_abs_diff": float(diff.mean()),
+            "max_abs_diff": float(diff.max()), "frame_indices": [int(i) for i in plan.frame_indices],
+            "executors": differences(mine, renders(executors or {}, plan))}
+
+
+def renders(executors: dict, plan) -> dict:
+    """Each executor's uint8 views ``[V, H, W, C]`` of ``plan`` (label -> tensor)."""
+    return {label: ex.render([plan])[0].permute(0, 2, 3, 1).cpu() for label, ex in executors.items()}
+
+
+def _reference(executors: dict):
+    """The measured reference executor, or one of our own (no workers) for the checks."""
+    found = next((ex for label, ex in executors.items() if label == "reference"), None)
+    if found is not None:
+        return found, False
+    from tsn_dali.data.render.executors.reference import ReferenceExecutor
+
+    return ReferenceExecutor(workers=0), True
+
+
+def _mmaction_system(recipe, split: str, planning, batch_size: int, iters: int, device, workers: int, mean, std,
+                     dtype, executors: dict):
+    from tsn_dali.bench import mmaction_peer as mm
+
+    try:
+        pipeline, facts = mm.config_pipeline(recipe, split)
+        collate = mm.collate()
+    except mm.MmactionMissing as why:
+        raise PeerUnavailable(str(why)) from None
+    system = PeerWindow(None, planning, batch_size, iters, device, workers, mean, std, dtype,
+                        videos=lambda records: mm.MmactionVideos(records, pipeline), collate=collate,
+                        to_batch=mm.stack_inputs, channels_first=True)
+    plan = planning.plan(0, 0)
+    reference, own = _reference(executors)
+    try:
+        ours = reference.render([plan])[0].permute(0, 2, 3, 1).cpu() if split != "train" else None
+    finally:
+        if own:
+            reference.close()
+    mine = renders(executors, plan) if split != "train" else None
+    check = dict(mm.view_check(pipeline, split, plan, ours, mine), **facts)
+    if split == "train":
+        check["same_shape"] = check["peer_shape"] == [plan.num_views, plan.out_size[1], plan.out_size[0], 3]
+    return system, check
 
 
 def peer_system(name: str, recipe, split: str, paths: Sequence[str], index, batch_size: int, iters: int,
                 device: torch.device, workers: int, executors: dict) -> Tuple[PeerWindow, Optional[dict]]:
-    """(the peer's system, its pixel check against the reference executor, or None where that
-    executor is not measured). PeerUnavailable where it cannot run here."""
+    """(the peer's system, its check: pixels against the reference executor on our plan, or
+    for ``mmaction2`` frames and boxes against our plan; None where a plan peer has no
+    reference executor measured beside it). PeerUnavailable where it cannot run here."""
     from tsn_dali.bench.measure import make_loader
     from tsn_dali.data.render.executors.base import TORCH_DTYPES
-
-    if name == "mmaction2":
-        make = MmactionClip()
-    elif name == "torchcodec":
-        make = TorchcodecClip("cpu")
-    elif name == "torchcodec-cuda":
-        if device.type != "cuda":
-            raise PeerUnavailable("no CUDA device (torchcodec's NVDEC decoding needs one)")
-        make, workers = TorchcodecClip("cuda"), 0
-    else:
-        raise PeerUnavailable(f"unknown peer {name!r}")
-    planning = make_loader(recipe, split, paths, index, None, batch_size, 1 + iters, device)
     from tsn_dali.engine.amp import loader_dtype
 
+    if name not in PEERS:
+        raise PeerUnavailable(f"unknown peer {name!r}")
+    if name == "torchcodec-cuda" and device.type != "cuda":
+        raise PeerUnavailable("no CUDA device (torchcodec's NVDEC decoding needs one)")
+    planning = make_loader(recipe, split, paths, index, None, batch_size, max(1, workers) + iters, device)
     dtype = TORCH_DTYPES[loader_dtype(recipe, device)]
-    system = PeerWindow(make, planning, batch_size, iters, device, workers, recipe.data.mean, recipe.data.std,
-                        dtype)
-    check = None
+    mean, std = recipe.data.mean, recipe.data.std
+    if name == "mmaction2":
+        return _mmaction_system(recipe, split, planning, batch_size, iters, device, workers, mean, std, dtype,
+                                executors)
+    if name == "decord-opencv":
+        make = DecordOpencvClip()
+    elif name == "torchcodec":
+        make = TorchcodecClip("cpu")
+    else:
+        make, workers = TorchcodecClip("cuda"), 0
+    system = PeerWindow(make, planning, batch_size, iters, device, workers, mean, std, dtype)
     reference = next((ex for label, ex in executors.items() if label == "reference"), None)
-    if reference is not None:
-        check = pixel_check(make, reference, planning.plan(0, 0))
+    check = pixel_check(make, reference, planning.plan(0, 0), executors) if reference is not None else None
     return system, check
 
 
-__all__ = ["MmactionClip", "PEERS", "PeerUnavailable", "PeerWindow", "TorchcodecClip", "peer_system",
-           "pixel_check"]
+__all__ = ["DecordOpencvClip", "PEERS", "PeerUnavailable", "PeerWindow", "TorchcodecClip", "peer_system",
+           "pixel_check", "renders"]

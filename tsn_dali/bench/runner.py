@@ -13,7 +13,9 @@ import torch
 
 from tsn_dali.bench.environment import DecoderMonitor, environment
 from tsn_dali.bench.interleave import comparison
-from tsn_dali.bench.measure import (EndToEndWindow, LoaderWindow, ModelWindow, bench_amp, build_tsn, make_loader,
+from tsn_dali.bench.options import CODEC_NAMES
+from tsn_dali.bench.measure import (EndToEndWindow, LoaderWindow, ModelWindow, bench_amp, build_tsn, loader_warm_steps,
+                                    make_loader,
                                     make_train_step, open_executors, parse_variant, plan_costs)
 from tsn_dali.bench.peers import PeerUnavailable, peer_system
 from tsn_dali.bench.report import headline, log, write_outputs
@@ -84,7 +86,8 @@ class Run:
                 "decode_workers": r.loader.decode_workers, "decode_sessions": r.loader.decode_sessions,
                 "reference_workers": a.reference_workers, "compile": bool(a.compile), "parts": self.parts,
                 "executors": [v.label for v in self.variants], "baseline": a.baseline,
-                "peers": self.peers, "gop_codec": a.gop_codec, "gops": a.gops, "quick": bool(a.quick),
+                "peers": self.peers, "gop_codec": a.gop_codec, "gops": a.gops, "gop_views": a.gop_views,
+                "quick": bool(a.quick),
                 "note": a.note or ""}
 
     def _compare(self, title: str, systems: dict, baseline: Optional[str], **facts) -> None:
@@ -113,7 +116,8 @@ class Run:
             if v.label not in self.executors:
                 continue
             loader = make_loader(self.recipe, split, paths, index, self.executors[v.label], batch,
-                                 1 + self.iters, self.device, handoff=v.handoff)
+                                 loader_warm_steps(self.recipe.loader.prefetch) + self.iters, self.device,
+                                 handoff=v.handoff)
             systems[v.label] = LoaderWindow(loader, self.iters, self.device)
             planned[v.label] = plan_costs(loader, index)
         for name in self.peers:
@@ -161,28 +165,40 @@ class Run:
         self._compare("training: the step alone and fed by each loader", systems, "model", part="e2e",
                       view="train", batch_size=self.bs)
 
+    def _gop_videos(self, sources, codec: str, gop: str):
+        """``sources`` as they are ('original' in their own codec), or re-encoded as ``codec``
+        with keyframes every ``gop`` frames ('original': the encoder's default interval)."""
+        own = {self.index[p].codec for p in sources} == {codec}
+        if gop == "original" and own:
+            return sources
+        folder = os.path.join(self.work, f"gop{gop}_{codec}")
+        log(f"GOP {gop}: re-encoding {len(sources)} videos as {codec}")
+        ext = ".webm" if codec == "vp9" else ".mp4"
+        interval = None if gop == "original" else int(gop)
+        return [reencode(p, os.path.join(folder, f"{i:03d}_{Path(p).stem}{ext}"), interval, codec)
+                for i, p in enumerate(sources)]
+
     def gop_part(self):
-        """The first ``--gop-videos`` videos as they are ('original') and re-encoded
-        (``--gop-codec``) with each ``--gops`` interval; loader only, train view."""
+        """The first ``--gop-videos`` videos per ``--gop-codec`` codec and ``--gops`` GOP
+        (``_gop_videos``), each view of ``--gop-views``: one loader comparison per case."""
         from tsn_dali.data.index import build_index
 
         sources = self.paths[: self.args.gop_videos]
-        for gop in [g.strip() for g in self.args.gops.split(",") if g.strip()]:
-            if gop == "original":
-                paths = sources
-            else:
-                folder = os.path.join(self.work, f"gop{gop}_{self.args.gop_codec}")
-                log(f"GOP {gop}: re-encoding {len(sources)} videos as {self.args.gop_codec}")
-                ext = ".webm" if self.args.gop_codec == "vp9" else ".mp4"
-                paths = [reencode(p, os.path.join(folder, f"{i:03d}_{Path(p).stem}{ext}"), int(gop),
-                                  self.args.gop_codec) for i, p in enumerate(sources)]
-            index = build_index(paths, cache_dir=os.path.join(self.work, "index"), workers=2, progress=False)
-            facts = {"gop": gop, "keyframe_interval": float(np.mean([index[p].keyframe_interval or 1 for p in paths])),
-                     "file_bytes": float(np.mean([index[p].size for p in paths]))}
-            title = f"GOP {gop}, train view"
-            systems, planned = self._loader_systems("train", paths, index, self.bs, title)
-            self._compare(title, systems, self.args.baseline, part="gop", view="train",
-                          batch_size=self.bs, plan_costs=planned, **facts)
+        codecs = [c.strip() for c in self.args.gop_codec.split(",") if c.strip()]
+        for codec in codecs:
+            for gop in [g.strip() for g in self.args.gops.split(",") if g.strip()]:
+                paths = self._gop_videos(sources, codec, gop)
+                index = build_index(paths, cache_dir=os.path.join(self.work, "index"), workers=2, progress=False)
+                case = (f"{CODEC_NAMES.get(codec, codec)} " if len(codecs) > 1 else "") + f"GOP {gop}"
+                facts = {"gop": gop, "codec": codec, "case": case,
+                         "keyframe_interval": float(np.mean([index[p].keyframe_interval or 1 for p in paths])),
+                         "file_bytes": float(np.mean([index[p].size for p in paths]))}
+                for view in [v.strip() for v in self.args.gop_views.split(",") if v.strip()]:
+                    batch = self.bs if view == "train" else self.test_bs
+                    title = f"{case}, {view} view"
+                    systems, planned = self._loader_systems(view, paths, index, batch, title)
+                    self._compare(title, systems, self.args.baseline, part="gop", view=view,
+                                  batch_size=batch, plan_costs=planned, **facts)
 
     def __call__(self) -> dict:
         self.executors, self.result["unavailable"] = open_executors(self.variants, self.recipe, self.device,

@@ -38,7 +38,6 @@ asked for; one that cannot be cut (``stream_problem``) is decoded outside DALI.
 """
 from __future__ import annotations
 
-import bisect
 import io
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -47,6 +46,7 @@ import numpy as np
 
 from tsn_dali.data.errors import VideoDecodeError
 from tsn_dali.data.media.decoding import video_stream
+from tsn_dali.data.media.gops import decode_prefix, gop_groups, unique_frames  # shared with the CPU decode
 from tsn_dali.errors import one_line
 
 # demuxer names (VideoInfo.container) -> the muxer that writes the same kind of container
@@ -73,43 +73,10 @@ class ClipSlice:
     sliced: bool
 
 
-def unique_frames(frame_indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
-    """``(frames, order)``: sorted unique frame numbers and, per plan index, its place in them."""
-    frames, order = np.unique(np.asarray(frame_indices, dtype=np.int64), return_inverse=True)
-    return frames, order.astype(np.int32).reshape(-1)
-
-
-def gop_groups(frames: Sequence[int], keyframes: Sequence[int]) -> List[Tuple[int, List[int]]]:
-    """Sorted ``frames`` grouped by the GOP they lie in: ``[(gop index, [frames]), ...]``.
-
-    GOP ``g`` holds frames ``keyframes[g] <= f < keyframes[g + 1]``; ``keyframes[0]`` is 0.
-    """
-    groups: List[Tuple[int, List[int]]] = []
-    for f in frames:
-        g = bisect.bisect_right(keyframes, int(f)) - 1
-        if g < 0:
-            raise ValueError(f"frame {f} lies before the first keyframe {keyframes[0]}")
-        if groups and groups[-1][0] == g:
-            groups[-1][1].append(int(f))
-        else:
-            groups.append((g, [int(f)]))
-    return groups
-
-
 def sliced_frame_count(frames: Sequence[int], keyframes: Sequence[int]) -> int:
     """Frames a slice feeds the decoder without B-frame reordering: per touched GOP, its
     keyframe up to its last wanted frame (with reordering a few more may be needed)."""
     return sum(fs[-1] - keyframes[g] + 1 for g, fs in gop_groups(frames, keyframes))
-
-
-def decode_prefix(pts_in_decode_order: Sequence[int], frames_needed: int) -> int:
-    """How many packets of a GOP (in decode order) to feed so that its first
-    ``frames_needed`` frames in presentation order can be decoded: up to the last packet
-    shown among them (references are decoded before the frames that use them)."""
-    if not 1 <= frames_needed <= len(pts_in_decode_order):
-        raise ValueError(f"frames_needed {frames_needed}; the GOP has {len(pts_in_decode_order)} packets")
-    cutoff = sorted(pts_in_decode_order)[frames_needed - 1]
-    return max(i for i, p in enumerate(pts_in_decode_order) if p <= cutoff) + 1
 
 
 def cuttable(info) -> bool:

@@ -3,8 +3,10 @@
 ``reference``: torch DataLoader + decord/PyAV + MMAction2-style transforms (reference.py).
 ``dali-cpu`` / ``dali-gpu``: the DALI graph on CPU, or NVDEC + GPU ops (dali.py, imported
 only when asked for, so that DALI is not needed for the reference path).
-``auto``: dali-gpu where CUDA is there and NVDEC decodes a test clip, else dali-cpu;
-reference (with a warning) where DALI cannot be imported. The contract every executor
+``auto``: dali-gpu where CUDA is there and NVDEC decodes a test clip (else dali-cpu;
+reference, with a warning, where DALI cannot be imported); on a CPU device the fastest CPU
+loader measured (docs/measurements.md): the reference executor decoding only the GOPs a
+clip needs and resizing in uint8 with OpenCV, for every view. The contract every executor
 keeps is ``base.Executor``.
 """
 from __future__ import annotations
@@ -69,22 +71,23 @@ def _warn_cuda_pairing() -> None:
 def resolve_executor_name(name: str, device="cpu") -> str:
     """``auto`` -> the executor this machine can run; other names are checked and returned.
 
-    ``auto``: dali-gpu on a CUDA device whose NVDEC decodes a test clip, else dali-cpu
-    (saying why, in one line, where a CUDA device was asked for); reference where DALI
-    cannot be imported.
+    ``auto``: on a CPU device the reference executor (``build_executor`` gives it its fast
+    settings: the fastest CPU loader measured, ahead of dali-cpu on every view); on a CUDA
+    device dali-gpu where NVDEC decodes a test clip, else dali-cpu (saying why, in one
+    line); reference where DALI cannot be imported.
     """
     if name not in EXECUTORS:
         raise ValueError(f"loader.executor: unknown executor {name!r}; expected one of {', '.join(EXECUTORS)}")
     if name != "auto":
         return name
+    if torch.device(device).type != "cuda":
+        return "reference"
     reason = _dali_importable()
     if reason is not None:
         warnings.warn(f"loader.executor auto: DALI not usable ({reason}); using the reference executor",
                       stacklevel=3)
         return "reference"
     dev = torch.device(device)
-    if dev.type != "cuda":
-        return "dali-cpu"
     why = nvdec_unusable(dev.index)  # None: the current device (cuda:0 is device 0)
     if why is None:
         return "dali-gpu"
@@ -95,21 +98,28 @@ def resolve_executor_name(name: str, device="cpu") -> str:
 
 def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_workers: int = 4,
                    decode_sessions: int = 16, slice_gops: bool = True, decode: str = "native",
-                   reference_workers: Optional[int] = None, filename_tmpl: str = "img_{:05}.jpg"):
+                   reference_workers: Optional[int] = None, filename_tmpl: str = "img_{:05}.jpg",
+                   cpu_decoder: Optional[str] = None, resize: Optional[str] = None):
     """An executor by name: 'dali-gpu' | 'dali-cpu' | 'reference' | 'auto'.
 
     ``device`` is where the rendered batches should land (``auto`` picks dali-gpu only
     for a CUDA device). ``reference_workers`` is the reference executor's DataLoader
     worker count (default ``decode_workers``); ``decode_sessions``, ``slice_gops`` and
     ``decode`` are the DALI executors' (DaliExecutor); ``filename_tmpl`` names rawframe
-    files.
+    files. ``cpu_decoder`` (gops | auto | decord | pyav) decodes outside DALI (the reference
+    executor, dali-cpu's frames path; executors/cpu.py), ``resize`` (uint8 | float) is the
+    reference executor's; None: each executor's default (the reference executor's is the
+    exact oracle, decord and float; ``auto`` builds it with gops and uint8).
     """
     if decode not in DECODES:
         raise ValueError(f"loader.decode: {decode!r}; expected one of {', '.join(DECODES)}")
     resolved = resolve_executor_name(name, device)
     if resolved == "reference":
         workers = decode_workers if reference_workers is None else reference_workers
-        return ReferenceExecutor(device=device, workers=workers, filename_tmpl=filename_tmpl)
+        fast = name == "auto"  # the fastest CPU loader; the reference by name stays the exact oracle
+        return ReferenceExecutor(device=device, workers=workers, filename_tmpl=filename_tmpl,
+                                 decoder=cpu_decoder or ("gops" if fast else "auto"),
+                                 resize=resize or ("uint8" if fast else "float"))
     from tsn_dali.data.render.executors.dali import DaliExecutor  # lazy: DALI only when asked for
 
     dali_device = "cpu"
@@ -124,7 +134,7 @@ def build_executor(name: str, *, device="cpu", num_threads: int = 4, decode_work
         dali_device = str(dev)
     return DaliExecutor(device=dali_device, num_threads=num_threads, decode_workers=decode_workers,
                         decode_sessions=decode_sessions, slice_gops=slice_gops, decode=decode,
-                        filename_tmpl=filename_tmpl)
+                        filename_tmpl=filename_tmpl, **({"cpu_decoder": cpu_decoder} if cpu_decoder else {}))
 
 
 __all__ = ["DECODES", "EXECUTORS", "Executor", "ReferenceExecutor", "build_executor", "cuda_pairing",

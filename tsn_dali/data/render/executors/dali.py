@@ -10,7 +10,8 @@ carries from the index:
   the graph restores the plan's order and repeats after decoding, and turns a rotated
   video's frames upright (fn.rotate by the plan's display rotation, on the decoder's
   device). A file of several video streams is always cut to the index's stream.
-- ``frames``: the frames are decoded on the CPU outside DALI (tsn_dali.data.media.decoding:
+- ``frames``: the frames are decoded on the CPU outside DALI (executors/cpu.py, ``cpu_decoder``:
+  by default the GOP decoder, only the GOPs a clip needs, where the index allows it; else
   decord as MMAction2's DecordDecode, PyAV as fallback, PIL for rawframes) and fed in;
   resizing, crops, flips and normalisation still run in DALI. Used for what the device's
   decoder cannot read (H.264/HEVC/MPEG-4 on the CPU; what NVDEC on this GPU cannot
@@ -52,11 +53,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from tsn_dali.data.media.decoding import decode_frames
 from tsn_dali.data.errors import PipelineFailure, VideoDecodeError
 from tsn_dali.data.render.executors import dali_pipeline as graph
-from tsn_dali.data.render.executors.base import (DECODES, check_frame_size, check_render_args, clip_count_key,
-                                                 pyav_stream)
+from tsn_dali.data.render.executors.base import DECODES, check_render_args, clip_count_key
+from tsn_dali.data.render.executors.cpu import CPU_DECODERS, decode_plan
 from tsn_dali.data.render.executors.nvdec import NvdecSupport
 from tsn_dali.data.render.streams import Retainer
 from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts
@@ -134,12 +134,14 @@ class DaliExecutor:
     (dali-gpu); ``slice_gops``: feed the decoder GOP slices (False: whole files, for
     comparison); ``decode``: "native" or "mmaction" (module docstring); ``nvdec``: the
     NVDEC capability check (default: rules and one real decode per format);
-    ``filename_tmpl``: rawframe file names.
+    ``filename_tmpl``: rawframe file names; ``cpu_decoder``: the frames path's decoder
+    (executors/cpu.py; ``decode="mmaction"`` uses decord whatever it says).
     """
 
     def __init__(self, device="cpu", num_threads: int = 4, decode_workers: int = 4,
                  decode_sessions: int = 16, slice_gops: bool = True, decode: str = "native",
-                 nvdec: Optional[NvdecSupport] = None, filename_tmpl: str = "img_{:05}.jpg"):
+                 nvdec: Optional[NvdecSupport] = None, filename_tmpl: str = "img_{:05}.jpg",
+                 cpu_decoder: str = "gops"):
         self.device = torch.device(device)
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"dali executor: device {device!r}; expected 'cpu' or 'cuda[:index]'")
@@ -157,6 +159,9 @@ class DaliExecutor:
         self.slice_gops = bool(slice_gops)
         self.decode = decode
         self.filename_tmpl = filename_tmpl
+        if cpu_decoder not in CPU_DECODERS:
+            raise ValueError(f"dali executor: cpu_decoder {cpu_decoder!r}; expected one of {', '.join(CPU_DECODERS)}")
+        self.cpu_decoder = cpu_decoder
         self.nvdec = nvdec if nvdec is not None else NvdecSupport(self.device_id or 0)
         self.stats: Dict[str, int] = {"clips": 0, "decoder_clips": 0, "sliced_clips": 0,
                                       "frames_path_clips": 0, "frames_fed": 0, "bytes_fed": 0}
@@ -229,11 +234,11 @@ class DaliExecutor:
             return inputs, {"frames_fed": clip.frames_fed, "bytes_fed": int(clip.data.size),
                             "sliced_clips": int(clip.sliced), "decoder_clips": 1}
         frames, order = unique_frames(plan.frame_indices)
-        decoded = np.ascontiguousarray(decode_frames(plan.path, frames, filename_tmpl=self.filename_tmpl,
-                                                     stream=pyav_stream(plan)))
-        check_frame_size(plan, decoded)
-        return (graph.plan_inputs(plan, order=order, frames=decoded, mean=mean, std=std),
-                {"frames_path_clips": 1, "frames_path_frames": int(len(decoded))})
+        counts = {"frames_path_clips": 1, "frames_path_frames": int(len(frames))}
+        decoder = "auto" if self.decode == "mmaction" else self.cpu_decoder  # auto: decord, as MMAction2
+        decoded = np.ascontiguousarray(decode_plan(plan, decoder, self.filename_tmpl, frame_indices=frames,
+                                                   counts=counts))
+        return graph.plan_inputs(plan, order=order, frames=decoded, mean=mean, std=std), counts
 
     def prepare(self, plans: Sequence[ClipPlan], *, mean=None, std=None, dtype: str = "uint8") -> PreparedBatch:
         """Route, read, slice and (frames path) decode one batch (thread-safe)."""
