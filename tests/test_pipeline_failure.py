@@ -136,13 +136,13 @@ def test_the_loader_stops_any_executor_that_broke_instead_of_replacing_videos(tm
     try:
         it = iter(loader)
         next(it)
-        real = ref_mod.decode_frames
-        ref_mod.decode_frames = lambda path, *a, **k: (_ for _ in ()).throw(VideoDecodeError(path, "decoder gone"))
+        real = ref_mod.decode_plan
+        ref_mod.decode_plan = lambda plan, *a, **k: (_ for _ in ()).throw(VideoDecodeError(plan.path, "decoder gone"))
         try:
             with pytest.raises(PipelineFailure, match="a video that rendered before fails now"):
                 list(it)
         finally:
-            ref_mod.decode_frames = real
+            ref_mod.decode_plan = real
         assert len(loader.stats["replaced"]) <= 1
     finally:
         loader.close()
