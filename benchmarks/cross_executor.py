@@ -31,10 +31,10 @@ from typing import Dict, List, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from tsn_dali.config import PROJECT_ROOT, RECIPES_DIR, load_recipe  # noqa: E402
-from tsn_dali.data.media.synthetic import SyntheticSpec, generate  # noqa: E402
+
+# torch and the video writer are imported once the command line is read (--help at once)
 
 RECIPE = RECIPES_DIR / "demo.yaml"
 
@@ -168,6 +168,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--quick", action="store_true", help="the demo's --quick sizes (a smoke test)")
     args = p.parse_args(argv)
+    import torch
+
+    from tsn_dali.data.media.synthetic import SyntheticSpec, generate
     from tsn_dali.demo import QUICK_DATA, QUICK_SET
 
     if args.quick:

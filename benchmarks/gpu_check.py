@@ -58,6 +58,39 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+GPU_FAULTS = ("swap-crop", "colour-range", "shift", "coded-size")  # what a GPU could get wrong
+FAULTS = ("none", "swap-frame", "flip-byte", *GPU_FAULTS, "stale-buffer")
+CHECKS = ("numbered", "sliced_vs_whole", "gpu_vs_cpu", "mixed_batch", "bfloat16", "view_integrity",
+          "speed", "pipeline_failure")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", nargs="?", default=None,
+                    help="videos to check (searched recursively); without it, the numbered clips alone")
+    ap.add_argument("--numbered", type=int, default=4, help="numbered clips to write and check (0: none)")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds")
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--decode-workers", type=int, default=8)
+    ap.add_argument("--view-batches", type=int, default=6, help="batches of the view-integrity check")
+    ap.add_argument("--view-size", type=int, default=112, help="crop size of the view-integrity check")
+    ap.add_argument("--lag-ms", type=float, default=50.0,
+                    help="view integrity: how far behind the consumer falls before each step (GPU only)")
+    ap.add_argument("--max-videos", type=int, default=16, help="videos of FOLDER checked (the first ones)")
+    ap.add_argument("--device", default="cuda:0", help="dali-gpu's device; 'cpu' dry-runs on dali-cpu")
+    ap.add_argument("--checks", default="clips,mixed,bf16,view,failure,speed")
+    ap.add_argument("--inject-fault", choices=FAULTS, default="none",
+                    help="feed the checks a wrong answer (module docstring): each must turn its check to FAIL")
+    ap.add_argument("--out", default=None, help="folder for gpu_check.json (written as checks finish)")
+    return ap
+
+
+if __name__ == "__main__":  # --help and a bad command line answer before torch is imported
+    build_parser().parse_args()
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -65,13 +98,6 @@ from tsn_dali.data.index.video_index import probe_video  # noqa: E402
 from tsn_dali.data.media.videoio import read_frame_number, video_extension, write_numbered_video  # noqa: E402
 from tsn_dali.data.plan.clip_plan import ClipPlan, StreamFacts  # noqa: E402
 from tsn_dali.errors import one_line  # noqa: E402
-
-MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
-EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
-GPU_FAULTS = ("swap-crop", "colour-range", "shift", "coded-size")  # what a GPU could get wrong
-FAULTS = ("none", "swap-frame", "flip-byte", *GPU_FAULTS, "stale-buffer")
-CHECKS = ("numbered", "sliced_vs_whole", "gpu_vs_cpu", "mixed_batch", "bfloat16", "view_integrity",
-          "speed", "pipeline_failure")
 
 # gpu_vs_cpu's bounds. DALI converts NVDEC's YUV to RGB itself (BT.601, chroma bilinear at
 # centred sites, DALI 2.4 color_space.cu); dali-cpu's frames path gets swscale's RGB (PyAV or
@@ -604,25 +630,7 @@ def speed(checks: Checks, ex, plans, args) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folder", nargs="?", default=None,
-                    help="videos to check (searched recursively); without it, the numbered clips alone")
-    ap.add_argument("--numbered", type=int, default=4, help="numbered clips to write and check (0: none)")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds")
-    ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--decode-workers", type=int, default=8)
-    ap.add_argument("--view-batches", type=int, default=6, help="batches of the view-integrity check")
-    ap.add_argument("--view-size", type=int, default=112, help="crop size of the view-integrity check")
-    ap.add_argument("--lag-ms", type=float, default=50.0,
-                    help="view integrity: how far behind the consumer falls before each step (GPU only)")
-    ap.add_argument("--max-videos", type=int, default=16, help="videos of FOLDER checked (the first ones)")
-    ap.add_argument("--device", default="cuda:0", help="dali-gpu's device; 'cpu' dry-runs on dali-cpu")
-    ap.add_argument("--checks", default="clips,mixed,bf16,view,failure,speed")
-    ap.add_argument("--inject-fault", choices=FAULTS, default="none",
-                    help="feed the checks a wrong answer (module docstring): each must turn its check to FAIL")
-    ap.add_argument("--out", default=None, help="folder for gpu_check.json (written as checks finish)")
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.device != "cpu" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device; dali-gpu needs one (--device cpu dry-runs on dali-cpu)", file=sys.stderr)
         return 2

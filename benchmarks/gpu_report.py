@@ -171,11 +171,12 @@ def markdown(res: dict, out: Path) -> str:
 
 
 def main(argv=None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1 or args[0].startswith("-"):
-        print("usage: python benchmarks/gpu_report.py OUT_DIR", file=sys.stderr)
-        return 2
-    out = Path(args[0])
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python benchmarks/gpu_report.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", metavar="OUT_DIR", help="the folder benchmarks/gpu_run.sh wrote")
+    out = Path(parser.parse_args(argv).out)
     res = report(out)
     (out / "results.json").write_text(json.dumps(res, indent=1))
     text = markdown(res, out)

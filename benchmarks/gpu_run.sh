@@ -35,6 +35,10 @@
 # dali-cpu where dali-gpu would be, VP9 numbered clips), BENCH_ARGS and CHECK_ARGS (added to
 # every bench / gpu_check call), TIME_SCALE (multiplies every part's limit), SOAK_ARGS.
 set -uo pipefail
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then  # the header above, without its '# '
+  sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"
+  exit 0
+fi
 if ! command -v python >/dev/null; then  # only python3 on PATH (a venv, an image): a wrapper that
   shim=$(mktemp -d)                       # execs it; a symlink would lose the venv, which Python
   printf '#!/bin/sh\nexec "%s" "$@"\n' "$(command -v python3)" > "$shim/python"  # finds from

@@ -7,17 +7,12 @@ from tsn_dali.config import ModelConfig, RECIPES_DIR, recipe_from_dict
 from tsn_dali.convert import main as convert_main
 from tsn_dali.models import build_model, convert_mmaction_state_dict
 
-from helpers.mmengine_pickle import save_mmengine_checkpoint  # noqa: E402
+from helpers.mmaction_layouts import bn_state as _bn  # noqa: E402
+from helpers.mmaction_layouts import mmpretrain_mobileone_features, mmpretrain_mobileone_tsn  # noqa: E402
+from helpers.mmengine_pickle import have_mmengine, runner_checkpoint  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
-def _bn(prefix, c, g):
-    return {f"{prefix}.weight": torch.rand(c, generator=g), f"{prefix}.bias": torch.randn(c, generator=g),
-            f"{prefix}.running_mean": torch.randn(c, generator=g),
-            f"{prefix}.running_var": torch.rand(c, generator=g) + 0.5,
-            f"{prefix}.num_batches_tracked": torch.tensor(7)}
 
 
 def mmaction_resnet_tsn(depth=50, num_classes=400, seed=0):
@@ -88,92 +83,6 @@ def test_library_named_backbones_pass_through_and_bad_keys_fail():
                                      **sd}, "mobileone_s4")
 
 
-# --------------------------------------------------------------------------- MobileOne (mmpretrain)
-
-# mmpretrain MobileOne.arch_zoo: blocks, width factors, conv branches, SE blocks per stage
-MOBILEONE_ARCH = {"s0": ([2, 8, 10, 1], [0.75, 1.0, 1.0, 2.0], [4, 4, 4, 4], [0, 0, 0, 0]),
-                  "s4": ([2, 8, 10, 1], [3.0, 3.5, 3.5, 4.0], [1, 1, 1, 1], [0, 0, 5, 1])}
-
-
-def mmpretrain_mobileone_blocks(arch):
-    """(name, in, out, kernel, stride, groups, branches, se) for each MobileOneBlock, in
-    mmpretrain's order: stage0, then per stage a depthwise 3x3 and a pointwise 1x1 block
-    per layer, the first layer strided, SE on the stage's last ``num_se`` layers."""
-    blocks_n, widths, branches, ses = MOBILEONE_ARCH[arch]
-    base = [64, 128, 256, 512]
-    c = min(64, int(base[0] * widths[0]))
-    out = [("stage0", 3, c, 3, 2, 1, 1, False)]
-    for i, n in enumerate(blocks_n):
-        planes = int(base[i] * widths[i])
-        for j in range(n):
-            se = j >= n - ses[i]
-            stride = 2 if j == 0 else 1
-            out.append((f"stage{i + 1}.{2 * j}", c, c, 3, stride, c, branches[i], se))
-            out.append((f"stage{i + 1}.{2 * j + 1}", c, planes, 1, 1, 1, branches[i], se))
-            c = planes
-    return out
-
-
-def mmpretrain_mobileone_tsn(arch="s0", num_classes=5, deploy=False, seed=0):
-    """An MMAction2 TSN MobileOne state dict in mmpretrain's names, train or deploy form."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, cin, cout, k, stride, groups, branches, se in mmpretrain_mobileone_blocks(arch):
-        p = f"backbone.{name}"
-        if deploy:
-            sd[f"{p}.branch_reparam.weight"] = torch.randn(cout, cin // groups, k, k, generator=g) * 0.3
-            sd[f"{p}.branch_reparam.bias"] = torch.randn(cout, generator=g) * 0.1
-        else:
-            if cin == cout and stride == 1:
-                sd.update(_bn(f"{p}.branch_norm", cout, g))
-            if k > 1:
-                sd[f"{p}.branch_scale.conv.weight"] = torch.randn(cout, cin // groups, 1, 1, generator=g) * 0.3
-                sd.update(_bn(f"{p}.branch_scale.norm", cout, g))
-            for b in range(branches):
-                sd[f"{p}.branch_conv_list.{b}.conv.weight"] = torch.randn(cout, cin // groups, k, k, generator=g) * 0.3
-                sd.update(_bn(f"{p}.branch_conv_list.{b}.norm", cout, g))
-        if se:  # mmpretrain SELayer(ratio=16): two 1x1 ConvModules with bias, no norm
-            mid = max(8, (cout // 16 + 4) // 8 * 8)
-            sd[f"{p}.se.conv1.conv.weight"] = torch.randn(mid, cout, 1, 1, generator=g) * 0.1
-            sd[f"{p}.se.conv1.conv.bias"] = torch.randn(mid, generator=g) * 0.1
-            sd[f"{p}.se.conv2.conv.weight"] = torch.randn(cout, mid, 1, 1, generator=g) * 0.1
-            sd[f"{p}.se.conv2.conv.bias"] = torch.randn(cout, generator=g) * 0.1
-    sd["cls_head.fc_cls.weight"] = torch.randn(num_classes, cout, generator=g)
-    sd["cls_head.fc_cls.bias"] = torch.randn(num_classes, generator=g)
-    return sd
-
-
-def mmpretrain_mobileone_features(sd, arch, x):
-    """mmpretrain MobileOne's forward (eval BN) over ``sd``, written from its rules: per
-    block the sum of its branches (BN identity, 1x1 scale conv+BN, kxk conv+BN each), then
-    SE (avg pool, conv1, ReLU, conv2, sigmoid, scale), then ReLU; global average pool."""
-    F = torch.nn.functional
-
-    def bn(t, p):
-        return F.batch_norm(t, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"],
-                            sd[f"{p}.bias"], False, 0.0, 1e-5)
-
-    for name, cin, cout, k, stride, groups, branches, se in mmpretrain_mobileone_blocks(arch):
-        p = f"backbone.{name}"
-        if f"{p}.branch_reparam.weight" in sd:
-            y = F.conv2d(x, sd[f"{p}.branch_reparam.weight"], sd[f"{p}.branch_reparam.bias"],
-                         stride, k // 2, 1, groups)
-        else:
-            y = bn(x, f"{p}.branch_norm") if f"{p}.branch_norm.weight" in sd else 0
-            if k > 1:
-                y = y + bn(F.conv2d(x, sd[f"{p}.branch_scale.conv.weight"], None, stride, 0, 1, groups),
-                           f"{p}.branch_scale.norm")
-            for b in range(branches):
-                y = y + bn(F.conv2d(x, sd[f"{p}.branch_conv_list.{b}.conv.weight"], None, stride,
-                                    k // 2, 1, groups), f"{p}.branch_conv_list.{b}.norm")
-        if se:
-            w = F.relu(F.conv2d(y.mean((2, 3), keepdim=True), sd[f"{p}.se.conv1.conv.weight"],
-                                sd[f"{p}.se.conv1.conv.bias"]))
-            y = y * torch.sigmoid(F.conv2d(w, sd[f"{p}.se.conv2.conv.weight"], sd[f"{p}.se.conv2.conv.bias"]))
-        x = F.relu(y)
-    return x.mean((2, 3))
-
-
 @pytest.mark.parametrize("arch,deploy", [("s0", False), ("s4", False), ("s4", True)])
 def test_mmaction_mobileone_checkpoint_converts_loads_and_computes_the_same(arch, deploy):
     mm = mmpretrain_mobileone_tsn(arch, num_classes=5, deploy=deploy)
@@ -223,10 +132,13 @@ def test_cli_writes_a_checkpoint_build_model_loads(tmp_path, capsys):
 
 
 def test_mmengine_metadata_converts_without_allow_pickle(tmp_path, capsys):
-    """MMAction2 files pickle mmengine and numpy objects beside the weights: read as inert
-    stand-ins (mmengine not installed, nothing of theirs run), no flag needed."""
+    """MMAction2 files pickle mmengine and numpy objects (and getattr calls) beside the
+    weights: read as inert stand-ins (nothing of theirs imported or run), no flag needed.
+    The file is written by mmengine's Runner.save_checkpoint, holding an MMAction2 TSN."""
+    if not have_mmengine():
+        pytest.skip("mmengine not installed: no Runner to write the file")
     src, dst = tmp_path / "mm.pth", tmp_path / "ours.pth"
-    save_mmengine_checkpoint(src, mmaction_resnet_tsn(18, 10))
+    runner_checkpoint(src, state=mmaction_resnet_tsn(18, 10))
     recipe = str(_tiny_recipe(tmp_path, 10))
     assert convert_main(["mmaction", str(src), str(dst), "--recipe", recipe]) == 0
     assert capsys.readouterr().err == ""

@@ -1,6 +1,7 @@
 """The README's first command, shrunk: ``python -m tsn_dali.demo --quick`` end to end."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -79,4 +80,8 @@ def test_quick_demo_end_to_end(tmp_path):
     report = (work / "report.md").read_text()
     assert f"top-1 {top1:.2f}%" in report
     assert "| epoch |" in report and report.count("\n| 10 |") == 1  # one row per epoch (10 in --quick)
+    figures = json.loads((work / "results.json").read_text())  # what the docs' figures are taken from
+    assert f"{figures['top1']:.2f}" == f"{top1:.2f}" and figures["quick"] is True
+    total = float(re.search(r"demo: (\d+) s in all", out).group(1))
+    assert abs(figures["seconds"]["total"] - total) <= 0.5 and figures["machine"]["cores"] == os.cpu_count()
     assert (work / "latest.pth").is_file()

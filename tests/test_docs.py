@@ -77,3 +77,69 @@ def test_every_doc_page_is_reachable_from_the_readme():
     readme = (ROOT / "README.md").read_text()
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert f"docs/{page.name}" in readme, f"docs/{page.name} is not linked from README.md"
+
+
+# --------------------------------------------------------------------------- headline figures
+
+FIGURE = re.compile(r"(\d+(?:\.\d+)?)(?=%|x\b| s\b|-\d)")
+
+
+def section(text: str, anchor: str) -> str:
+    """The text under the heading whose anchor is ``anchor``, up to the next heading of the
+    same or a higher level ("" where there is none)."""
+    heads = list(re.finditer(r"^(#{1,6})\s+(.*)$", text, re.M))
+    for i, head in enumerate(heads):
+        if slug(head.group(2)) == anchor:
+            level = len(head.group(1))
+            end = next((h.start() for h in heads[i + 1:] if len(h.group(1)) <= level), len(text))
+            return text[head.end():end]
+    return ""
+
+
+def stale_headlines(readme: str, pages_text: dict) -> list:
+    """README headline rows whose figures (numbers with %, x or s, range ends) are not in the
+    measurements section the row links to."""
+    table = section(readme, "headline-figures")
+    stale = []
+    for row in re.findall(r"^\|(.+)\|\s*$", table, re.M):
+        cells = [c.strip() for c in row.split("|")]
+        link = re.search(r"\]\(([^)#]+)#([^)]+)\)", cells[-1]) if len(cells) >= 3 else None
+        if not link or link.group(1) not in pages_text:
+            continue
+        where = section(pages_text[link.group(1)], link.group(2))
+        numbers = set(re.findall(r"\d+(?:\.\d+)?", where))
+        stale += [f"{cells[0]}: {n} not in {link.group(1)}#{link.group(2)}" for n in FIGURE.findall(cells[1])
+                  if n not in numbers]
+    return stale
+
+
+def test_readme_headline_figures_are_the_measured_ones():
+    measurements = (ROOT / "docs" / "measurements.md").read_text()
+    assert stale_headlines((ROOT / "README.md").read_text(), {"docs/measurements.md": measurements}) == []
+
+
+def test_a_stale_headline_figure_is_caught():
+    page = "## Headline figures\n\n| what | figure | measured |\n| --- | --- | --- |\n" \
+           "| the demo | {} top-1 in {} | [m](docs/measurements.md#the-demo-cpu) |\n\n## Next\n"
+    measured = {"docs/measurements.md": "# M\n\n## The demo (CPU)\n\n| 98.4% | 110 s |\n\n## Other\n\n95.3% 130 s\n"}
+    assert stale_headlines(page.format("98.4%", "110 s"), measured) == []
+    assert stale_headlines(page.format("95.3%", "130 s"), measured) == [
+        "the demo: 95.3 not in docs/measurements.md#the-demo-cpu", "the demo: 130 not in docs/measurements.md#the-demo-cpu"]
+
+
+def demo_results() -> list:
+    return sorted((ROOT / "benchmarks" / "results").glob("demo-*/results.json"))
+
+
+def test_the_demo_figures_in_the_docs_are_the_committed_runs():
+    """Each committed demo run (its results.json, as the demo writes it) is quoted in the
+    measurements page's demo section with its own top-1 and total time."""
+    import json
+
+    runs = demo_results()
+    assert runs, "no committed demo run under benchmarks/results/demo-*/"
+    demo = section((ROOT / "docs" / "measurements.md").read_text(), "the-demo-cpu")
+    for path in runs:
+        figures = json.loads(path.read_text())
+        assert f"{figures['top1']:.1f}%" in demo and f"{figures['seconds']['total']:.0f} s" in demo, path
+        assert path.parent.name in demo, f"{path.parent.name} is not linked from the demo section"

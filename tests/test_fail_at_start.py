@@ -30,7 +30,7 @@ def run(args, capsys):
     (["--max-steps", "-5"], 2, "expected a positive integer, got -5"),
     (["--set", "train.lr=-1"], 1, "train.lr: expected a finite learning rate > 0, got -1.0"),
     (["--set", "train.lr=.nan"], 1, "train.lr: expected a finite learning rate > 0, got nan"),
-    (["--set", "train.epochs=1e23"], 1, "train.epochs: expected int, got '1e23'"),
+    (["--set", "train.epochs=1e23"], 1, "train.epochs: expected int, got 1e+23"),  # a float in YAML 1.2
     (["--set", "data.std=[0,0,0]"], 1, "data.std: expected 3 finite values > 0"),
     (["--set", "loader.batch_size=100000"], 1, "loader.batch_size 100000 x 1 rank(s) is more than its 4 usable"),
     (["--set", "data.val_list=nope.txt"], 1, "nope.txt: annotation file not found"),
@@ -110,6 +110,23 @@ def test_a_message_never_shows_an_expanded_alias_whole(tmp_path, capsys, where):
     status, err = run([str(recipe), "--work-dir", str(tmp_path / "w"), *extra], capsys)
     assert status == 1 and len(err) == 1 and "name: expected str, got [[" in err[0], err
     assert "..." in err[0] and len(err[0]) < 400, len(err[0])
+
+
+def test_an_alias_bomb_is_named_as_the_kind_of_file_it_is_in(tmp_path):
+    from tsn_dali.config import DataConfig, RecipeError, load_recipe
+    from tsn_dali.data.errors import PipelineError
+    from tsn_dali.data.plan.planner import load_pipeline
+
+    levels = list(zip([None] + list("abcdefgh"), "abcdefghi"))
+    nested = ", ".join(f"&{c} [" + ", ".join([f"*{p}"] * 9 if p else ["lol"] * 9) + "]" for p, c in levels)
+    path = tmp_path / "p.yaml"
+    path.write_text("".join(f"- {c}: &{c} [" + ", ".join([f"*{p}"] * 9 if p else ["lol"] * 9) + "]\n"
+                            for p, c in levels))
+    with pytest.raises(PipelineError, match=r"p\.yaml: its aliases expand to more than 100,000 values \(an alias "
+                                            r"bomb\?\); a pipeline needs a few hundred$"):
+        load_pipeline(path, DataConfig())
+    with pytest.raises(RecipeError, match=r"a --set value needs a few hundred$"):
+        load_recipe("recipes/demo.yaml", [f"name=[{nested}]"])
 
 
 def test_the_alias_count_can_fail_and_pass():

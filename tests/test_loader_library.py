@@ -22,6 +22,7 @@ from tsn_dali.data.media.videoio import write_numbered_video  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 SMALL = dict(num_segments=2, input_size=32, short_side=40, executor="dali-cpu", device="cpu")
+NO_SIZES = dict(num_segments=None, input_size=None, short_side=None)  # None: not given (the view's own)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_in_memory_pairs_and_list_file(tree, tmp_path):
     lst = tmp_path / "list.txt"
     lst.write_text("".join(f"{Path(p).relative_to(tree)} {l}\n" for p, l in pairs))
     listed = loader_from(str(lst), prefix=str(tree), split="test", batch_size=2, index_cache=str(tmp_path / "idx"),
-                         pipeline="tsn_test_threecrop", **SMALL)
+                         pipeline="tsn_test_threecrop", short_side=40, executor="dali-cpu", device="cpu")
     try:
         assert [r.path for r in listed.records] == [p for p, _ in pairs]
     finally:
@@ -158,7 +159,7 @@ def test_mean_std_and_dtype_rules(tree, tmp_path):
 
 def test_metadata_and_clip_axes(tree, tmp_path):
     view = [SampleFrames(clip_len=1, num_clips=3, test_mode=True), Resize(scale=(-1, 40)), CenterCrop(crop_size=32)]
-    loader = make(tree, tmp_path, split="val", pipeline=view, metadata=True, batch_size=4)
+    loader = make(tree, tmp_path, split="val", pipeline=view, metadata=True, batch_size=4, **NO_SIZES)
     try:
         batch = next(iter(loader))
         assert isinstance(batch, MetaBatch) and len(batch.meta) == 4
@@ -171,7 +172,7 @@ def test_metadata_and_clip_axes(tree, tmp_path):
         assert torch.equal(axes[:, 1, 0, 0], batch.clips[:, 1])
     finally:
         loader.close()
-    tencrop = make(tree, tmp_path, split="test", pipeline="tsn_test_tencrop", batch_size=2)
+    tencrop = make(tree, tmp_path, split="test", pipeline="tsn_test_tencrop", batch_size=2, num_segments=None)
     try:
         clips = next(iter(tencrop)).clips
         assert tencrop.clip_axes(clips).shape[1:4] == (25, 10, 1)
@@ -252,3 +253,31 @@ def test_ddp_warns_about_grad_strides_only_for_a_contiguous_model(tmp_path):
         assert res[rank]["channels_last"] == [] and res[rank]["channels_last_mismatched"] == []
         if res[rank]["contiguous_mismatched"]:  # the path that gives channels_last gradients
             assert any("Grad strides do not match" in w for w in res[rank]["contiguous"])
+
+
+def test_every_size_given_is_used_or_refused(tree, tmp_path):
+    """loader_from's sizes fill the view's $sizes; one the view does not take is refused in
+    one line naming the pipeline file, never ignored (test: MMAction2's 25-clip protocol)."""
+    common = dict(batch_size=1, index_cache=str(tmp_path / "idx"), executor="dali-cpu", device="cpu")
+    for split, sizes, shape in [("train", dict(num_segments=3, input_size=32, short_side=40), (3, 3, 32, 32)),
+                                ("val", dict(num_segments=5, input_size=24, short_side=30), (5, 3, 24, 24)),
+                                ("test", dict(short_side=36), (25 * 3, 3, 36, 36))]:
+        loader = loader_from(str(tree), split=split, pipeline="tsn_test_threecrop" if split == "test" else None,
+                             **sizes, **common)
+        try:
+            assert tuple(next(iter(loader)).clips.shape[1:]) == shape, split
+        finally:
+            loader.close()
+    with pytest.raises(PipelineError) as err:
+        loader_from(str(tree), split="test", num_segments=3, **common)
+    assert str(err.value) == (
+        "loader_from: num_segments=3 is not taken by split='test''s pipeline 'tsn_test_tencrop', which fixes its "
+        f"clip count (MMAction2's test protocol): no $num_segments in {ROOT / 'pipelines' / 'tsn_test_tencrop.yaml'}; "
+        "leave it out, or give pipeline= a view that takes it, e.g. [SampleFrames(clip_len=1, num_clips=3, "
+        "test_mode=True), Resize(scale=(-1, 256)), TenCrop(crop_size=224)]")
+    with pytest.raises(PipelineError, match=r"input_size=112 is not taken by split='test''s pipeline "
+                                            r"'tsn_test_threecrop', which fixes its crop size"):
+        loader_from(str(tree), split="test", pipeline="tsn_test_threecrop", input_size=112, **common)
+    view = [SampleFrames(clip_len=1, num_clips=3, test_mode=True), Resize(scale=(-1, 40)), CenterCrop(crop_size=32)]
+    with pytest.raises(PipelineError, match=r"^loader_from: short_side=40 is not used: pipeline= is a list of ops"):
+        loader_from(str(tree), split="val", pipeline=view, short_side=40, **common)

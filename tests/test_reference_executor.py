@@ -224,3 +224,40 @@ def test_worker_renders_leave_torch_global_rng_alone(tmp_path):
         assert torch.equal(torch.rand(3), expected)
     finally:
         ex.close()
+
+
+def _signals(pid: int) -> dict:
+    """A process's caught and ignored signal masks (/proc/<pid>/status)."""
+    fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if ":\t" in line)
+    return {k: int(fields[k].strip(), 16) for k in ("SigCgt", "SigIgn")}
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
+def test_workers_die_on_sigterm_under_the_trainers_handler():
+    """The trainer records SIGTERM in a Python handler (engine/signals.py) and a forked worker
+    inherits it: a worker must restore SIGTERM's default, or Pool.terminate (close) waits
+    forever on one blocked on the task-queue lock; SIGINT is ignored (the parent's to handle)."""
+    import signal
+    import time
+
+    from tsn_dali.engine.signals import StopRequest
+
+    stop = StopRequest().install()
+    ex = ReferenceExecutor(workers=2)
+    try:
+        pool = ex._workers()
+        assert _signals(multiprocessing.current_process().pid)["SigCgt"] & (1 << (signal.SIGTERM - 1))
+        deadline = time.monotonic() + 30
+        masks = []
+        while time.monotonic() < deadline:
+            masks = [_signals(p.pid) for p in pool._pool]
+            if all(not m["SigCgt"] & (1 << (signal.SIGTERM - 1)) and m["SigIgn"] & (1 << (signal.SIGINT - 1))
+                   for m in masks):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"a worker still catches SIGTERM or takes SIGINT: {masks}")
+    finally:
+        ex.close()
+        stop.uninstall()

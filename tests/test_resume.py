@@ -211,6 +211,27 @@ def test_temp_checkpoints_a_killed_write_left_are_promoted_or_removed(tmp_path):
     assert "not further on" in recover_temp_checkpoints(work)[0] and not behind.exists()
 
 
+def test_a_complete_temp_checkpoint_that_carries_code_is_said_refused(tmp_path):
+    """A temp latest.pth whose pickle names os.system is never loaded or promoted, and the
+    line says it was refused and why, not that its write was stopped."""
+    import subprocess
+    import sys
+
+    from helpers.evil_checkpoints import Payload
+    from tsn_dali.engine.checkpoint import FORMAT, recover_temp_checkpoints
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    marker = tmp_path / "ran"
+    work = tmp_path / "w"
+    work.mkdir()
+    evil = {"format": FORMAT, "model": {}, "optimizer": {}, "epoch": 9, "step": 90, "x": Payload(marker)}
+    torch.save(evil, work / f".latest.pth.tmp{dead}")
+    (line,) = recover_temp_checkpoints(work)
+    assert "refused, as it carries code (it names posix.system" in line and "removed, never loaded" in line
+    assert "incomplete" not in line and not marker.exists() and not (work / "latest.pth").exists()
+
+
 def test_resuming_a_finished_run_says_so_and_trains_nothing(setup, tmp_path, capsys):
     import shutil
 

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 HERE = Path(__file__).resolve().parent
-from helpers.mmengine_pickle import save_mmengine_checkpoint  # noqa: E402
+from helpers.mmengine_pickle import (have_mmaction, have_mmengine, mmaction_checkpoint,  # noqa: E402
+                                    runner_checkpoint)
+from helpers.mmaction_layouts import to_mmaction_key  # noqa: E402
 from helpers.real_videos import VIDEOS  # noqa: E402
 from helpers.tiny_train import make_videos, train_recipe  # noqa: E402
 
@@ -127,15 +129,23 @@ def test_a_dump_that_cannot_be_written_is_a_usage_error(patched, tmp_path, capsy
     test_mod.parse_args([str(recipe_path), str(ckpt), "--dump", str(tmp_path / "new" / "folder" / "r.pkl")])
 
 
-def test_mmaction2_checkpoint_is_converted(patched, tmp_path):
+@pytest.mark.parametrize("writer", ["torch.save", "mmengine Runner"])
+def test_mmaction2_checkpoint_is_converted(patched, tmp_path, writer):
     """An MMAction2-layout checkpoint (backbone.* in mmcv ConvModule names, cls_head.fc_cls.*)
-    built from our own weights scores exactly as our checkpoint does."""
+    built from our own weights scores exactly as our checkpoint does: a bare
+    ``{"state_dict"}``, and the file mmengine's Runner.save_checkpoint writes around it
+    (message_hub, optimizer, ...; where mmengine is installed)."""
     root, recipe_path, _, _, model, ckpt = patched
     sd = model.state_dict()
     mm = {to_mmaction_key(k): v for k, v in sd.items()}
     assert None not in mm, "every key of the model maps to an MMAction2 key"
     mm_path = tmp_path / "mmaction.pth"
-    save_mmengine_checkpoint(mm_path, mm)  # with objects of a class not importable here
+    if writer == "torch.save":
+        torch.save({"state_dict": mm}, mm_path)
+    elif not have_mmengine():
+        pytest.skip("mmengine not installed: no Runner to write the file")
+    else:
+        runner_checkpoint(mm_path, state=mm)
     ours = test_mod.run([str(recipe_path), str(ckpt), "--device", "cpu", "--no-progress",
                           "--set", "data.test_pipeline=tsn_val"])
     theirs = test_mod.run([str(recipe_path), str(mm_path), "--device", "cpu", "--no-progress",
@@ -144,24 +154,33 @@ def test_mmaction2_checkpoint_is_converted(patched, tmp_path):
     assert theirs["top1"] == ours["top1"] and theirs["mean_class_accuracy"] == ours["mean_class_accuracy"]
 
 
-def to_mmaction_key(key: str):
-    """Our (torchvision ResNet) key -> MMAction2's ResNet/TSNHead key (mmcv ConvModule names):
-    conv1 -> conv1.conv, bn1 -> conv1.bn, layerX.Y.convZ -> .convZ.conv, bnZ -> .convZ.bn,
-    downsample.0/1 -> downsample.conv/bn, fc -> cls_head.fc_cls."""
-    import re
+@pytest.fixture(scope="module")
+def mmaction_trained(tmp_path_factory):
+    if not have_mmaction():
+        pytest.skip("mmaction2 (with mmengine) not installed")
+    return mmaction_checkpoint(tmp_path_factory.mktemp("mmaction_runner"), classes=3, size=32, views=2)
 
-    if key.startswith(("fc.", "cls_head.fc.", "head.fc.")):
-        return "cls_head.fc_cls." + key.split(".")[-1]
-    if not key.startswith("backbone."):
-        return None
-    k = key[len("backbone."):]
-    k = re.sub(r"^conv1\.", "conv1.conv.", k)
-    k = re.sub(r"^bn1\.", "conv1.bn.", k)
-    k = re.sub(r"(layer\d+\.\d+)\.conv(\d)\.", r"\1.conv\2.conv.", k)
-    k = re.sub(r"(layer\d+\.\d+)\.bn(\d)\.", r"\1.conv\2.bn.", k)
-    k = re.sub(r"downsample\.0\.", "downsample.conv.", k)
-    k = re.sub(r"downsample\.1\.", "downsample.bn.", k)
-    return "backbone." + k
+
+def test_a_checkpoint_mmaction2_trained_loads_and_scores_as_mmaction2(setup, mmaction_trained, capsys):
+    """MMAction2's own TSN (its ResNet-18, TSNHead), trained one step by mmengine's Runner and
+    saved by its CheckpointHook (message_hub included): tsn_dali.test reads it without
+    --allow-pickle, and on identical frames the model with its weights gives MMAction2's
+    scores. The check can fail: another model's scores differ."""
+    _, recipe_path, recipe, _, _, _ = setup
+    ckpt = mmaction_trained["checkpoint"]
+    assert test_mod.main([str(recipe_path), str(ckpt), "--device", "cpu", "--no-progress",
+                          "--set", "data.test_pipeline=tsn_val"]) == 0
+    assert capsys.readouterr().err.strip() == ""  # no warning: the file was read weights-only
+    mean = torch.tensor(recipe.data.mean).view(1, 3, 1, 1)
+    std = torch.tensor(recipe.data.std).view(1, 3, 1, 1)
+    clips = ((mmaction_trained["frames"].float() - mean) / std)[None]
+    model = build_model(recipe.model)
+    assert test_mod.load_weights(model, ckpt, recipe) == "mmaction2"
+    ours = model.eval().predict(clips)[0]
+    assert torch.allclose(ours, mmaction_trained["scores"], rtol=0, atol=1e-6), (ours, mmaction_trained["scores"])
+    torch.manual_seed(3)
+    other = build_model(recipe.model).eval().predict(clips)[0]
+    assert not torch.allclose(other, mmaction_trained["scores"], rtol=0, atol=1e-3)
 
 
 def test_real_clips_are_scored_once_each(patched, tmp_path):
@@ -183,3 +202,35 @@ def test_real_clips_are_scored_once_each(patched, tmp_path):
         records = pickle.load(f)
     assert [int(r["gt_label"][0]) for r in records] == [0, 1, 2]
     assert all(np.isfinite(r["pred_score"].numpy()).all() for r in records)
+
+
+def test_the_first_line_says_the_precision_scores_are_computed_in(patched, capsys, monkeypatch):
+    """MMAction2 tests in float32: the first line of output says float32 / bf16 autocast /
+    fp16 autocast and why; ``--amp off`` is float32 even where the recipe (or auto) says bf16."""
+    _, recipe_path, _, _, _, ckpt = patched
+    args = [str(recipe_path), str(ckpt), "--device", "cpu", "--no-progress", "--set", "data.test_pipeline=tsn_val"]
+    metrics = test_mod.run(args + ["--amp", "off", "--set", "train.amp=bf16"])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("tsn_dali.test: scoring in float32 (amp off (as set))"), first
+    assert metrics["amp"] == "off (as set)"
+
+    from tsn_dali.engine.amp import AmpChoice
+
+    bf16 = test_mod.precision_line(AmpChoice("bf16", "auto: CPU has AMX-BF16"), "bfloat16")
+    assert bf16.startswith("tsn_dali.test: scoring in bf16 autocast (amp bf16 (auto: CPU has AMX-BF16)); "
+                           "frames bfloat16") and "--amp off" in bf16
+    assert test_mod.precision_line(AmpChoice("fp16", "as set"), "float16").startswith(
+        "tsn_dali.test: scoring in fp16 autocast")
+    # auto on a CPU that has bf16: the line names bf16 autocast before any score is computed
+    monkeypatch.setattr("tsn_dali.engine.amp.cpu_bf16_feature", lambda: "AMX-BF16")
+    monkeypatch.setattr(test_mod, "build_model", lambda cfg: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError, match="stop"):
+        test_mod.run(args + ["--set", "train.amp=auto"])
+    assert capsys.readouterr().out.splitlines()[0].startswith("tsn_dali.test: scoring in bf16 autocast (amp bf16 (auto")
+
+
+def test_amp_off_is_an_option_and_a_wrong_value_is_a_usage_error(patched, capsys):
+    _, recipe_path, _, _, _, ckpt = patched
+    assert test_mod.parse_args([str(recipe_path), str(ckpt), "--amp", "off"]).amp == "off"
+    assert test_mod.main([str(recipe_path), str(ckpt), "--amp", "float32"]) == 2
+    assert "--amp" in capsys.readouterr().err

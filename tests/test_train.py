@@ -163,6 +163,10 @@ def test_nan_loss_skip_policy_counts_skipped_steps(tmp_path, data_root, model_bu
                               "--no-progress"])
     # step 1 is applied (finite loss), steps 2 and 3 (NaN losses) are skipped
     assert summary["history"][0]["skipped_steps"] == 2 and summary["steps"] == 1
+    # the log names each skipped step by its own number, with the updates applied before it
+    (log,) = (tmp_path / "w").glob("train_*.jsonl")
+    bad = [r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "nonfinite"]
+    assert [(r["iter"], r["step"], r["updates"]) for r in bad] == [(2, 2, 1), (3, 3, 1)]
 
 
 # --------------------------------------------------------------------------- stopping and the command line

@@ -78,3 +78,53 @@ def test_pipeline_values_read_as_written(tmp_path):
         load_pipeline(path, DataConfig())
     path.write_text("- SampleFrames: {clip_len: 1, num_clips: 3, test_mode: true}\n")
     assert load_pipeline(path, DataConfig())[0].test_mode is True
+
+
+NUMBERS = {"1e-3": 0.001, "5e-4": 0.0005, "1E+2": 100.0, ".5": 0.5, "1.5e3": 1500.0, "2.": 2.0,
+           "0.01": 0.01}
+
+
+@pytest.mark.parametrize("written, value", sorted(NUMBERS.items()))
+def test_floats_as_people_write_them_in_a_file_and_in_set(tmp_path, written, value):
+    """YAML 1.2's float rule: an exponent needs no dot (YAML 1.1 read ``1e-3`` as a string)."""
+    assert load_yaml(f"lr: {written}") == {"lr": value}
+    assert load_recipe(_recipe(tmp_path, f"train:\n  lr: {written}\n")).train.lr == value
+    assert load_recipe("recipes/demo.yaml", [f"train.lr={written}"]).train.lr == value
+
+
+def test_ints_and_lists_as_people_write_them(tmp_path):
+    assert load_yaml("a: 1_000\nb: 0x10\nc: -3\nf: -.5\ng: +1E-2\nd: [40, 80]\ne: [ 40 ,80 ]") == {
+        "a": 1000, "b": 16, "c": -3, "f": -0.5, "g": 0.01, "d": [40, 80], "e": [40, 80]}
+    r = load_recipe(_recipe(tmp_path, "train:\n  epochs: 1_000\n  milestones: [ 40, 80 ]\n"))
+    assert (r.train.epochs, r.train.milestones) == (1000, [40, 80])
+    r = load_recipe("recipes/demo.yaml", ["train.milestones=[40, 80]", "train.epochs=1_000"])
+    assert (r.train.epochs, r.train.milestones) == (1000, [40, 80])
+    # YAML 1.1's sexagesimal and leading-zero octal ints are not numbers in YAML 1.2: said as written
+    assert load_yaml("a: 1:30\nb: 017") == {"a": "1:30", "b": "017"}
+    with pytest.raises(RecipeError, match=r"--set: train\.epochs: expected int, got '1:30'$"):
+        load_recipe("recipes/demo.yaml", ["train.epochs=1:30"])
+    with pytest.raises(RecipeError, match=r"--set: train\.lr: expected float, got '1e-3x'$"):
+        load_recipe("recipes/demo.yaml", ["train.lr=1e-3x"])
+
+
+def test_a_list_the_shell_split_at_a_space_is_named():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "tsn_dali.config", "recipes/demo.yaml", "--set",
+                           "train.milestones=[40,", "80]"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "python -m tsn_dali.config: error: unrecognized arguments: 80]; the shell split --set "
+        "'train.milestones=[40,' at a space: quote the whole value, e.g. --set \"train.milestones=[40, 80]\" "
+        "(see python -m tsn_dali.config --help)"]
+
+
+def test_pipeline_floats_as_people_write_them(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("- SampleFrames: {clip_len: 1, num_clips: 3}\n- Resize: {scale: [-1, 256]}\n"
+                    "- RandomResizedCrop: {area_range: [8e-2, 1], aspect_ratio_range: [.75, 1.3333333333333333]}\n"
+                    "- Flip: {flip_ratio: 5E-1}\n")
+    steps = load_pipeline(path, DataConfig())
+    crop, flip = steps[2], steps[3]
+    assert tuple(crop.area_range) == (0.08, 1.0) and tuple(crop.aspect_ratio_range)[0] == 0.75
+    assert flip.flip_ratio == 0.5

@@ -39,8 +39,23 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser whose errors are one line (``prog: error: ...; see --help``) with
     status 2, where argparse prints its whole usage block first."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message):
-        self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(USAGE, f"{self.prog}: error: {message}{split_value_hint(getattr(self, '_argv', []))} "
+                         f"(see {self.prog} --help)\n")
+
+
+def split_value_hint(argv: Sequence[str]) -> str:
+    """A hint where a ``--set`` value holds an unclosed ``[`` or ``{``: the shell split a
+    value written with spaces (``--set train.milestones=[40, 80]``) into two arguments."""
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--set" and (value.count("[") > value.count("]") or value.count("{") > value.count("}")):
+            return f"; the shell split --set {value!r} at a space: quote the whole value, " \
+                   f"e.g. --set \"train.milestones=[40, 80]\""
+    return ""
 
 
 def user_errors() -> tuple:

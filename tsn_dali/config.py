@@ -224,19 +224,28 @@ POSITIVE = {
 
 
 class YamlLoader(yaml.SafeLoader):
-    """SafeLoader whose booleans are YAML 1.2's: only ``true`` / ``false`` (any case).
+    """SafeLoader whose booleans and numbers are YAML 1.2's (core schema).
 
     PyYAML follows YAML 1.1, where ``on``, ``off``, ``yes``, ``no``, ``y`` and ``n`` are
-    booleans too, so ``amp: off`` would reach a string field as ``False``. Recipes, pipelines
-    and ``--set`` values are read with this loader: ``off`` stays the string "off".
+    booleans, a float needs a dot (``1e-3`` is the string "1e-3"), and ``1:30`` is the
+    integer 90. Recipes, pipelines and ``--set`` values are read with this loader:
+    ``off`` stays the string "off"; ``1e-3``, ``5e-4``, ``1E+2`` and ``.5`` are floats;
+    ints are decimal (``1_000`` allowed), ``0x..`` or ``0o..``; anything else is a string.
     """
 
 
+_YAML12 = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float", "tag:yaml.org,2002:int")
 YamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML12]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_EXP = r"[eE][-+]?[0-9]+"
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    rf"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:{_EXP})?|[-+]?\.[0-9][0-9_]*(?:{_EXP})?|[-+]?[0-9][0-9_]*{_EXP}"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(
+    r"^(?:[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?0o[0-7_]+)$"), list("-+0123456789"))
 
 
 def load_yaml(text: str):
@@ -249,7 +258,7 @@ class _LineLoader(YamlLoader):
 
 
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few KB; a bigger file is not one
-MAX_YAML_NODES = 100_000  # values after every alias is expanded (a recipe has a few hundred)
+MAX_YAML_NODES = 100_000  # values after every alias is expanded (a recipe or pipeline has a few hundred)
 
 
 def expanded_size(node, budget: int = MAX_YAML_NODES) -> int:
@@ -295,9 +304,10 @@ def read_text_file(path: Path, what: str = "recipe", limit: int = MAX_RECIPE_BYT
     return text
 
 
-def compose_bounded(text: str, path, loader=None):
+def compose_bounded(text: str, path, loader=None, what: str = "recipe"):
     """``yaml.compose`` of ``text``, refused (RecipeError naming ``path``) where its aliases
-    expand past MAX_YAML_NODES values: an alias bomb is caught before anything expands it."""
+    expand past MAX_YAML_NODES values: an alias bomb is caught before anything expands it.
+    ``what`` (recipe, pipeline, --set value) names the kind of file in the message."""
     try:
         node = yaml.compose(text, Loader=loader or _LineLoader)
     except yaml.YAMLError as exc:
@@ -307,7 +317,7 @@ def compose_bounded(text: str, path, loader=None):
         raise RecipeError(path, "", f"not valid YAML: {problem}", line) from None
     if node is not None and expanded_size(node) > MAX_YAML_NODES:
         raise RecipeError(path, "", f"its aliases expand to more than {MAX_YAML_NODES:,} values (an alias "
-                          "bomb?); a recipe needs a few hundred")
+                          f"bomb?); a {what} needs a few hundred")
     return node
 
 
@@ -558,7 +568,7 @@ def parse_override(text: str) -> Tuple[str, Any]:
     if len(raw) > MAX_RECIPE_BYTES:
         raise OverrideSyntaxError(f"--set {key}: the value is over {MAX_RECIPE_BYTES / 2 ** 20:g} MB")
     try:
-        compose_bounded(raw, "--set", YamlLoader)
+        compose_bounded(raw, "--set", YamlLoader, "--set value")
         value = load_yaml(raw) if raw.strip() else ""
     except RecipeError as err:
         if "alias" in err.message:

@@ -8,17 +8,17 @@ MMAction2 checkpoints pickle mmengine and numpy objects in ``meta``/``message_hu
 are read as inert stand-ins, nothing of theirs imported or run (mmengine need not be
 installed). A file naming any other class or function is refused; ``--allow-pickle``
 (trusted files only) reads it with full unpickling.
+
+torch and the model zoo are imported after the recipe is read (--help and a recipe error
+answer at once).
 """
 from __future__ import annotations
 
 from typing import List, Optional
 
-
 from tsn_dali import cli
 from tsn_dali.config import RecipeError, load_recipe
-from tsn_dali.engine.checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_checkpoint
-from tsn_dali.models.weights import check_state_dict
-from tsn_dali.models import build_model, convert_mmaction_state_dict
+from tsn_dali.errors import CheckpointError
 
 
 def convert_mmaction_checkpoint(src, dst, recipe_path, allow_pickle: bool = False,
@@ -26,6 +26,10 @@ def convert_mmaction_checkpoint(src, dst, recipe_path, allow_pickle: bool = Fals
     """Read ``src`` (MMAction2 ``{'state_dict': ...}`` or a bare state dict), convert, check
     it against the recipe's model (strict), write ``dst``. Returns the written dict."""
     recipe = load_recipe(recipe_path, overrides)
+    from tsn_dali.engine.checkpoint import FORMAT, VERSION, load_checkpoint, save_checkpoint
+    from tsn_dali.models import build_model, convert_mmaction_state_dict
+    from tsn_dali.models.weights import check_state_dict
+
     ckpt = load_checkpoint(src, allow_pickle=allow_pickle)
     state = ckpt["state_dict"] if isinstance(ckpt.get("state_dict"), dict) else ckpt
     try:

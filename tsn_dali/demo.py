@@ -10,6 +10,9 @@ Codec: on a machine whose data loader is dali-gpu the videos are H.264 (NVDEC de
 them); elsewhere VP9, which DALI's CPU decoder reads natively (it cannot decode H.264:
 with H.264, dali-cpu decodes with PyAV/decord and only augments in DALI).
 ``--quick`` is the CI-sized run: fewer, smaller videos, smaller crops, fewer epochs.
+
+Start-up: torch, the video writer and matplotlib are imported where they are used, so that
+``--help``, a bad command line and a recipe error answer at once.
 """
 from __future__ import annotations
 
@@ -19,14 +22,13 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
-
-import torch
+from typing import TYPE_CHECKING, List, Optional
 
 from tsn_dali import cli
 from tsn_dali.config import RECIPES_DIR, load_recipe
-from tsn_dali.data.media.synthetic import SyntheticSpec, generate
-from tsn_dali.engine.distributed import resolve_device
+
+if TYPE_CHECKING:  # annotations only
+    from tsn_dali.data.media.synthetic import SyntheticSpec
 
 RECIPE = RECIPES_DIR / "demo.yaml"
 
@@ -104,6 +106,8 @@ def plot_curves(history: List[dict], test_top1: Optional[float], path: Path) -> 
 def write_report(path: Path, *, args, spec: SyntheticSpec, data_dir: str, loader: str,
                  device: str, times: dict, train: dict, metrics: dict) -> Path:
     """A short markdown report: what ran, where, how long, how well."""
+    import torch
+
     lines = [
         "# tsn_dali demo" + (" (--quick)" if args.quick else ""),
         "",
@@ -139,26 +143,58 @@ def write_report(path: Path, *, args, spec: SyntheticSpec, data_dir: str, loader
     return path
 
 
+def write_results(path: Path, *, args, times: dict, train_rate: float, metrics: dict, executor: str,
+                  load: tuple) -> Path:
+    """The run's figures as JSON beside report.md: what docs/measurements.md and the README
+    quote (tests/test_docs.py compares them with the committed copies there)."""
+    import json
+
+    import torch
+
+    figures = {
+        "date": time.strftime("%Y-%m-%d"), "quick": bool(args.quick), "overrides": overrides(args),
+        "machine": {"processor": platform.processor() or platform.machine(), "cpu_model": _cpu_model(),
+                    "cores": os.cpu_count(), "torch": torch.__version__},
+        "load_average": {"start": round(load[0], 2), "end": round(os.getloadavg()[0], 2)},
+        "executor": metrics.get("executor", executor), "amp": metrics.get("amp"),
+        "top1": metrics["top1"], "top5": metrics["top5"], "mean_class_accuracy": metrics["mean_class_accuracy"],
+        "test_videos": metrics["num_videos"], "test_views": metrics["num_views"],
+        "seconds": {k: round(v, 1) for k, v in times.items()}, "train_clips_per_s": round(train_rate, 1),
+        "test_videos_per_s": round(metrics["clips_per_s"], 2)}
+    path.write_text(json.dumps(figures, indent=1) + "\n")
+    return path
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 def overrides(args) -> List[str]:
     return (QUICK_SET if args.quick else []) + list(args.overrides)
 
 
 def check_args(args) -> str:
-    """The device, after checking --device, --executor and --set as train would (before any
-    video is generated); errors give train's statuses."""
-    device = resolve_device(args.device)
+    """The device, after checking --set, --executor and --device as train would (before any
+    video is generated; the recipe before torch is imported); errors give train's statuses."""
     load_recipe(RECIPE, overrides(args) + [f"loader.executor={args.executor}"])
-    return device
+    from tsn_dali.engine.distributed import resolve_device
+
+    return resolve_device(args.device)
 
 
 def run(args) -> dict:
     """The demo's stages in order; returns train summary, test metrics and timings."""
+    device = check_args(args)
     from tsn_dali import test as tsn_test
     from tsn_dali import train as tsn_train
-    from tsn_dali.data.render.executors import resolve_executor_name
     from tsn_dali.data.index import build_index
+    from tsn_dali.data.media.synthetic import SyntheticSpec, generate
+    from tsn_dali.data.render.executors import resolve_executor_name
 
-    device = check_args(args)
     executor = resolve_executor_name(args.executor, device)
     codec = args.codec or ("h264" if executor == "dali-gpu" else "vp9")
     data_dir = args.data_dir or ("data/demo_quick" if args.quick else "data/demo")
@@ -168,6 +204,7 @@ def run(args) -> dict:
     progress = not args.no_progress
     times = {}
     t_all = time.perf_counter()
+    load = os.getloadavg()
 
     t0 = time.perf_counter()
     data = generate(data_dir, spec, progress=progress)
@@ -209,6 +246,8 @@ def run(args) -> dict:
     plot = plot_curves(history, metrics["top1"], work_dir / "curves.png")
     report = write_report(work_dir / "report.md", args=args, spec=spec, data_dir=data["out"],
                           loader=loader, device=device, times=times, train=summary, metrics=metrics)
+    results = write_results(work_dir / "results.json", args=args, times=times, train_rate=train_rate,
+                            metrics=metrics, executor=executor, load=load)
     print(f"demo: test top-1 {metrics['top1']:.2f}% (top-5 {metrics['top5']:.2f}%, mean class "
           f"{metrics['mean_class_accuracy']:.2f}%) on {metrics['num_videos']} held-out videos x "
           f"{metrics['num_views']} views", flush=True)
@@ -217,9 +256,9 @@ def run(args) -> dict:
           flush=True)
     print(f"demo: {times['total']:.0f} s in all (" + ", ".join(
         f"{k} {v:.0f} s" for k, v in times.items() if k != "total") + ")", flush=True)
-    print(f"demo: wrote {plot} and {report}", flush=True)
+    print(f"demo: wrote {plot}, {report} and {results.name}", flush=True)
     return {"train": summary, "test": metrics, "times": times, "executor": executor, "codec": codec,
-            "data_dir": data["out"], "plot": str(plot), "report": str(report)}
+            "data_dir": data["out"], "plot": str(plot), "report": str(report), "results": str(results)}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

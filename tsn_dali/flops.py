@@ -15,26 +15,23 @@ calls mmengine's ``get_model_complexity_info``):
 - Parameters: every ``nn.Parameter`` (buffers such as BN running stats excluded), the
   train form for MobileOne (MMAction2's reported 13.72M is the unfused model).
 
-Counting is a ``TorchDispatchMode`` over the aten ops of one forward on the *meta* device:
-shapes only, so even Swin-B x 25 frames costs no compute.
+Counting is a ``TorchDispatchMode`` over the aten ops of one forward on the *meta* device
+(tsn_dali.models.complexity): shapes only, so even Swin-B x 25 frames costs no compute.
 
 ``python -m tsn_dali.flops`` prints the table for every recipe with ``reported.gflops`` and
 writes benchmarks/results/flops.md.
 """
 from __future__ import annotations
 
-from collections import Counter
-from math import prod
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
-
-import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from typing import List, Optional
 
 from tsn_dali import cli
 from tsn_dali.config import PROJECT_ROOT, Recipe, list_recipes, load_recipe
 
-aten = torch.ops.aten
+# The counting itself (torch) is tsn_dali.models.complexity, imported on first use so that the
+# command's --help and a recipe error answer before torch is imported.
+_COUNTING = ("FlopCounter", "OP_RULES", "count_flops", "count_params")
 
 REPORTED_FRAMES = 25  # one test view's frames in MMAction2's reported FLOPs column (25 clips x 1 frame)
 REPORTED_SIZE = 224
@@ -43,122 +40,19 @@ PARAMS_TOLERANCE = 0.005  # within 0.5%
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "flops.md"
 
 
-def _shape(t) -> List[int]:
-    return list(t.shape)
+def __getattr__(name):
+    if name in _COUNTING:
+        from tsn_dali.models import complexity
 
-
-def _conv(args, kwargs, out) -> int:
-    x, w = args[0], args[1]
-    transposed = bool(args[6]) if len(args) > 6 else False
-    positions = _shape(x)[2:] if transposed else _shape(out)[2:]
-    return x.shape[0] * prod(_shape(w)) * prod(positions)
-
-
-def _mm(args, kwargs, out) -> int:
-    a, b = args[0], args[1]
-    return a.shape[0] * a.shape[1] * b.shape[1]
-
-
-def _addmm(args, kwargs, out) -> int:
-    return _mm(args[1:], kwargs, out)
-
-
-def _bmm(args, kwargs, out) -> int:
-    a, b = args[0], args[1]
-    return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
-
-
-def _baddbmm(args, kwargs, out) -> int:
-    return _bmm(args[1:], kwargs, out)
-
-
-def _batch_norm(training_index: Optional[int]) -> Callable:
-    """mmengine: eval BN 2 per element with affine (1 without); training BN 5 (4)."""
-    def count(args, kwargs, out) -> int:
-        affine = len(args) > 1 and args[1] is not None
-        training = training_index is not None and bool(args[training_index])
-        if training:
-            return args[0].numel() * (5 if affine else 4)
-        return args[0].numel() * (2 if affine else 1)
-    return count
-
-
-def _layer_norm(weight_index: int) -> Callable:
-    def count(args, kwargs, out) -> int:
-        weight = args[weight_index] if len(args) > weight_index else None
-        return args[0].numel() * (5 if weight is not None else 4)
-    return count
-
-
-def _input_elements(args, kwargs, out) -> int:
-    return args[0].numel()
-
-
-def _sdpa(args, kwargs, out) -> int:
-    q, k, v = args[0], args[1], args[2]
-    batch = prod(_shape(q)[:-2])
-    length, source = q.shape[-2], k.shape[-2]
-    return batch * length * source * (q.shape[-1] + v.shape[-1])
-
-
-# aten op -> (category, MAC rule). One explicit table, mmengine's categories.
-OP_RULES: Dict[object, tuple] = {
-    aten.convolution.default: ("conv", _conv),
-    aten.mm.default: ("linear/matmul", _mm),
-    aten.addmm.default: ("linear/matmul", _addmm),
-    aten.bmm.default: ("linear/matmul", _bmm),
-    aten.baddbmm.default: ("linear/matmul", _baddbmm),
-    aten.native_batch_norm.default: ("batch_norm", _batch_norm(5)),
-    aten.cudnn_batch_norm.default: ("batch_norm", _batch_norm(5)),
-    aten._native_batch_norm_legit_no_training.default: ("batch_norm", _batch_norm(None)),
-    aten.native_layer_norm.default: ("layer/group_norm", _layer_norm(2)),
-    aten.native_group_norm.default: ("layer/group_norm", _layer_norm(1)),
-    aten._adaptive_avg_pool2d.default: ("avg_pool", _input_elements),
-    aten.mean.dim: ("avg_pool", _input_elements),
-}
-for _name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_efficient_attention",
-              "_scaled_dot_product_flash_attention", "_scaled_dot_product_cudnn_attention"):
-    if hasattr(aten, _name):
-        OP_RULES[getattr(aten, _name).default] = ("linear/matmul", _sdpa)
-
-
-class FlopCounter(TorchDispatchMode):
-    """Counts MACs per category (``OP_RULES``) of the aten ops run inside it."""
-
-    def __init__(self):
-        super().__init__()
-        self.counts: Counter = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        rule = OP_RULES.get(func)
-        if rule is not None:
-            category, count = rule
-            self.counts[category] += int(count(args, kwargs or {}, out))
-        return out
-
-
-@torch.no_grad()
-def count_flops(model: torch.nn.Module, clips: torch.Tensor) -> Counter:
-    """MACs by category of ``model(clips)`` in eval mode (see the module docstring)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounter() as counter:
-            model(clips)
-    finally:
-        model.train(was_training)
-    return counter.counts
-
-
-def count_params(model: torch.nn.Module) -> int:
-    """Parameters (buffers excluded), as mmengine's parameter count."""
-    return sum(p.numel() for p in model.parameters())
+        return getattr(complexity, name)
+    raise AttributeError(f"module 'tsn_dali.flops' has no attribute {name!r}")
 
 
 def build_on_meta(model_cfg):
     """The recipe's TSN with meta tensors (no memory, no init cost); ``pretrained`` ignored."""
     import dataclasses
+
+    import torch
 
     from tsn_dali.models import build_model
 
@@ -169,6 +63,10 @@ def build_on_meta(model_cfg):
 
 def measure(model_cfg, frames: int = REPORTED_FRAMES, size: int = REPORTED_SIZE, device: str = "meta") -> dict:
     """GFLOPs (MACs) of one ``frames``-frame view at ``size`` and params of the recipe's TSN."""
+    import torch
+
+    from tsn_dali.models.complexity import count_flops, count_params
+
     if device == "meta":
         model = build_on_meta(model_cfg)
     else:
@@ -205,6 +103,8 @@ def recipe_rows(paths: Optional[List[Path]] = None) -> List[dict]:
             # The reported figure may be another class count's (sthv2 rows repeat the 400-class
             # 24.33M): what the same backbone gives with 400 classes.
             cfg400 = type(recipe.model)(**{**recipe.model.__dict__, "num_classes": 400, "pretrained": None})
+            from tsn_dali.models.complexity import count_params
+
             p400 = count_params(build_on_meta(cfg400)) / 1e6
             row["params_400_m"] = p400
             row["params_400_diff"] = _diff(p400, rep.params_m)

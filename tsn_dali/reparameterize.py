@@ -5,23 +5,27 @@ IN is a tsn_dali checkpoint (``model`` state dict + ``recipe``), or a bare TSN s
 with ``--backbone`` (and ``--num-classes`` if not the fc's). OUT holds ``model`` (fused),
 ``recipe`` with ``model.deploy: true`` (so ``build_model`` builds the fused form) and
 ``format``; it is enough for ``python -m tsn_dali.test``.
+
+torch and the model zoo are imported once the command line is read (--help answers at once).
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import List, Optional
 
-import torch
-
 from tsn_dali import cli
 from tsn_dali.config import ModelConfig, Recipe, recipe_from_dict
-from tsn_dali.engine.checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, save_checkpoint
-from tsn_dali.models.weights import check_state_dict
-from tsn_dali.models import build_model, has_deploy_form, reparameterize_backbone
+from tsn_dali.errors import CheckpointError
 
 
 def reparameterize_checkpoint(ckpt: dict, path, backbone: Optional[str] = None) -> dict:
     """The deploy-form checkpoint dict of a train-form one (see the module docstring)."""
+    import torch
+
+    from tsn_dali.engine.checkpoint import FORMAT, VERSION
+    from tsn_dali.models import build_model, has_deploy_form, reparameterize_backbone
+    from tsn_dali.models.weights import check_state_dict
+
     if isinstance(ckpt.get("model"), dict) and isinstance(ckpt.get("recipe"), dict):
         recipe = recipe_from_dict(ckpt["recipe"], source=f"{path}:recipe")
         state = ckpt["model"]
@@ -62,6 +66,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     def reparameterize():
+        from tsn_dali.engine.checkpoint import load_checkpoint, save_checkpoint
+
         out = reparameterize_checkpoint(load_checkpoint(args.src, allow_pickle=args.allow_pickle), args.src,
                                         args.backbone)
         save_checkpoint(out, args.dst)

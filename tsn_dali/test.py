@@ -10,6 +10,9 @@ video counts exactly once (``samples == -1`` padding is dropped).
 
 The checkpoint may be a tsn_dali one (``{'model', 'recipe', ...}``) or an MMAction2 one
 (``{'state_dict': backbone.* / cls_head.fc_cls.*}``, converted on the fly).
+
+Start-up: torch and the engine's torch parts are imported in the functions that use them, so
+that ``--help``, a bad command line and a recipe error answer before torch is imported.
 """
 from __future__ import annotations
 
@@ -19,20 +22,17 @@ import pickle
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, List, Optional
 
 from tsn_dali import cli
-from tsn_dali.config import load_recipe
-from tsn_dali.engine import distributed as dist_utils
-from tsn_dali.engine.amp import AMP_CHOICES, loader_dtype, resolve_amp
-from tsn_dali.engine.checkpoint import load_checkpoint
+from tsn_dali.config import CHOICES, load_recipe
 from tsn_dali.engine.errors import EvaluationError, UsageError
-from tsn_dali.engine.evaluate import accuracy, gather_scores, score_split
 from tsn_dali.engine.logs import progress_bar
 from tsn_dali.train import build_model
+
+if TYPE_CHECKING:  # annotations only
+    import numpy as np
+    import torch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--executor", help="auto | dali-gpu | dali-cpu | reference (sets loader.executor)")
-    p.add_argument("--amp", choices=AMP_CHOICES,
-                   help="autocast dtype (default: train.amp; auto picks per device)")
+    p.add_argument("--amp", choices=CHOICES["train.amp"],
+                   help="autocast dtype (default: train.amp; auto picks per device); off scores in float32, "
+                        "as MMAction2 tests")
     p.add_argument("--allow-pickle", action="store_true",
                    help="read a checkpoint with full unpickling: it can run code; trusted files only")
     p.add_argument("--no-progress", action="store_true")
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_weights(model: torch.nn.Module, path, recipe, allow_pickle: bool = False) -> str:
     """Load a tsn_dali or MMAction2 checkpoint into ``model``; returns which kind it was.
     Nothing in the file runs unless ``allow_pickle`` (engine.checkpoint.load_checkpoint)."""
+    from tsn_dali.engine.checkpoint import load_checkpoint
     from tsn_dali.models.weights import check_state_dict, model_state_from
 
     ckpt = load_checkpoint(path, allow_pickle=allow_pickle)
@@ -70,6 +72,9 @@ def dump_records(scores: np.ndarray, labels: np.ndarray) -> List[dict]:
     """One dict per video, in video order, as MMAction2's ``tools/test.py --dump`` writes them
     (mmengine DumpResults of ``ActionDataSample.to_dict()``): ``pred_score`` float tensor
     [num_classes], ``pred_label`` and ``gt_label`` int64 tensors [1], ``num_classes``."""
+    import numpy as np
+    import torch
+
     out = []
     for score, label in zip(scores, labels):
         score_t = torch.from_numpy(np.ascontiguousarray(score, dtype=np.float32))
@@ -82,6 +87,8 @@ def dump_records(scores: np.ndarray, labels: np.ndarray) -> List[dict]:
 
 def compute_metrics(scores: np.ndarray, labels: np.ndarray, topk) -> dict:
     """``top{k}`` and ``mean_class_accuracy`` in percent (tsn_dali.engine.evaluate.accuracy)."""
+    from tsn_dali.engine.evaluate import accuracy
+
     return accuracy(scores, labels, topk)
 
 
@@ -91,9 +98,26 @@ def load_test_recipe(args):
     return load_recipe(args.recipe, overrides)
 
 
+PRECISIONS = {"off": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}
+
+
+def precision_line(amp, frames_dtype: str) -> str:
+    """The first line of a test run: the precision scores are computed in (``amp``, an
+    AmpChoice: float32, bf16 autocast or fp16 autocast) and why, and the frames' dtype.
+    MMAction2 tests in float32: ``--amp off`` reproduces its scores to float32 rounding."""
+    return (f"tsn_dali.test: scoring in {PRECISIONS[amp.amp]} (amp {amp.describe()}); frames {frames_dtype}"
+            + ("" if amp.amp == "off" else "; --amp off scores in float32, as MMAction2 tests"))
+
+
 def prepare(args, info, recipe):
     """(amp choice, model with the checkpoint's weights, checkpoint kind)."""
+    import torch
+
+    from tsn_dali.engine.amp import loader_dtype, resolve_amp
+
     amp = resolve_amp(args.amp or recipe.train.amp, info.device)
+    if info.is_main:
+        print(precision_line(amp, loader_dtype(recipe, info.device, amp.amp)), flush=True)
     if amp.warning and info.is_main:
         print(f"tsn_dali.test: warning: {amp.warning}", file=sys.stderr, flush=True)
     model = build_model(recipe.model)
@@ -106,13 +130,17 @@ def prepare(args, info, recipe):
 
 def run_test(args) -> dict:
     """Score the test split on every rank and report (module docstring); returns the metrics."""
-    recipe = load_test_recipe(args)
+    recipe = load_test_recipe(args)  # a recipe error is said before torch loads
+    from tsn_dali.data.render.loader import build_loader
+    from tsn_dali.engine import distributed as dist_utils
+    from tsn_dali.engine.amp import loader_dtype
+    from tsn_dali.engine.evaluate import gather_scores, score_split
+
     info = dist_utils.setup_distributed(args.device, recipe.loader.stall_timeout)
     loader = bar = None
     try:
         amp, model, kind = prepare(args, info, recipe)
         show = info.is_main and not args.no_progress
-        from tsn_dali.data.render.loader import build_loader
         loader = build_loader(recipe, "test", rank=info.rank, world_size=info.world_size, device=info.device,
                               dtype=loader_dtype(recipe, info.device, amp.amp), seed=0, progress=show)
         bar = progress_bar(len(loader), "test", show)

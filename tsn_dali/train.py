@@ -22,6 +22,10 @@ itself (tsn_dali.engine.step) reads nothing back: losses are read once per log i
 (each step under ``nan_policy: skip``), and there the non-finite/stop flags are agreed over
 ranks (one small all_reduce) so that every rank skips or stops at the same step. The seed
 is the same on every rank (MMAction2's default).
+
+Start-up: this module imports torch, the model zoo and the engine's torch parts in the
+functions that use them, so that ``--help``, a bad command line and a recipe error answer
+before torch is imported (tests/test_command_startup.py).
 """
 from __future__ import annotations
 
@@ -37,27 +41,23 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, List, Optional
 
 from tsn_dali import cli
-from tsn_dali.config import load_recipe, recipe_to_yaml
+from tsn_dali.config import CHOICES, load_recipe, recipe_to_yaml
 from tsn_dali.data.errors import LoaderStalled
-from tsn_dali.engine import distributed as dist_utils
-from tsn_dali.engine.amp import AMP_CHOICES, loader_dtype, resolve_amp
-from tsn_dali.engine.checkpoint import (FORMAT, VERSION, load_checkpoint, recover_temp_checkpoints, rng_state,
-                                       set_rng_state, unwrap)
 from tsn_dali.engine.errors import CheckpointError, TrainingDiverged, WorkDirError
-from tsn_dali.engine.evaluate import accuracy, gather_scores, score_split
 from tsn_dali.engine.logs import RunLog
-from tsn_dali.engine.meters import EpochMeter, LossReadback
-from tsn_dali.engine.optim import build_optimizer, build_scheduler, scaled_lr, set_lr
-from tsn_dali.engine.saver import CheckpointSaver
 from tsn_dali.engine.signals import EXIT_CODES, StopRequest
 from tsn_dali.errors import UsageError, one_line
-from tsn_dali.engine.step import TrainStep
+
+if TYPE_CHECKING:  # annotations only
+    import torch
+
+    from tsn_dali.engine import distributed as dist_utils
+    from tsn_dali.engine.meters import EpochMeter, LossReadback
+    from tsn_dali.engine.saver import CheckpointSaver
+    from tsn_dali.engine.step import TrainStep
 
 
 def build_model(model_cfg):
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lr * batch_size * world_size / train.base_batch_size")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="continue from CKPT (no value: <work-dir>/latest.pth if present)")
-    p.add_argument("--amp", choices=AMP_CHOICES,
+    p.add_argument("--amp", choices=CHOICES["train.amp"],
                    help="mixed precision (default: train.amp; auto picks per device)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set train.lr=0.02 (repeatable)")
@@ -175,6 +175,9 @@ def seed_everything(seed: int, deterministic: bool) -> dict:
 
     Returns the previous determinism settings (``restore_determinism`` puts them back).
     """
+    import numpy as np
+    import torch
+
     before = {"algorithms": torch.are_deterministic_algorithms_enabled(),
               "cudnn_deterministic": torch.backends.cudnn.deterministic,
               "cudnn_benchmark": torch.backends.cudnn.benchmark}
@@ -190,6 +193,8 @@ def seed_everything(seed: int, deterministic: bool) -> dict:
 
 
 def restore_determinism(before: dict) -> None:
+    import torch
+
     torch.use_deterministic_algorithms(before["algorithms"])
     torch.backends.cudnn.deterministic = before["cudnn_deterministic"]
     torch.backends.cudnn.benchmark = before["cudnn_benchmark"]
@@ -197,6 +202,10 @@ def restore_determinism(before: dict) -> None:
 
 def sync_buffers(model: torch.nn.Module, info) -> None:
     """Average floating-point buffers (BN running stats) over ranks: mmengine SyncBuffersHook."""
+    import torch
+
+    from tsn_dali.engine.checkpoint import unwrap
+
     if not info.distributed:
         return
     for buf in unwrap(model).buffers():
@@ -235,6 +244,13 @@ def map_loader_state(state: dict, old_batch: int, old_world: int, loader) -> dic
 # --------------------------------------------------------------------------- the run
 
 
+def new_readback():
+    """An empty LossReadback (tsn_dali.engine.meters)."""
+    from tsn_dali.engine.meters import LossReadback
+
+    return LossReadback()
+
+
 @dataclass
 class TrainingRun:
     """The parts of one run, wired by ``train`` and used by ``train_one_epoch``."""
@@ -262,7 +278,7 @@ class TrainingRun:
     stopped: Optional[str] = None
     signum: int = 0  # the signal that stopped the run, agreed over ranks (0: none)
     meter: Optional[EpochMeter] = None  # the epoch in progress
-    readback: LossReadback = field(default_factory=LossReadback)
+    readback: LossReadback = field(default_factory=new_readback)
 
     @property
     def cfg(self):
@@ -270,6 +286,10 @@ class TrainingRun:
 
     def state(self, epoch_done: int, loader_state=None, partial_epoch=None) -> dict:
         """The training checkpoint (docs/CONTRACTS.md, "Checkpoints")."""
+        import torch
+
+        from tsn_dali.engine.checkpoint import FORMAT, VERSION, rng_state, unwrap
+
         return {"format": FORMAT, "version": VERSION, "model": unwrap(self.model).state_dict(),
                 "recipe": self.recipe.to_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
@@ -292,6 +312,8 @@ class TrainingRun:
     def read_back(self, epoch: int, loss: torch.Tensor) -> int:
         """Read the pending losses; stop (nan_policy stop) or skip the step (skip) where one is
         not finite on any rank. Returns the signal any rank got (the highest number; 0: none)."""
+        from tsn_dali.engine import distributed as dist_utils
+
         values, first_bad = self.readback.read()
         bad, signalled = dist_utils.all_reduce_max(
             [0.0 if first_bad is None else 1.0, float(self.stop.signum or 0)], self.info)
@@ -300,7 +322,7 @@ class TrainingRun:
             batch_no, step = self.readback.where(first_bad or 0)
             value = values[first_bad] if first_bad is not None else "not finite on another rank"
             self.log.write({"kind": "nonfinite", "epoch": epoch + 1, "iter": batch_no, "step": step,
-                            "loss": value, "policy": self.cfg.nan_policy})
+                            "updates": self.step, "loss": value, "policy": self.cfg.nan_policy})
             if not skip:
                 raise TrainingDiverged(
                     f"loss is {value} at epoch {epoch + 1}, step {batch_no}/{self.meter.num_steps} (global step "
@@ -318,6 +340,8 @@ class TrainingRun:
 def train_one_epoch(run: TrainingRun, epoch: int) -> Optional[dict]:
     """One pass over the train loader (from where a resumed run stopped); the epoch's figures,
     or None where a signal or --max-steps stopped it (after saving a mid-epoch latest.pth)."""
+    from tsn_dali.engine.meters import EpochMeter
+
     loader, cfg = run.loader, run.cfg
     loader.set_epoch(epoch)
     run.net.train()
@@ -330,7 +354,7 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> Optional[dict]:
     for batch in loader:
         batch_no = meter.got_batch()
         loss = run.step_fn.forward(batch.clips, batch.labels)
-        run.readback.add(loss, batch_no, run.step + 1)
+        run.readback.add(loss, batch_no, epoch * meter.num_steps + batch_no)  # the iteration, skipped ones counted
         if cfg.nan_policy != "skip":
             run.step_fn.update(loss)
             run.step += 1
@@ -366,6 +390,8 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> Optional[dict]:
 
 def validate(run: TrainingRun) -> dict:
     """Top-1/top-5 (percent) of the val split (engine.evaluate, each video once over all ranks)."""
+    from tsn_dali.engine.evaluate import accuracy, gather_scores, score_split
+
     rows = score_split(run.net, run.val_loader, run.info.device, run.recipe.data.mean, run.recipe.data.std,
                        run.amp)
     _, scores, labels = gather_scores(rows, run.info)
@@ -382,6 +408,8 @@ def validate_or_keep(run: TrainingRun, epoch: int, entry: dict) -> dict:
     on from the next epoch, and a failed last epoch can still be scored with tsn_dali.test. A
     user error becomes one line (status 1); anything else is raised as it was, after one line
     saying what was saved. A stall keeps its own path (``stopped_by_stall``)."""
+    import torch
+
     try:
         return validate(run)
     except LoaderStalled:
@@ -409,6 +437,8 @@ def validate_or_keep(run: TrainingRun, epoch: int, entry: dict) -> dict:
 def end_epoch(run: TrainingRun, epoch: int, entry: dict, reported: int) -> int:
     """LR step, BN sync, validation when due, checkpoints, logs; returns the replaced-video
     entries written so far."""
+    from tsn_dali.engine import distributed as dist_utils
+
     cfg = run.cfg
     with warnings.catch_warnings():  # a resumed epoch may have had no step left
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
@@ -454,6 +484,8 @@ def stopped_by_stall(run: TrainingRun, exc: LoaderStalled, epoch: int) -> cli.St
 def agreed_signal(run: TrainingRun) -> int:
     """The signal any rank got (the highest number; 0: none), so that all ranks stop at the same
     epoch's end."""
+    from tsn_dali.engine import distributed as dist_utils
+
     return int(dist_utils.all_reduce_max([float(run.stop.signum or 0)], run.info)[0])
 
 
@@ -482,6 +514,7 @@ def fit(run: TrainingRun, start_epoch: int) -> None:
 
 def resume_from(run: TrainingRun, ckpt: dict, path) -> int:
     """Load a training checkpoint into the run; returns the epoch to start."""
+    from tsn_dali.engine.checkpoint import set_rng_state
     from tsn_dali.models.weights import check_state_dict
 
     check_state_dict(run.model, ckpt["model"], path)
@@ -507,6 +540,8 @@ def wrap(model: torch.nn.Module, info, compile: bool) -> torch.nn.Module:
     """DDP under torchrun (BN buffers rank-local during the epoch, averaged at its end by
     ``sync_buffers``, as mmengine's MMDistributedDataParallel + SyncBuffersHook), then
     torch.compile where asked."""
+    import torch
+
     net = model
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -519,6 +554,8 @@ def wrap(model: torch.nn.Module, info, compile: bool) -> torch.nn.Module:
 
 def open_checkpoint(args, work_dir: Path):
     """(path, checkpoint) of ``--resume``, or (None, None)."""
+    from tsn_dali.engine.checkpoint import FORMAT, load_checkpoint
+
     path = resolve_resume(args.resume, work_dir)
     ckpt = load_checkpoint(path) if path else None
     if ckpt is not None and (ckpt.get("format") != FORMAT or "optimizer" not in ckpt):
@@ -547,7 +584,16 @@ def train(args) -> dict:
     """Wire a run from parsed ``args`` and train it; returns the summary (see ``run``)."""
     if args.deterministic:  # cuBLAS reads it when its first handle is made
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    recipe = load_recipe(args.recipe, recipe_overrides(args))
+    recipe = load_recipe(args.recipe, recipe_overrides(args))  # a recipe error is said before torch loads
+    import torch
+
+    from tsn_dali.engine import distributed as dist_utils
+    from tsn_dali.engine.amp import resolve_amp
+    from tsn_dali.engine.checkpoint import recover_temp_checkpoints
+    from tsn_dali.engine.optim import build_optimizer, build_scheduler, scaled_lr, set_lr
+    from tsn_dali.engine.saver import CheckpointSaver
+    from tsn_dali.engine.step import TrainStep
+
     info = dist_utils.setup_distributed(args.device, recipe.loader.stall_timeout)
     stop, before, loaders, log = StopRequest().install(), None, [], None
     try:
@@ -604,6 +650,8 @@ def train(args) -> dict:
 def write_recipe_copy(recipe, work_dir: Path, info) -> None:
     """``<work_dir>/recipe.yaml``, the resolved recipe (rank 0 writes); a failure (a full disk)
     is one WorkDirError line on every rank, so that none waits for the others."""
+    from tsn_dali.engine import distributed as dist_utils
+
     error = None
     if info.is_main:
         path = work_dir / "recipe.yaml"
@@ -643,6 +691,8 @@ def summarize(run: TrainingRun) -> dict:
 
 def make_loader(recipe, split, info, seed, progress):
     from tsn_dali.data.render.loader import build_loader
+    from tsn_dali.engine.amp import loader_dtype
+
     return build_loader(recipe, split, rank=info.rank, world_size=info.world_size, device=info.device,
                         dtype=loader_dtype(recipe, info.device), seed=seed, progress=progress)
 

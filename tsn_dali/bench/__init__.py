@@ -21,15 +21,35 @@ a difference within the spread is said to be one (``--parts``):
   whole CPU table of docs/measurements.md).
 
 Results: ``results.json``, ``results.md`` and ``throughput.png`` in ``--out`` (default
-``benchmarks/results/<device>-<date>``). Modules: cli (the parts, the command line),
-interleave (rounds, comparisons), measure (executors, loaders, the step as systems), peers and
-mmaction_peer (MMAction2's own config pipeline), videos, environment (machine facts, NVDEC
-utilisation), stats, report, guard (the CI guard's counts: what a plan needs decoded).
+``benchmarks/results/<device>-<date>``). Modules: cli (the command line), options (its
+names and checks, no torch), runner (the parts), interleave (rounds, comparisons), measure
+(executors, loaders, the step as systems), peers and mmaction_peer (MMAction2's own config
+pipeline), videos, environment (machine facts, NVDEC utilisation), stats, report, guard (the
+CI guard's counts: what a plan needs decoded).
 """
-from tsn_dali.bench.cli import main, parse_args, run
-from tsn_dali.bench.measure import frames_decoded, make_train_step
-from tsn_dali.bench.stats import summarize
-from tsn_dali.bench.videos import find_videos, generate_videos
+import importlib
 
-__all__ = ["find_videos", "frames_decoded", "generate_videos", "main", "make_train_step", "parse_args", "run",
-           "summarize"]
+# Names are imported on first use, so that ``python -m tsn_dali.bench --help`` (which imports
+# this package first) and the light parts (interleave, options, report) pay for no torch.
+_EXPORTS = {
+    "tsn_dali.bench.cli": ("main", "parse_args", "run"),
+    "tsn_dali.bench.measure": ("frames_decoded", "make_train_step"),
+    "tsn_dali.bench.stats": ("summarize",),
+    "tsn_dali.bench.videos": ("find_videos", "generate_videos"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+_MODULES = ("cli", "environment", "guard", "interleave", "measure", "mmaction_peer", "options", "peers", "report",
+            "runner", "stats", "videos")
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'tsn_dali.bench' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__ + list(_MODULES)

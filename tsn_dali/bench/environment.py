@@ -1,4 +1,5 @@
-"""What the figures were measured on, and NVDEC's utilisation while they were."""
+"""What the figures were measured on, and NVDEC's utilisation while they were (torch is imported
+where a device is asked about: ``cpu_name`` alone costs nothing)."""
 from __future__ import annotations
 
 import datetime
@@ -8,11 +9,12 @@ import re
 import shlex
 import threading
 import time
-from typing import List, Optional, Sequence
-
-import torch
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from tsn_dali.errors import one_line
+
+if TYPE_CHECKING:  # annotations only
+    import torch
 
 
 def cpu_name() -> str:
@@ -36,6 +38,8 @@ def version(module: str) -> Optional[str]:
 
 def environment(device: torch.device, argv: Sequence[str]) -> dict:
     """Device name, CPU count, library versions, date and the command line."""
+    import torch
+
     cuda = device.type == "cuda"
     return {
         "device": torch.cuda.get_device_name(device) if cuda else cpu_name(),
@@ -62,6 +66,8 @@ def device_slug(device: torch.device) -> str:
     """'cpu', or the GPU's name in lower case with dashes (e.g. 'nvidia-h100-80gb-hbm3')."""
     if device.type != "cuda":
         return "cpu"
+    import torch
+
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
 
 
@@ -81,6 +87,8 @@ def nvml_device(torch_index: int, visible: Optional[str] = None, uuid: Optional[
 
 
 def _torch_uuid(device: torch.device) -> Optional[str]:
+    import torch
+
     try:
         return str(torch.cuda.get_device_properties(device).uuid)
     except Exception:  # an old torch, or no CUDA
@@ -125,6 +133,8 @@ class DecoderMonitor:
         try:
             nvml.nvmlInit()
             self._nvml_in_use = nvml
+            import torch
+
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
             try:

@@ -11,73 +11,23 @@ An executor variant is a name and ``+``-joined options, e.g. ``dali-gpu+whole+co
 - ``uint8`` / ``float``: the reference executor's resize (cv2 on uint8, or the exact float rule).
 
 ``auto`` is measured as ``build_executor("auto")`` builds it on this device.
+(parsed by tsn_dali.bench.options.parse_variant, which imports no torch)
 """
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from tsn_dali.bench.options import EXECUTOR_NAMES, Variant, parse_variant  # noqa: F401  (kept here too)
 from tsn_dali.bench.stats import summarize
-from tsn_dali.config import EXECUTORS
 from tsn_dali.data.render.executors.base import TORCH_DTYPES
 from tsn_dali.engine.amp import loader_dtype, resolve_amp
-from tsn_dali.engine.errors import UsageError
 from tsn_dali.engine.optim import build_optimizer
 from tsn_dali.engine.step import TrainStep
 from tsn_dali.errors import one_line
-
-EXECUTOR_NAMES = tuple(EXECUTORS)  # what the bench measures, side by side (auto: as it resolves here)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """An executor and the loader options it is measured with (module docstring)."""
-
-    label: str
-    executor: str
-    slice_gops: bool = True
-    handoff: str = "view"
-    decode_sessions: Optional[int] = None
-    decode: str = "native"
-    cpu_decoder: Optional[str] = None  # gops | decord (None: the executor's default)
-    resize: Optional[str] = None  # uint8 | float (reference; None: its default)
-
-
-def parse_variant(text: str) -> Variant:
-    """``dali-gpu+whole+sessions4`` -> Variant (UsageError naming what is wrong)."""
-    name, *options = text.strip().split("+")
-    if name not in EXECUTOR_NAMES:
-        raise UsageError(f"--executors: unknown executor {name!r}; expected one of {', '.join(EXECUTOR_NAMES)}")
-    fields = {}
-    for opt in options:
-        if opt == "whole":
-            fields["slice_gops"] = False
-        elif opt == "copy":
-            fields["handoff"] = "copy"
-        elif opt == "mmaction":
-            fields["decode"] = "mmaction"
-        elif re.fullmatch(r"sessions\d+", opt):
-            fields["decode_sessions"] = int(opt[len("sessions"):])
-        elif opt in ("gops", "decord"):
-            fields["cpu_decoder"] = opt
-        elif opt in ("uint8", "float"):
-            fields["resize"] = opt
-        else:
-            raise UsageError(f"--executors: {text}: unknown option {opt!r}; expected whole, copy, "
-                             "mmaction, sessionsN, gops, decord, uint8 or float")
-    dali_only = set(fields) - {"cpu_decoder", "resize"}
-    if dali_only and name == "reference":
-        raise UsageError(f"--executors: {text}: the reference executor takes only gops, decord, uint8, float")
-    if "resize" in fields and name != "reference":
-        raise UsageError(f"--executors: {text}: uint8 and float are the reference executor's")
-    if fields and name == "auto":
-        raise UsageError(f"--executors: {text}: auto takes no options (it is what build_executor picks)")
-    return Variant(label=text.strip(), executor=name, **fields)
 
 
 def open_executors(variants: Sequence[Variant], recipe, device: torch.device, reference_workers: int):

@@ -104,9 +104,9 @@ def adapt(pipeline: List[dict], split: str, num_segments: int, short_side: int, 
 def config_pipeline(recipe, split: str) -> Tuple[List[dict], dict]:
     """(the split's pipeline of the recipe's MMAction2 config, adapted to the recipe; facts:
     config file, pipeline key, what was adapted)."""
+    path = config_path(recipe)  # MmactionMissing first where mmaction2 or mmengine does not import
     from mmengine.config import Config
 
-    path = config_path(recipe)
     key = SPLIT_PIPELINES[split]
     cfg = Config.fromfile(path)
     if key not in cfg:

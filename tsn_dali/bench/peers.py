@@ -30,9 +30,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from tsn_dali.bench.options import PEERS
 from tsn_dali.errors import one_line
-
-PEERS = ("mmaction2", "decord-opencv", "torchcodec", "torchcodec-cuda")
 
 
 class PeerUnavailable(RuntimeError):

@@ -1,10 +1,16 @@
-"""The benchmark's outputs: headline ratios, markdown tables, a bar chart, the JSON."""
+"""The benchmark's outputs: progress lines, headline ratios, markdown tables, a bar chart, the JSON."""
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Dict, Optional
+
+
+def log(text: str) -> None:
+    """A progress line on stderr, ``[bench] text``."""
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
 def _row(comparison: dict, system: str) -> Optional[dict]:
@@ -317,4 +323,4 @@ def write_outputs(result: dict, out_dir: str, with_chart: bool = True) -> Dict[s
     return files
 
 
-__all__ = ["AUTO_TARGETS", "auto_targets", "chart", "headline", "markdown", "side_by_side", "write_outputs"]
+__all__ = ["AUTO_TARGETS", "auto_targets", "chart", "headline", "log", "markdown", "side_by_side", "write_outputs"]

@@ -152,11 +152,14 @@ def recover_temp_checkpoints(work_dir) -> list:
         final = folder / match.group("name")
         verdict = "removed"
         if final.name == "latest.pth":
+            refused = None
             try:
                 ckpt = load_checkpoint(tmp)
                 complete = ckpt.get("format") == FORMAT and all(k in ckpt for k in ("model", "optimizer", "epoch"))
-            except CheckpointError:
+            except CheckpointError as err:
                 ckpt, complete = None, False
+                said = str(err).split(": ", 1)[-1]
+                refused = said.split("; refused (", 1)[0] if "; refused (" in said else None
             if complete:
                 try:
                     newer = not final.is_file() or _progress(ckpt) > _progress(load_checkpoint(final))
@@ -169,6 +172,8 @@ def recover_temp_checkpoints(work_dir) -> list:
                                  f"step {_progress(ckpt)[1]}): promoted to {final}")
                     continue
                 verdict = f"removed (complete, but not further on than {final})"
+            elif refused:
+                verdict = f"refused, as it carries code (it {refused}): removed, never loaded"
             else:
                 verdict = "removed (incomplete: its write was stopped)"
         tmp.unlink(missing_ok=True)

@@ -2,10 +2,16 @@
 
 ``torch.load(weights_only=True)`` reads tensors and plain containers only. MMAction2 and
 mmpretrain files also pickle their metadata (mmengine's HistoryBuffer and ConfigDict,
-numpy arrays and scalars): each such global becomes an inert stand-in (``Inert``), never
-imported or called. A file naming any other global (``os.system``, ``builtins.eval``, a
-class of someone's code) is refused with its name. Full unpickling only with
-``allow_pickle`` (the commands' ``--allow-pickle``), after one line naming the risk.
+numpy arrays and scalars, and since mmengine 0.7.3 (April 2023) a ``builtins.getattr``
+call per HistoryBuffer statistic, ``getattr(HistoryBuffer, 'mean')``): each such global
+becomes an inert stand-in (``Inert``), never imported or called; the stand-in for getattr
+reads no attribute of anything. What a file builds from them (``meta``, ``message_hub``,
+``optimizer``, ``param_schedulers``) is inert data. Calling an object the file built itself
+(the result of a getattr, e.g. ``getattr(getattr(getattr, '__self__'), 'eval')(...)``) is
+refused by torch's weights-only unpickler: only allow-listed globals are called. A file
+naming any other global (``os.system``, ``builtins.eval``, a class of someone's code) is
+refused with its name. Full unpickling only with ``allow_pickle`` (the commands'
+``--allow-pickle``), after one line naming the risk.
 """
 from __future__ import annotations
 
@@ -27,6 +33,18 @@ from tsn_dali.errors import CheckpointError, one_line
 # an inert stand-in (``Inert``): nothing of theirs is imported or called.
 METADATA_MODULES = ("mmengine.", "mmcv.", "mmaction.", "mmpretrain.", "mmcls.", "numpy.")
 
+# Builtins such metadata pickles, read as inert stand-ins too: mmengine >= 0.7.3's
+# HistoryBuffer.__getstate__ keeps its statistics methods, which pickle as
+# ``getattr(HistoryBuffer, 'min')`` (mmengine/logging/history_buffer.py). The stand-in
+# records (object, name) and reads no attribute; its result cannot be called (weights-only
+# unpickling calls allow-listed globals only).
+INERT_BUILTINS = ("builtins.getattr",)
+
+
+def inert_name(name: str) -> bool:
+    """Whether a global ``name`` a file names is read as an inert stand-in."""
+    return name.startswith(METADATA_MODULES) or name in INERT_BUILTINS
+
 ALLOW_PICKLE_RISK = ("full unpickling runs whatever code the file names: use --allow-pickle only "
                      "for a file whose origin you trust")
 
@@ -36,9 +54,10 @@ def load_checkpoint(path, map_location="cpu", allow_pickle: bool = False) -> dic
     unsafe file. Never runs code from the file unless ``allow_pickle``.
 
     ``torch.load(weights_only=True)``, with each global the file names from
-    ``METADATA_MODULES`` (MMAction2's metadata) mapped to an inert stand-in; a file naming
-    any other global (``os.system``, ``builtins.eval``, a class of someone's code) is refused
-    with its name. ``allow_pickle`` (the commands' ``--allow-pickle``) reads with full
+    ``METADATA_MODULES`` or ``INERT_BUILTINS`` (MMAction2's metadata) mapped to an inert
+    stand-in; a file naming any other global (``os.system``, ``builtins.eval``, a class of
+    someone's code) is refused with its name, and one that calls what it built itself (a
+    getattr's result) is refused as such. ``allow_pickle`` (the commands' ``--allow-pickle``) reads with full
     unpickling after one line on stderr naming the risk: trusted files only.
     """
     path = Path(path)
@@ -49,7 +68,7 @@ def load_checkpoint(path, map_location="cpu", allow_pickle: bool = False) -> dic
               file=sys.stderr, flush=True)
         return _checked(path, _load(path, map_location, weights_only=False, pickle_module=_lenient_pickle))
     foreign = _foreign_globals(path)
-    refused = [name for name in foreign if not name.startswith(METADATA_MODULES)]
+    refused = [name for name in foreign if not inert_name(name)]
     if refused:
         more = f" and {len(refused) - 1} more" if len(refused) > 1 else ""
         raise CheckpointError(f"{path}: names {_short(refused[0])}{more}, which loading would import and "
@@ -70,7 +89,7 @@ MAX_LEGACY_GLOBALS = 32
 
 
 class _MetadataGlobal(Exception):
-    """Weights-only loading met a global of METADATA_MODULES not yet mapped to a stand-in."""
+    """Weights-only loading met a global read as a stand-in (``inert_name``), not yet mapped."""
 
     def __init__(self, name: str):
         super().__init__(name)
@@ -80,8 +99,8 @@ class _MetadataGlobal(Exception):
 def _foreign_globals(path: Path) -> list:
     """The globals a checkpoint's pickle names beyond torch's weights-only allow-list, read
     from its opcodes without unpickling. [] for a file in torch's pre-1.6 format or not a
-    zip at all: weights-only loading then refuses any global by itself (one of
-    METADATA_MODULES is then mapped and the load retried)."""
+    zip at all: weights-only loading then refuses any global by itself (one that
+    ``inert_name`` admits is then mapped and the load retried)."""
     try:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception:  # noqa: BLE001 - not a zip checkpoint: torch.load says what it is
@@ -97,11 +116,16 @@ def _load(path: Path, map_location, weights_only: bool, pickle_module=None):
     except pickle.UnpicklingError as exc:
         text = str(exc)
         named = re.search(r"GLOBAL (\S+)", text)
-        if weights_only and named and named.group(1).startswith(METADATA_MODULES):
-            raise _MetadataGlobal(named.group(1)) from None
-        if weights_only and named:
-            raise CheckpointError(f"{path}: names {_short(named.group(1))}, which loading would import and "
+        name = _global_name(named.group(1)) if named else None
+        if weights_only and name and inert_name(name):
+            raise _MetadataGlobal(name) from None
+        if weights_only and name:
+            raise CheckpointError(f"{path}: names {_short(name)}, which loading would import and "
                                   f"may call; refused ({ALLOW_PICKLE_RISK})") from None
+        if weights_only and any(words in text for words in _SELF_BUILT_CALLS):
+            raise CheckpointError(f"{path}: calls or builds an object of its own making (e.g. what a "
+                                  f"getattr returned), which loading would run; refused "
+                                  f"({ALLOW_PICKLE_RISK})") from None
         if weights_only and "weights_only" in text:
             raise CheckpointError(f"{path}: not a PyTorch checkpoint that loads without running code (a plain "
                                   f"pickle or other bytes); refused ({ALLOW_PICKLE_RISK})") from None
@@ -110,6 +134,18 @@ def _load(path: Path, map_location, weights_only: bool, pickle_module=None):
             ImportError, IndexError, KeyError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt "
                               f"({_first_line(exc)})") from None
+
+
+# torch's weights-only refusals of a REDUCE / NEWOBJ / BUILD on an object that is not an
+# allow-listed global (torch/_weights_only_unpickler.py)
+_SELF_BUILT_CALLS = ("call reduce for unrecognized function", "Can only create new object",
+                     "Can only build Tensor")
+
+
+def _global_name(text: str) -> str:
+    """A global's full name as torch's refusal writes it: builtins without their module
+    (``GLOBAL getattr``), everything else in full."""
+    return text if "." in text else "builtins." + text
 
 
 def _checked(path: Path, obj) -> dict:
@@ -125,7 +161,12 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-class Inert:
+class _InertType(type):
+    def __repr__(cls):
+        return f"<inert class {cls._name}>"
+
+
+class Inert(metaclass=_InertType):
     """What a metadata object of a checkpoint becomes when read without --allow-pickle: it
     keeps the arguments and state it was built with, and does nothing else."""
 
@@ -146,7 +187,19 @@ class Inert:
         return f"<inert {self._name}>"
 
 
-_INERT: dict = {}
+class InertGetattr(Inert):
+    """``builtins.getattr`` as a checkpoint names it: ``InertGetattr(obj, name)`` is an inert
+    record of the two (``.args``); no attribute of ``obj`` or of anything else is read."""
+
+    _name = "builtins.getattr"
+
+    def __repr__(self):
+        if len(self.args) >= 2:
+            return f"<inert getattr({self.args[0]!r}, {_short(repr(self.args[1]), 40)})>"
+        return "<inert getattr>"
+
+
+_INERT: dict = {"builtins.getattr": InertGetattr}
 
 
 def inert_class(name: str) -> type:
@@ -188,4 +241,5 @@ def _first_line(exc: BaseException) -> str:
 
 
 
-__all__ = ["ALLOW_PICKLE_RISK", "Inert", "METADATA_MODULES", "inert_class", "load_checkpoint"]
+__all__ = ["ALLOW_PICKLE_RISK", "INERT_BUILTINS", "Inert", "InertGetattr", "METADATA_MODULES", "inert_class",
+           "inert_name", "load_checkpoint"]

@@ -13,9 +13,9 @@ from typing import Dict, Iterable, Optional
 import torch
 
 from tsn_dali.errors import CheckpointError, one_line
-from tsn_dali.models.safe_load import load_checkpoint
+from tsn_dali.models.safe_load import Inert, load_checkpoint
 from tsn_dali.models.backbones import CLASSIFIER_PREFIXES
-from tsn_dali.models.mmaction import convert_mmaction_state_dict
+from tsn_dali.models.mmaction import backbone_in_our_names, convert_mmaction_state_dict
 
 _DENSENET_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$")
 
@@ -23,7 +23,11 @@ _DENSENET_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:w
 def mismatch_message(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor],
                      optional: Iterable[str] = ()) -> Optional[str]:
     """Why ``state`` does not fit a module whose state dict is ``own`` (None where it fits).
-    Keys in ``optional`` may be missing."""
+    Keys in ``optional`` may be missing. A value that is not a tensor (e.g. an inert
+    stand-in read from a file's pickle) is named first."""
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            return f"{k} is not a tensor (a {_short_type(v)})"
     for k, v in state.items():
         if k in own and tuple(v.shape) != tuple(own[k].shape):
             return f"{k} has shape {list(v.shape)}, expected {list(own[k].shape)}"
@@ -36,6 +40,11 @@ def mismatch_message(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
     return "; ".join(parts) or None
+
+
+def _short_type(value) -> str:
+    text = repr(value) if isinstance(value, Inert) else type(value).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_state_dict(model: torch.nn.Module, state: Dict[str, torch.Tensor], path, hint: str = "") -> None:
@@ -86,16 +95,22 @@ def imagenet_state_dict(obj, path) -> Dict[str, torch.Tensor]:
 
 
 def load_pretrained_backbone(model, path) -> None:
-    """Load a local torchvision/timm ImageNet state dict into ``model.backbone``
-    (``safe_load.load_checkpoint``: weights only); classifier keys are dropped, a missing
-    ``num_batches_tracked`` is tolerated, anything else that does not fit raises a
-    one-line ``CheckpointError`` naming the file."""
+    """Load a local torchvision/timm/mmcls/mmpretrain ImageNet state dict into
+    ``model.backbone`` (``safe_load.load_checkpoint``: weights only); classifier keys are
+    dropped, mmpretrain's MobileOne and timm 0.6's Swin are renamed to the builder's names
+    (``mmaction.backbone_in_our_names``), a missing ``num_batches_tracked`` is tolerated,
+    anything else that does not fit raises a one-line ``CheckpointError`` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: pretrained backbone file not found")
     obj = load_checkpoint(path)  # never runs code from the file (models.safe_load)
     state = imagenet_state_dict(obj, path)
     own = model.backbone.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(CLASSIFIER_PREFIXES + ("head.",))}
+    try:
+        state = backbone_in_our_names(state, model.backbone_name)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: does not fit backbone {model.backbone_name} ({one_line(exc)})") from None
     state = {k: v for k, v in state.items() if k in own or not k.startswith(CLASSIFIER_PREFIXES)}
     why = mismatch_message(own, state, optional=[k for k in own if k.endswith("num_batches_tracked")])
     if why:

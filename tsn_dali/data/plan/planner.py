@@ -70,7 +70,7 @@ def _resolve_path(name_or_path) -> Path:
 def _read_nodes(path: Path):
     """The pipeline's YAML node list (PipelineError with the line where it is not one)."""
     try:  # bounded: size, UTF-8, aliases (config.compose_bounded); YAML 1.2 booleans
-        root = compose_bounded(read_text_file(path, "pipeline"), path, YamlLoader)
+        root = compose_bounded(read_text_file(path, "pipeline"), path, YamlLoader, "pipeline")
     except RecipeError as err:
         raise PipelineError(str(path), "", err.message, err.line) from None
     if not isinstance(root, yaml.SequenceNode) or not root.value:
@@ -112,6 +112,26 @@ def _build_op(file: str, item, variables, data_cfg: DataConfig) -> Op:
         return OPS[name](**params)
     except (ValueError, TypeError) as exc:
         raise PipelineError(file, name, str(exc), line) from None
+
+
+def pipeline_uses(name_or_path) -> Dict[str, List[str]]:
+    """The ``$variables`` a pipeline takes -> the ``Op.param`` entries that take each."""
+    path = _resolve_path(name_or_path)
+    uses: Dict[str, List[str]] = {}
+
+    def walk(node, where):
+        if isinstance(node, yaml.ScalarNode) and isinstance(node.value, str) and node.value.startswith("$"):
+            uses.setdefault(node.value[1:], []).append(where)
+        elif isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                walk(child, where)
+        elif isinstance(node, yaml.MappingNode):
+            for key, child in node.value:
+                walk(child, f"{where}.{key.value}" if where else key.value)
+
+    for item in _read_nodes(path):
+        walk(item, "")
+    return uses
 
 
 def load_pipeline(name_or_path, data_cfg: DataConfig) -> List[Op]:

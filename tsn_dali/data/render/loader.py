@@ -27,6 +27,13 @@ for test. Failures take one retry path (``_render``), whichever stage found them
 No silent stall: the consumer waits at most ``stall_timeout`` seconds for each batch, then
 raises LoaderStalled naming the batch's videos. A render that hung cannot be stopped: its
 daemon thread is left behind, and ``close()`` does not wait for it.
+
+Ending: ``close()`` stops the render thread (after the render in progress), then closes the
+executor the loader built. A loader is closed too when it is garbage-collected, and at
+interpreter exit where it is still alive (tsn_dali.data.render.lifetime: before DALI's own
+exit hook), so that a script that takes one batch and ends, or ends on an uncaught
+exception or Ctrl-C, exits as Python would. An iterator that is dropped stops its pass's
+render thread.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ import logging
 import os
 import queue
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
@@ -42,6 +50,7 @@ import torch
 
 from tsn_dali.data.errors import DatasetError, LoaderStalled, PipelineError, PipelineFailure, VideoDecodeError
 from tsn_dali.data.render.executors.base import TORCH_DTYPES
+from tsn_dali.data.render import lifetime
 from tsn_dali.data.render.handoff import HandoffGuard
 from tsn_dali.data.render.order import BatchOrder, epoch_permutation
 from tsn_dali.data.render.prefetch import Prefetcher
@@ -84,10 +93,13 @@ class EpochSetter:
     loaders (PyTorch Lightning's fit loop does) reaches; it sets the loader's epoch."""
 
     def __init__(self, loader):
-        self._loader = loader
+        self._loader = weakref.ref(loader)  # no cycle: a dropped loader is closed at once (``__del__``)
 
     def set_epoch(self, epoch: int) -> None:
-        self._loader.set_epoch(epoch)
+        loader = self._loader()
+        if loader is None:
+            raise ReferenceError("loader.sampler: its loader was garbage-collected")
+        loader.set_epoch(epoch)
 
 
 def resolve_dtype(dtype: Optional[str], mean, std, device: torch.device) -> str:
@@ -244,6 +256,7 @@ class ClipLoader:
             raise ValueError(f"ClipLoader: {len(self.records)} videos over {world_size} rank(s) "
                              f"give no full batch of {batch_size}; expected at least "
                              f"{batch_size * world_size} videos or a smaller batch size")
+        lifetime.watch(self, uses_dali=str(getattr(executor, "name", "")).startswith("dali"))
 
     # ------------------------------------------------------------------ public
 
@@ -337,7 +350,9 @@ class ClipLoader:
 
     def close(self) -> None:
         """Stop the prefetch thread (and the executor, where this loader built it). After a
-        stall the blocked render is left behind and the executor's close is time-boxed."""
+        stall the blocked render is left behind and the executor's close is time-boxed. A pass
+        in progress ends: its next ``next()`` raises StopIteration."""
+        self._pass += 1
         self._stop_active()
         if not self._hung:
             self._streams.close()
@@ -557,7 +572,7 @@ class ClipLoader:
 
     def __del__(self):
         try:
-            self._stop_active()
+            self.close()
         except Exception:
             pass
 
@@ -566,7 +581,11 @@ def _close_time_boxed(close, timeout: float, what: str) -> None:
     """Call ``close()`` in a daemon thread and wait at most ``timeout`` s for it: an executor
     whose render hangs holds its lock, and its ``close`` would wait for it forever."""
     thread = threading.Thread(target=close, daemon=True, name="tsn_dali-close")
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:  # no new thread while the interpreter shuts down
+        logger.info("%s not closed: a render is still blocked and the interpreter is shutting down", what)
+        return
     thread.join(timeout)
     if thread.is_alive():
         logger.info("%s did not close within %g s (a render is still blocked); left it", what, timeout)

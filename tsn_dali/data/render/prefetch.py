@@ -78,7 +78,9 @@ class Prefetcher:
 
     def get(self, timeout: Optional[float] = None):
         """The next result (``queue.Empty``, and ``stalled`` set, after ``timeout`` seconds
-        without one)."""
+        without one); StopIteration once closed."""
+        if self._stop.is_set():
+            raise StopIteration
         try:
             kind, value = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -94,6 +96,9 @@ class Prefetcher:
         """Stop: drain the queue so the thread can leave, wait up to ``timeout`` seconds for
         it; whether it stopped (a hung render cannot be stopped: its daemon thread stays)."""
         self._stop.set()
+        if threading.current_thread() is self._thread:  # closed from its own finish: it ends after it
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            return True
         deadline = time.monotonic() + timeout
         while self._thread.is_alive():
             try:

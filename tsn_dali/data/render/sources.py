@@ -27,6 +27,7 @@ the same names, docs/loader.md).
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -38,6 +39,7 @@ from tsn_dali.data.render.loader import DEFAULT_STALL_TIMEOUT, ClipLoader, _slow
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 DEFAULT_PIPELINES = {"train": "tsn_train", "val": "tsn_val", "test": "tsn_test_tencrop"}
+logger = logging.getLogger(__name__)
 
 
 def default_index_cache() -> str:
@@ -46,18 +48,18 @@ def default_index_cache() -> str:
 
 
 def records_from(videos, prefix: Optional[str] = None, classes: Optional[Sequence[str]] = None):
-    """(VideoRecords, class names or None) from pairs, a ``root/<class>/<video>`` folder, or
-    an MMAction2 list file (module docstring)."""
+    """(VideoRecords, class names or None, what a folder left out or None) from pairs, a
+    ``root/<class>/<video>`` folder, or an MMAction2 list file (module docstring)."""
     from tsn_dali.data.index.annotations import VideoRecord, read_video_list
 
     if isinstance(videos, (str, os.PathLike)):
         path = Path(videos)
         if path.is_dir():
-            return folder_records(path, classes)
+            return scan_folder(path, classes)
         if path.is_file():
             records, _ = read_video_list(path, str(path.parent) if prefix is None else prefix, skip_bad=True,
                                          check_files=False)
-            return records, None
+            return records, None, None
         raise DatasetError(str(path), "no such folder or list file")
     out = []
     for i, item in enumerate(videos):
@@ -72,38 +74,132 @@ def records_from(videos, prefix: Optional[str] = None, classes: Optional[Sequenc
             raise DatasetError("videos", f"item {i} ({path}): expected a label >= 0, got {label!r}")
         full = os.path.join(prefix, str(path)) if prefix else str(path)
         out.append(VideoRecord(path=full, label=label, line=i + 1, source="videos"))
-    return out, None
+    return out, None, None
+
+
+# Folders that file managers, archivers and notebooks leave beside a dataset's classes
+# (macOS zips, Synology, Windows volumes, Jupyter, Python); hidden names (".x") go with them.
+SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information", "lost+found",
+                            "__pycache__"})
+
+
+def hidden(name: str) -> bool:
+    """A hidden or system entry: a dot name (``.git``, ``.ipynb_checkpoints``, macOS's
+    ``._clip.mp4`` resource forks) or one of SYSTEM_FOLDERS. Never a class or a video."""
+    return name.startswith(".") or name in SYSTEM_FOLDERS
+
+
+def _videos_under(folder: Path, other: dict) -> list:
+    """The video files under ``folder`` at any depth, sorted, skipping hidden entries at any
+    level; every other file is counted in ``other`` by its extension."""
+    videos = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not hidden(d))
+        for name in sorted(filenames):
+            if hidden(name):
+                continue
+            ext = os.path.splitext(name)[1].lower()
+            if ext in VIDEO_EXTENSIONS:
+                videos.append(Path(dirpath) / name)
+            else:
+                other[ext or "(none)"] = other.get(ext or "(none)", 0) + 1
+    return sorted(videos)
+
+
+def folder_summary(root: Path, left: dict) -> str:
+    """One line: what ``scan_folder`` found under ``root`` and left out (empty if nothing)."""
+    parts = []
+    if left["hidden"]:
+        parts.append(f"{len(left['hidden'])} hidden or system folder(s) ({', '.join(left['hidden'])})")
+    if left["empty"]:
+        parts.append(f"{len(left['empty'])} folder(s) with no video ({', '.join(left['empty'])})")
+    if left["top_videos"]:
+        parts.append(f"{len(left['top_videos'])} video(s) directly under the root, in no class folder "
+                     f"({', '.join(left['top_videos'][:3])}{', ...' if len(left['top_videos']) > 3 else ''})")
+    if left["other_files"]:
+        kinds = ", ".join(f"{ext} {n}" for ext, n in sorted(left["other_files"].items(), key=lambda kv: (-kv[1], kv[0])))
+        parts.append(f"{sum(left['other_files'].values())} file(s) of other types ({kinds})")
+    return f"{root}: left out {'; '.join(parts)}" if parts else ""
+
+
+def scan_folder(root: Path, classes: Optional[Sequence[str]] = None):
+    """``root/<class>/<video>`` -> (records, class names, what was left out).
+
+    Classes are the subfolders that hold a video, sorted by name; hidden and system folders
+    and files (``hidden``) are never classes or videos. With ``classes`` given, those names
+    are the classes in that order (an empty one keeps its label). Left out: those folders,
+    folders with no video, videos directly under ``root``, files of other types
+    (``folder_summary`` says it in one line)."""
+    from tsn_dali.data.index.annotations import VideoRecord
+
+    entries = sorted(root.iterdir(), key=lambda p: p.name)
+    left = {"hidden": [p.name for p in entries if p.is_dir() and hidden(p.name)], "empty": [],
+            "top_videos": [p.name for p in entries if p.is_file() and not hidden(p.name)
+                           and p.suffix.lower() in VIDEO_EXTENSIONS], "other_files": {}}
+    for p in entries:
+        if p.is_file() and not hidden(p.name) and p.suffix.lower() not in VIDEO_EXTENSIONS:
+            ext = p.suffix.lower() or "(none)"
+            left["other_files"][ext] = left["other_files"].get(ext, 0) + 1
+    folders = {p.name: _videos_under(p, left["other_files"]) for p in entries if p.is_dir() and not hidden(p.name)}
+    if classes is not None:
+        names = list(classes)
+        unknown = [c for c in folders if c not in names and folders[c]]
+        if unknown:
+            raise DatasetError(str(root), f"folder {unknown[0]!r} is not one of the {len(names)} classes given")
+    else:
+        names = [c for c in folders if folders[c]]
+    left["empty"] = [c for c in folders if not folders[c] and c not in names]
+    records = [VideoRecord(path=str(path), label=label, source=str(root))
+               for label, name in enumerate(names) for path in folders.get(name, [])]
+    if not records:
+        said = folder_summary(root, left)
+        raise DatasetError(str(root), f"no video files ({', '.join(VIDEO_EXTENSIONS)}) in its class folders"
+                           + (f"; {said.split(': left out ', 1)[1]} left out" if said else ""))
+    return records, names, left
 
 
 def folder_records(root: Path, classes: Optional[Sequence[str]] = None):
-    """``root/<class>/<video>``: one record per video file, labelled by its class's index."""
-    from tsn_dali.data.index.annotations import VideoRecord
-
-    found = sorted(p.name for p in root.iterdir() if p.is_dir())
-    names = list(classes) if classes is not None else found
-    unknown = [c for c in found if c not in names]
-    if unknown:
-        raise DatasetError(str(root), f"folder {unknown[0]!r} is not one of the {len(names)} classes given")
-    records = []
-    for label, name in enumerate(names):
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
-                records.append(VideoRecord(path=str(path), label=label, source=str(root)))
-    if not records:
-        raise DatasetError(str(root), f"no video files ({', '.join(VIDEO_EXTENSIONS)}) in its class folders")
-    return records, names
+    """``root/<class>/<video>``: one record per video file, labelled by its class's index
+    (``scan_folder``) -> (records, class names)."""
+    return scan_folder(Path(root), classes)[:2]
 
 
-def _pipeline_ops(pipeline, split: str, num_segments: int, input_size: int, short_side: int, flip_label_map):
+SIZE_DEFAULTS = {"num_segments": 8, "input_size": 224, "short_side": 256}
+
+
+def _check_sizes(pipeline, split: str, given: dict) -> None:
+    """Every size a caller gives is used by the view, or the call is refused (PipelineError,
+    one line): a list of ops fixes its own sizes, and a pipeline without ``$num_segments``
+    (the test views: MMAction2's protocol fixes 25 clips) would silently ignore it."""
+    from tsn_dali.data.plan.planner import _resolve_path, pipeline_uses
+
+    if not given:
+        return
+    name, value = next(iter(given.items()))
+    if isinstance(pipeline, (list, tuple)):
+        raise PipelineError("loader_from", "", f"{name}={value} is not used: pipeline= is a list of ops, "
+                            "which carry their own sizes; set it in the ops")
+    uses = pipeline_uses(pipeline)
+    for name, value in given.items():
+        if name not in uses:
+            why = {"num_segments": "fixes its clip count" + (" (MMAction2's test protocol)" if split == "test" else ""),
+                   "input_size": "fixes its crop size", "short_side": "fixes its resize"}[name]
+            example = (f", e.g. [SampleFrames(clip_len=1, num_clips={value}, test_mode=True), Resize(scale=(-1, 256)), "
+                       "TenCrop(crop_size=224)]" if name == "num_segments" else "")
+            raise PipelineError("loader_from", "", f"{name}={value} is not taken by split={split!r}'s pipeline "
+                                f"'{pipeline}', which {why}: no ${name} in {_resolve_path(pipeline)}; leave it "
+                                f"out, or give pipeline= a view that takes it{example}")
+
+
+def _pipeline_ops(pipeline, split: str, sizes: dict, flip_label_map):
     from tsn_dali.config import DataConfig
     from tsn_dali.data.plan.ops import Op, check_pipeline
     from tsn_dali.data.plan.planner import load_pipeline
 
     if pipeline is None:
         pipeline = DEFAULT_PIPELINES[split]
+    _check_sizes(pipeline, split, {k: v for k, v in sizes.items() if v is not None})
+    num_segments, input_size, short_side = (SIZE_DEFAULTS[k] if sizes[k] is None else sizes[k] for k in SIZE_DEFAULTS)
     if isinstance(pipeline, (list, tuple)):
         bad = [op for op in pipeline if not isinstance(op, Op)]
         if bad:
@@ -131,8 +227,8 @@ def _distributed(rank, world_size):
 
 
 def loader_from(videos, *, split: str = "train", pipeline=None, prefix: Optional[str] = None,
-                classes: Optional[Sequence[str]] = None, batch_size: int = 8, num_segments: int = 8,
-                input_size: int = 224, short_side: int = 256, flip_label_map: Optional[dict] = None,
+                classes: Optional[Sequence[str]] = None, batch_size: int = 8, num_segments: Optional[int] = None,
+                input_size: Optional[int] = None, short_side: Optional[int] = None, flip_label_map: Optional[dict] = None,
                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                 dtype: Optional[str] = None, device=None, executor: str = "auto", rank: Optional[int] = None,
                 world_size: Optional[int] = None, seed: int = 0, on_bad_video: str = "skip",
@@ -142,7 +238,9 @@ def loader_from(videos, *, split: str = "train", pipeline=None, prefix: Optional
                 eval_videos_per_run: int = 8, progress: bool = False):
     """A ClipLoader over ``videos`` for one rank (module docstring). ``split``: "train"
     shuffles per epoch, drops the last incomplete batch and replaces a video that fails to
-    decode; "val"/"test" keep list order and pad the last batch (samples -1)."""
+    decode; "val"/"test" keep list order and pad the last batch (samples -1).
+    ``num_segments``/``input_size``/``short_side`` (default 8/224/256) fill the pipeline's
+    ``$`` sizes; one given that the view does not take is refused, never ignored."""
     from tsn_dali.data.index import build_index
     from tsn_dali.data.plan.planner import ClipPlanner
     from tsn_dali.data.render.executors import build_executor
@@ -151,8 +249,11 @@ def loader_from(videos, *, split: str = "train", pipeline=None, prefix: Optional
         raise ValueError(f"loader_from: split {split!r}; expected one of {', '.join(DEFAULT_PIPELINES)}")
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world_size = _distributed(rank, world_size)
-    records, names = records_from(videos, prefix, classes)
-    ops = _pipeline_ops(pipeline, split, num_segments, input_size, short_side, flip_label_map)
+    records, names, left = records_from(videos, prefix, classes)
+    if left is not None and rank == 0 and folder_summary(Path(videos), left):
+        logger.warning("%s", folder_summary(Path(videos), left))
+    ops = _pipeline_ops(pipeline, split, dict(num_segments=num_segments, input_size=input_size,
+                                              short_side=short_side), flip_label_map)
     index = build_index([r.path for r in records], cache_dir=index_cache or default_index_cache(),
                         progress=progress and rank == 0, rank=rank, world_size=world_size)
     bad = [(r.path, index[r.path].error or "no frames") for r in records if not index[r.path].ok]
@@ -176,8 +277,11 @@ def loader_from(videos, *, split: str = "train", pipeline=None, prefix: Optional
         built.close()
         raise
     loader.classes = names
+    if left is not None:
+        loader.stats["left_out"] = left
     loader.stats["frames_path"] = _slow_path_videos(built, loader.records, index, rank == 0)
     return loader
 
 
-__all__ = ["DEFAULT_PIPELINES", "default_index_cache", "folder_records", "loader_from", "records_from"]
+__all__ = ["DEFAULT_PIPELINES", "default_index_cache", "folder_records", "folder_summary", "hidden", "loader_from",
+           "records_from", "scan_folder"]

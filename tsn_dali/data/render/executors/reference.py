@@ -162,7 +162,17 @@ def _render_one(plan: ClipPlan, decoder: str, filename_tmpl: str, resize: str, o
 
 
 def _worker_init() -> None:
-    torch.set_num_threads(1)  # one decode per process; the pool is the parallelism
+    """One decode per process (the pool is the parallelism); signals are the parent's to
+    handle: a worker ignores SIGINT (a terminal sends it to the whole process group), so it
+    prints no traceback of its own, and dies on SIGTERM, which is how ``close`` stops it
+    (Pool.terminate). A forked worker inherits the parent's Python handlers: the trainer's
+    SIGTERM handler (engine/signals.py) only records the signal, so a worker blocked on the
+    pool's task-queue lock, which terminate holds, would never end and close would hang."""
+    import signal
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class ReferenceExecutor:
