@@ -83,6 +83,17 @@ def video_stream(container, index=None):
     return best if best is not None else videos[0]
 
 
+def decoded_stream(container, path: str, index=None):
+    """``video_stream`` for a decoder: VideoDecodeError naming ``path`` where the file has
+    no video stream or ``index`` is not one."""
+    if not container.streams.video:
+        raise VideoDecodeError(path, "no video stream")
+    try:
+        return video_stream(container, index)
+    except ValueError as exc:
+        raise VideoDecodeError(path, str(exc)) from None
+
+
 def import_decord():
     """decord, or None where it is not installed.
 
@@ -128,12 +139,7 @@ def decode_pyav(path: str, frame_indices: Sequence[int], stream=None) -> np.ndar
     frames = {}
     try:
         with av.open(path) as container:
-            if not container.streams.video:
-                raise VideoDecodeError(path, "no video stream")
-            try:
-                video = video_stream(container, stream)
-            except ValueError as exc:
-                raise VideoDecodeError(path, str(exc)) from None
+            video = decoded_stream(container, path, stream)
             video.thread_type = "AUTO"
             want = set(wanted)
             last = wanted[-1] if wanted else -1

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from tsn_dali.data.errors import VideoDecodeError
-from tsn_dali.data.media.decoding import display_rotation, rgb24, upright, video_stream
+from tsn_dali.data.media.decoding import decoded_stream, display_rotation, rgb24, upright
 from tsn_dali.errors import one_line
 
 SKIP_UNWANTED = "NONREF"  # FFmpeg's AVDISCARD_NONREF for packets of frames nobody wants
@@ -119,12 +119,7 @@ def decode_gops(path: str, frame_indices: Sequence[int], keyframes: Sequence[int
     turn = [0]  # the display rotation, read from the first wanted frame
     try:
         with av.open(path, container_options=NO_PROBE_DECODE) as container:
-            if not container.streams.video:
-                raise VideoDecodeError(path, "no video stream")
-            try:
-                stream = video_stream(container, stream_index)
-            except ValueError as exc:
-                raise VideoDecodeError(path, str(exc)) from None
+            stream = decoded_stream(container, path, stream_index)
             ctx = stream.codec_context
             ctx.thread_count = max(1, int(threads))
             if threads > 1:
